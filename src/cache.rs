@@ -1,0 +1,213 @@
+//! The content-addressed cache: one directory per layer digest, shared by
+//! every image and every process that uses the layer.
+//!
+//! ```text
+//! CACHE/layers/sha256/<hex>/index   versioned binary index (see layer::format)
+//!                          /data    the uncompressed stream, sparse, filled span by span
+//!                          /spans   one byte per span: 1 once the span is in `data`
+//!                          /lock    flock(2) held while the entry is built
+//! ```
+//! `index` is renamed into place last, so its presence means `data` and
+//! `spans` are complete. Files are replaced by rename, never truncated, so
+//! a process that has them mapped never takes SIGBUS.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::LayerInfo;
+use crate::layer::format;
+use crate::layer::index::{build_index, LayerIndex};
+use crate::layer::spans::SpanStart;
+use crate::oci::media::Compression;
+use crate::oci::Layout;
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A layer's cache files, with its index loaded.
+pub struct CacheEntry {
+    pub dir: PathBuf,
+    pub index: LayerIndex,
+    /// True when this call built the index (false: found in the cache).
+    pub built: bool,
+}
+
+impl Cache {
+    /// `--cache DIR`, then `$OCIMOUNT_CACHE`, then `/var/cache/ocimount` for
+    /// root, then `$XDG_CACHE_HOME/ocimount` (or `~/.cache/ocimount`).
+    pub fn locate(explicit: Option<&Path>) -> Result<Cache> {
+        let root = if let Some(p) = explicit {
+            p.to_path_buf()
+        } else if let Some(p) = std::env::var_os("OCIMOUNT_CACHE").filter(|p| !p.is_empty()) {
+            PathBuf::from(p)
+        } else if unsafe { libc::geteuid() } == 0 {
+            PathBuf::from("/var/cache/ocimount")
+        } else if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+            PathBuf::from(p).join("ocimount")
+        } else if let Some(home) = std::env::var_os("HOME") {
+            PathBuf::from(home).join(".cache").join("ocimount")
+        } else {
+            return Err(Error::Cache {
+                path: PathBuf::from("."),
+                reason: "no cache directory: pass --cache DIR or set OCIMOUNT_CACHE".to_string(),
+            });
+        };
+        fs::create_dir_all(&root).at(&root)?;
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn layer_dir(&self, layer: &LayerInfo) -> PathBuf {
+        self.root.join("layers").join("sha256").join(layer.digest.hex())
+    }
+
+    /// Load the layer's index, building it first if it is missing, damaged
+    /// or from another format version.
+    pub fn entry(&self, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip_span: u64) -> Result<CacheEntry> {
+        let dir = self.layer_dir(layer);
+        fs::create_dir_all(&dir).at(&dir)?;
+        if let Ok(index) = load(&dir, layer) {
+            bar.finish_and_clear();
+            return Ok(CacheEntry { dir, index, built: false });
+        }
+        let _lock = DirLock::acquire(&dir.join("lock"))?;
+        // Another process may have built it while we waited for the lock.
+        if let Ok(index) = load(&dir, layer) {
+            bar.finish_and_clear();
+            return Ok(CacheEntry { dir, index, built: false });
+        }
+        remove_temporaries(&dir);
+        let index = build(&dir, layout, layer, bar, gzip_span)?;
+        bar.finish_and_clear();
+        Ok(CacheEntry { dir, index, built: true })
+    }
+}
+
+/// Read and check an index and its companion files.
+pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, String> {
+    let path = dir.join("index");
+    let file = File::open(&path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len == 0 {
+        return Err("empty index".to_string());
+    }
+    // SAFETY: index files are only ever replaced by rename, never modified
+    // in place, so the mapping cannot change under us.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    let index = format::decode(&map, &layer.digest)?;
+    if index.diff_id != layer.diff_id || index.compression != layer.compression {
+        return Err("index does not match the layer descriptor".to_string());
+    }
+    if index.compression != Compression::None {
+        let data_len = fs::metadata(dir.join("data")).map_err(|e| e.to_string())?.len();
+        let spans_len = fs::metadata(dir.join("spans")).map_err(|e| e.to_string())?.len();
+        if data_len != index.uncompressed_size || spans_len != index.spans.len() as u64 {
+            return Err("data or spans file has the wrong size".to_string());
+        }
+    }
+    Ok(index)
+}
+
+fn build(dir: &Path, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip_span: u64) -> Result<LayerIndex> {
+    let blob = layout.open_blob(&layer.digest, layer.size)?;
+    let pid = std::process::id();
+    let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
+    let compressed = layer.compression != Compression::None;
+    let data_tmp = tmp("data");
+    let data = if compressed {
+        Some(create_new(&data_tmp)?)
+    } else {
+        None
+    };
+    let built = build_index(layer, blob, data.as_ref().map(|f| f.try_clone()).transpose().at(&data_tmp)?, bar, gzip_span);
+    let index = match built {
+        Ok(index) => index,
+        Err(e) => {
+            let _ = fs::remove_file(&data_tmp);
+            return Err(e);
+        }
+    };
+    if let Some(data) = data {
+        data.set_len(index.uncompressed_size).at(&data_tmp)?;
+        let present: Vec<u8> = index
+            .spans
+            .iter()
+            .map(|s| matches!(s.start, SpanStart::Materialized { .. }) as u8)
+            .collect();
+        let spans_tmp = tmp("spans");
+        write_file(&spans_tmp, &present)?;
+        rename(&data_tmp, &dir.join("data"))?;
+        rename(&spans_tmp, &dir.join("spans"))?;
+    }
+    let index_tmp = tmp("index");
+    write_file(&index_tmp, &format::encode(&index))?;
+    rename(&index_tmp, &dir.join("index"))?;
+    Ok(index)
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = create_new(path)?;
+    f.write_all(bytes).at(path)?;
+    f.sync_data().at(path)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).at(to)
+}
+
+/// Leftovers of a builder that was killed: safe to delete under the lock.
+fn remove_temporaries(dir: &Path) {
+    if let Ok(list) = fs::read_dir(dir) {
+        for e in list.flatten() {
+            if e.file_name().to_string_lossy().contains(".tmp.") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// An exclusive flock(2), released on drop (or when the process dies).
+struct DirLock(File);
+
+impl DirLock {
+    fn acquire(path: &Path) -> Result<DirLock> {
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).at(path)?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock(f));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(path, err));
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}

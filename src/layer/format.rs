@@ -1,0 +1,271 @@
+//! The on-disk layer index: a versioned, checksummed, little-endian binary
+//! file. Fixed widths and byte order make it portable between 32- and 64-bit
+//! builds and between architectures; the checksum makes a torn or bit-flipped
+//! file a rebuild, never a misread.
+//!
+//! Layout: header (magic, version, layer digest, body length, body CRC-32),
+//! then the body (diff_id, compression, sizes, entries, spans).
+
+use crate::digest::Digest;
+use crate::layer::entry::{EntryKind, TarEntry};
+use crate::layer::index::LayerIndex;
+use crate::layer::spans::{crc32, Span, SpanStart};
+use crate::oci::media::Compression;
+
+pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
+/// Bump whenever the body layout or the meaning of a field changes.
+pub const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
+
+pub fn encode(index: &LayerIndex) -> Vec<u8> {
+    let mut body = Writer(Vec::with_capacity(64 + index.entries.len() * 96));
+    body.raw(index.diff_id.as_bytes());
+    body.u8(compression_tag(index.compression));
+    body.u64(index.compressed_size);
+    body.u64(index.uncompressed_size);
+    body.u64(index.entries.len() as u64);
+    for e in &index.entries {
+        body.bytes(&e.path);
+        body.u8(e.kind as u8);
+        body.u32(e.mode);
+        body.u32(e.uid);
+        body.u32(e.gid);
+        body.u64(e.mtime as u64);
+        body.u32(e.mtime_nsec);
+        body.u64(e.size);
+        body.u64(e.data_offset);
+        body.bytes(&e.link);
+        body.u32(e.dev_major);
+        body.u32(e.dev_minor);
+        body.u32(e.xattrs.len() as u32);
+        for (name, value) in &e.xattrs {
+            body.bytes(name);
+            body.bytes(value);
+        }
+    }
+    body.u64(index.spans.len() as u64);
+    for s in &index.spans {
+        body.u64(s.out_offset);
+        body.u64(s.out_len);
+        body.u64(s.in_offset);
+        body.u32(s.crc32);
+        match &s.start {
+            SpanStart::Blob => body.u8(0),
+            SpanStart::Materialized { frame_out } => {
+                body.u8(1);
+                body.u64(*frame_out);
+            }
+            SpanStart::ZstdFrame { in_len } => {
+                body.u8(2);
+                body.u64(*in_len);
+            }
+            SpanStart::GzipMember => body.u8(3),
+            SpanStart::GzipBlock { bits, prime, window } => {
+                body.u8(4);
+                body.u8(*bits);
+                body.u8(*prime);
+                body.bytes(window);
+            }
+        }
+    }
+    let body = body.0;
+    let mut out = Writer(Vec::with_capacity(HEADER_LEN + body.len()));
+    out.raw(MAGIC);
+    out.u32(VERSION);
+    out.raw(index.digest.as_bytes());
+    out.u64(body.len() as u64);
+    out.u32(crc32(0, &body));
+    out.raw(&body);
+    out.0
+}
+
+/// Decode an index file; any inconsistency is an error with a reason, so the
+/// caller can rebuild.
+pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(8)? != MAGIC {
+        return Err("not an ocimount index (bad magic)".to_string());
+    }
+    let version = r.u32()?;
+    if version != VERSION {
+        return Err(format!("index format version {version}, this build reads {VERSION}"));
+    }
+    let digest = Digest::from_bytes(r.array()?);
+    if digest != *expected_digest {
+        return Err(format!("index is for layer {digest}"));
+    }
+    let body_len = r.u64()?;
+    let body_crc = r.u32()?;
+    if body_len != (bytes.len() - r.pos) as u64 {
+        return Err("index is truncated or has trailing bytes".to_string());
+    }
+    if crc32(0, &bytes[r.pos..]) != body_crc {
+        return Err("index checksum mismatch".to_string());
+    }
+    let diff_id = Digest::from_bytes(r.array()?);
+    let compression = match r.u8()? {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Zstd,
+        t => return Err(format!("unknown compression tag {t}")),
+    };
+    let compressed_size = r.u64()?;
+    let uncompressed_size = r.u64()?;
+    let n = r.count(60)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let path = r.bytes()?.to_vec();
+        let kind = EntryKind::from_u8(r.u8()?).ok_or("unknown entry kind")?;
+        let mode = r.u32()?;
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let mtime = r.u64()? as i64;
+        let mtime_nsec = r.u32()?;
+        let size = r.u64()?;
+        let data_offset = r.u64()?;
+        let link = r.bytes()?.to_vec();
+        let dev_major = r.u32()?;
+        let dev_minor = r.u32()?;
+        let nx = r.count(8)?;
+        let mut xattrs = Vec::with_capacity(nx);
+        for _ in 0..nx {
+            xattrs.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
+        }
+        if data_offset.checked_add(size).is_none_or(|end| end > uncompressed_size) {
+            return Err("an entry's data lies outside the stream".to_string());
+        }
+        entries.push(TarEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtime_nsec,
+            size,
+            data_offset,
+            link,
+            dev_major,
+            dev_minor,
+            xattrs,
+        });
+    }
+    let n = r.count(29)?;
+    let mut spans: Vec<Span> = Vec::with_capacity(n);
+    let mut expected_offset = 0u64;
+    for _ in 0..n {
+        let out_offset = r.u64()?;
+        let out_len = r.u64()?;
+        let in_offset = r.u64()?;
+        let crc32 = r.u32()?;
+        let start = match r.u8()? {
+            0 => SpanStart::Blob,
+            1 => SpanStart::Materialized { frame_out: r.u64()? },
+            2 => SpanStart::ZstdFrame { in_len: r.u64()? },
+            3 => SpanStart::GzipMember,
+            4 => SpanStart::GzipBlock {
+                bits: r.u8()?,
+                prime: r.u8()?,
+                window: r.bytes()?.to_vec(),
+            },
+            t => return Err(format!("unknown span tag {t}")),
+        };
+        if out_offset != expected_offset || out_len == 0 {
+            return Err("spans do not tile the stream".to_string());
+        }
+        expected_offset = out_offset.checked_add(out_len).ok_or("span overflow")?;
+        spans.push(Span {
+            out_offset,
+            out_len,
+            in_offset,
+            crc32,
+            start,
+        });
+    }
+    if expected_offset != uncompressed_size {
+        return Err("spans do not cover the stream".to_string());
+    }
+    if r.pos != bytes.len() {
+        return Err("trailing bytes after the spans".to_string());
+    }
+    Ok(LayerIndex {
+        digest,
+        diff_id,
+        compression,
+        compressed_size,
+        uncompressed_size,
+        entries,
+        spans,
+    })
+}
+
+fn compression_tag(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Zstd => 2,
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn raw(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.raw(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.raw(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.raw(b);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| "index is truncated".to_string())?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    /// A record count, checked against the bytes left so a corrupt count
+    /// cannot make us allocate more than the file could describe.
+    fn count(&mut self, min_record: usize) -> Result<usize, String> {
+        let n = usize::try_from(self.u64()?).map_err(|_| "count overflow")?;
+        if n.saturating_mul(min_record) > self.bytes.len() - self.pos {
+            return Err("a record count exceeds the file".to_string());
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,245 @@
+//! The one streaming pass over a layer blob: sha256 of the blob,
+//! decompression with checkpoints, the tar parse and sha256 of the tar, all
+//! at once, reading every byte exactly once.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+
+use indicatif::ProgressBar;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::LayerInfo;
+use crate::layer::entry::TarEntry;
+use crate::layer::gzip::GzipIndexer;
+use crate::layer::spans::{Span, SpanBuilder, SpanStart};
+use crate::layer::tar::{parse_entry, Parsed};
+use crate::layer::zstd::ZstdIndexer;
+use crate::oci::media::Compression;
+
+/// Everything we know about one layer after the pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerIndex {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compression: Compression,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub entries: Vec<TarEntry>,
+    pub spans: Vec<Span>,
+}
+
+/// Gzip checkpoints are about this far apart in the uncompressed stream.
+pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
+
+/// Index one layer. `data` is the cache's data file for the uncompressed
+/// stream (zstd writes large frames into it); plain tar needs none.
+pub fn build_index(
+    layer: &LayerInfo,
+    blob: File,
+    data: Option<File>,
+    bar: &ProgressBar,
+    gzip_span: u64,
+) -> Result<LayerIndex> {
+    let fail = |reason: String| Error::Layer {
+        layer: layer.position,
+        digest: layer.digest,
+        reason,
+    };
+    let mut head = [0u8; 4];
+    let head_len = blob.read_at(&mut head, 0).map_err(|e| fail(format!("cannot read blob: {e}")))?;
+    let sniffed = crate::oci::media::Compression::sniff(&head[..head_len]);
+    if head_len > 0 && sniffed != layer.compression {
+        return Err(fail(format!(
+            "media type {} says {} but the blob starts like {}",
+            layer.media_type,
+            layer.compression.name(),
+            if sniffed == Compression::None { "plain data" } else { sniffed.name() }
+        )));
+    }
+    if head_len == 0 && layer.compression != Compression::None {
+        return Err(fail(format!("the blob is empty, which is not valid {}", layer.compression.name())));
+    }
+
+    let hashing = HashingReader::new(&blob, bar.clone());
+    let decoder = match layer.compression {
+        Compression::None => Decoder::Plain(PlainIndexer { inner: hashing, spans: SpanBuilder::default() }),
+        Compression::Gzip => Decoder::Gzip(GzipIndexer::new(hashing, gzip_span).map_err(|e| fail(e.to_string()))?),
+        Compression::Zstd => {
+            let data = data.ok_or_else(|| fail("zstd layers need a data file".to_string()))?;
+            Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)
+        }
+    };
+    let result = read_tar(layer, decoder);
+    let (entries, tar_hasher) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            // A damaged blob explains a failed parse better than the parse error does.
+            check_blob_digest(layer, &blob)?;
+            return Err(e);
+        }
+    };
+    let uncompressed_size = tar_hasher.count;
+    let diff_id = Digest::from_hasher(tar_hasher.hasher);
+    let (hashing, spans) = tar_hasher.inner.finish();
+    let actual = Digest::from_hasher(hashing.hasher);
+    if actual != layer.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("layer {} blob", layer.position),
+            digest: layer.digest,
+            actual,
+        });
+    }
+    if diff_id != layer.diff_id {
+        return Err(Error::DigestMismatch {
+            what: format!("layer {} ({}) uncompressed tar: diff_id", layer.position, layer.digest),
+            digest: layer.diff_id,
+            actual: diff_id,
+        });
+    }
+    Ok(LayerIndex {
+        digest: layer.digest,
+        diff_id,
+        compression: layer.compression,
+        compressed_size: hashing.count,
+        uncompressed_size,
+        entries,
+        spans,
+    })
+}
+
+fn read_tar<'a>(
+    layer: &LayerInfo,
+    decoder: Decoder<HashingReader<'a>>,
+) -> Result<(Vec<TarEntry>, TarHasher<Decoder<HashingReader<'a>>>)> {
+    let fail = |reason: String| Error::Layer {
+        layer: layer.position,
+        digest: layer.digest,
+        reason,
+    };
+    let tar_hasher = TarHasher { inner: decoder, hasher: Sha256::new(), count: 0 };
+    let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, tar_hasher));
+    let mut entries = Vec::new();
+    for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
+        let mut entry = entry.map_err(|e| fail(format!("reading tar entry: {e}")))?;
+        match parse_entry(&mut entry) {
+            Ok(Parsed::Entry(e)) => entries.push(e),
+            Ok(Parsed::Skip) => {}
+            Err(reason) => {
+                return Err(Error::LayerEntry {
+                    layer: layer.position,
+                    digest: layer.digest,
+                    path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+    // The diff_id covers the whole stream, padding and trailing bytes included.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| fail(e.to_string()))?;
+    let tar_hasher = rest.into_inner();
+    Ok((entries, tar_hasher))
+}
+
+fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {
+    let mut hashing = HashingReader::new(blob, ProgressBar::hidden());
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Layer {
+        layer: layer.position,
+        digest: layer.digest,
+        reason: format!("cannot read blob: {e}"),
+    })?;
+    let actual = Digest::from_hasher(hashing.hasher);
+    if actual != layer.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("layer {} blob", layer.position),
+            digest: layer.digest,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Reads the blob front to back, hashing it and moving the progress bar.
+struct HashingReader<'a> {
+    file: &'a File,
+    pos: u64,
+    hasher: Sha256,
+    count: u64,
+    bar: ProgressBar,
+}
+
+impl<'a> HashingReader<'a> {
+    fn new(file: &'a File, bar: ProgressBar) -> Self {
+        HashingReader { file, pos: 0, hasher: Sha256::new(), count: 0, bar }
+    }
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Hashes and counts the uncompressed tar stream.
+struct TarHasher<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for TarHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Plain tar: the stream is the blob; spans are fixed-size slices of it.
+struct PlainIndexer<R> {
+    inner: R,
+    spans: SpanBuilder,
+}
+
+impl<R: Read> Read for PlainIndexer<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.spans.feed_fixed(&buf[..n], SpanStart::Blob, |o| o);
+        Ok(n)
+    }
+}
+
+enum Decoder<R> {
+    Plain(PlainIndexer<R>),
+    Gzip(GzipIndexer<R>),
+    Zstd(ZstdIndexer<R>),
+}
+
+impl<'a> Decoder<HashingReader<'a>> {
+    fn finish(self) -> (HashingReader<'a>, Vec<Span>) {
+        match self {
+            Decoder::Plain(p) => (p.inner, p.spans.finish()),
+            Decoder::Gzip(g) => g.into_parts(),
+            Decoder::Zstd(z) => z.into_parts(),
+        }
+    }
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(d) => d.read(buf),
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        }
+    }
+}

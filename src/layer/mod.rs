@@ -1,0 +1,16 @@
+//! One layer blob: its tar entries, its random-access spans, the one-pass
+//! indexer that finds both, the binary index file and the byte reader.
+
+pub mod entry;
+pub mod format;
+pub mod gzip;
+pub mod index;
+pub mod reader;
+pub mod spans;
+pub mod tar;
+pub mod zstd;
+
+pub use entry::{EntryKind, TarEntry};
+pub use index::LayerIndex;
+pub use reader::LayerReader;
+pub use spans::{Span, SpanStart};

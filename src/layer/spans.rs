@@ -1,0 +1,155 @@
+//! Spans: the units of random access into a layer's uncompressed stream.
+//!
+//! Every byte of the stream belongs to exactly one span. A span says where
+//! decoding can start for it and carries a CRC-32 of its bytes, taken during
+//! the verified indexing pass, so a span decoded later (or found in the
+//! cache) is checked before it is served.
+
+/// Plain and materialised streams are cut into spans of this size.
+pub const FIXED_SPAN: u64 = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpanStart {
+    /// Plain tar: the bytes are the blob's own, at the same offset.
+    Blob,
+    /// Written to the cache's data file during indexing (large zstd frames).
+    /// `in_offset` is where the frame starts in the blob and `frame_out` where
+    /// its output starts, so a damaged copy can be decoded again.
+    Materialized { frame_out: u64 },
+    /// A zstd frame starts at `in_offset` and is `in_len` bytes long.
+    ZstdFrame { in_len: u64 },
+    /// A gzip member header starts at `in_offset`.
+    GzipMember,
+    /// Raw deflate resumes at `in_offset` after priming `bits` bits of
+    /// `prime`, with `window` (deflate-compressed) as the dictionary.
+    GzipBlock { bits: u8, prime: u8, window: Vec<u8> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub out_offset: u64,
+    pub out_len: u64,
+    pub in_offset: u64,
+    pub crc32: u32,
+    pub start: SpanStart,
+}
+
+pub fn crc32(crc: u32, data: &[u8]) -> u32 {
+    let mut crc = crc as libc::c_ulong;
+    for chunk in data.chunks(u32::MAX as usize) {
+        // SAFETY: the pointer and length describe a live slice.
+        crc = unsafe { libz_rs_sys::crc32(crc, chunk.as_ptr(), chunk.len() as u32) };
+    }
+    crc as u32
+}
+
+/// Accumulates spans as the decoder produces output.
+#[derive(Default)]
+pub struct SpanBuilder {
+    spans: Vec<Span>,
+    current: Option<Span>,
+    out_pos: u64,
+}
+
+impl SpanBuilder {
+    /// Close the current span and open one that starts here.
+    pub fn begin(&mut self, start: SpanStart, in_offset: u64) {
+        self.close();
+        self.current = Some(Span {
+            out_offset: self.out_pos,
+            out_len: 0,
+            in_offset,
+            crc32: 0,
+            start,
+        });
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        if let Some(span) = &mut self.current {
+            span.crc32 = crc32(span.crc32, data);
+            span.out_len += data.len() as u64;
+        }
+        self.out_pos += data.len() as u64;
+    }
+
+    /// Feed bytes that are cut into `FIXED_SPAN` pieces, each its own span;
+    /// `in_offset_of` gives a piece's input offset from its output offset.
+    pub fn feed_fixed(&mut self, mut data: &[u8], start: SpanStart, in_offset_of: impl Fn(u64) -> u64) {
+        while !data.is_empty() {
+            let need_new = match &self.current {
+                Some(s) => s.start != start || s.out_len >= FIXED_SPAN,
+                None => true,
+            };
+            if need_new {
+                self.begin(start.clone(), in_offset_of(self.out_pos));
+            }
+            let room = FIXED_SPAN - self.current.as_ref().map_or(0, |s| s.out_len);
+            let take = (room as usize).min(data.len());
+            self.feed(&data[..take]);
+            data = &data[take..];
+        }
+    }
+
+    /// Output since the current span began.
+    pub fn current_len(&self) -> u64 {
+        self.current.as_ref().map_or(0, |s| s.out_len)
+    }
+
+    pub fn out_pos(&self) -> u64 {
+        self.out_pos
+    }
+
+    fn close(&mut self) {
+        if let Some(span) = self.current.take() {
+            if span.out_len > 0 {
+                self.spans.push(span);
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Span> {
+        self.close();
+        self.spans
+    }
+}
+
+/// The index of the span holding `offset`, if any.
+pub fn span_at(spans: &[Span], offset: u64) -> Option<usize> {
+    let i = spans.partition_point(|s| s.out_offset + s.out_len <= offset);
+    (i < spans.len() && spans[i].out_offset <= offset).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_spans_cut_at_exact_boundaries() {
+        let mut b = SpanBuilder::default();
+        let data = vec![7u8; (FIXED_SPAN * 2 + 10) as usize];
+        b.feed_fixed(&data[..100], SpanStart::Blob, |o| o);
+        b.feed_fixed(&data[100..], SpanStart::Blob, |o| o);
+        let spans = b.finish();
+        let cuts: Vec<(u64, u64, u64)> = spans.iter().map(|s| (s.out_offset, s.out_len, s.in_offset)).collect();
+        assert_eq!(
+            cuts,
+            vec![(0, FIXED_SPAN, 0), (FIXED_SPAN, FIXED_SPAN, FIXED_SPAN), (2 * FIXED_SPAN, 10, 2 * FIXED_SPAN)]
+        );
+        assert_eq!(spans[2].crc32, crc32(0, &[7u8; 10]));
+        assert_eq!(span_at(&spans, 0), Some(0));
+        assert_eq!(span_at(&spans, FIXED_SPAN), Some(1));
+        assert_eq!(span_at(&spans, 2 * FIXED_SPAN + 9), Some(2));
+        assert_eq!(span_at(&spans, 2 * FIXED_SPAN + 10), None);
+    }
+
+    #[test]
+    fn empty_spans_are_dropped() {
+        let mut b = SpanBuilder::default();
+        b.begin(SpanStart::GzipMember, 0);
+        b.begin(SpanStart::GzipMember, 20);
+        b.feed(b"abc");
+        let spans = b.finish();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].in_offset, 20);
+    }
+}

@@ -1,0 +1,19 @@
+//! ocimount: read OCI image layouts, index their layers once, merge them with
+//! the OCI whiteout rules and serve the merged rootfs lazily.
+//!
+//! The binary (`src/main.rs`) only parses arguments; everything it does lives
+//! here so the tests exercise the same code.
+
+pub mod cache;
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod export;
+pub mod image;
+pub mod layer;
+pub mod oci;
+pub mod progress;
+pub mod union;
+
+pub use digest::Digest;
+pub use error::{Error, Result};

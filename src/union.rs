@@ -1,0 +1,439 @@
+//! The union of a manifest's layers, per the image-spec's layer.md.
+//!
+//! Layers are applied bottom to top. In each layer, opaque markers and
+//! whiteouts are applied first, since they only ever hide *lower* content,
+//! then the entries in archive order (so a duplicate path: last wins).
+//! Parent directories are resolved through symlinks inside the tree, as
+//! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
+//! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layer::entry::{EntryKind, TarEntry};
+
+pub type NodeId = u32;
+pub const ROOT: NodeId = 0;
+
+/// Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
+const MAX_SYMLINK_HOPS: u32 = 40;
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    fn of(e: &TarEntry) -> Meta {
+        Meta {
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+            mtime_nsec: e.mtime_nsec,
+            xattrs: e.xattrs.clone(),
+        }
+    }
+
+    /// Directories a layer implies without listing them.
+    fn implied_dir() -> Meta {
+        Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0, mtime_nsec: 0, xattrs: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir { children: BTreeMap<Vec<u8>, NodeId> },
+    /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
+    File { layer: u32, offset: u64, size: u64 },
+    Symlink { target: Vec<u8> },
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub meta: Meta,
+    /// Names that refer to this node (for a directory: 2 + subdirectories).
+    pub nlink: u32,
+    /// The directory holding this node's first name (the root is its own).
+    pub parent: NodeId,
+}
+
+impl Node {
+    pub fn file_type_bits(&self) -> u32 {
+        match self.kind {
+            NodeKind::Dir { .. } => libc::S_IFDIR,
+            NodeKind::File { .. } => libc::S_IFREG,
+            NodeKind::Symlink { .. } => libc::S_IFLNK,
+            NodeKind::CharDevice { .. } => libc::S_IFCHR,
+            NodeKind::BlockDevice { .. } => libc::S_IFBLK,
+            NodeKind::Fifo => libc::S_IFIFO,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            NodeKind::File { size, .. } => *size,
+            NodeKind::Symlink { target } => target.len() as u64,
+            _ => 0,
+        }
+    }
+
+    pub fn children(&self) -> Option<&BTreeMap<Vec<u8>, NodeId>> {
+        match &self.kind {
+            NodeKind::Dir { children } => Some(children),
+            _ => None,
+        }
+    }
+}
+
+/// One layer's entries, with what error messages need to name it.
+pub struct LayerEntries<'a> {
+    pub position: usize,
+    pub digest: Digest,
+    pub entries: &'a [TarEntry],
+}
+
+/// The merged tree. Node ids are dense, deterministic for a given image
+/// (depth-first, names in byte order), and the root is `ROOT`.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
+        let mut b = Builder {
+            nodes: vec![Node {
+                kind: NodeKind::Dir { children: BTreeMap::new() },
+                meta: Meta::implied_dir(),
+                nlink: 0,
+                parent: ROOT,
+            }],
+        };
+        for layer in layers {
+            b.apply(layer)?;
+        }
+        Ok(b.finish())
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Look a path up without following symlinks (as `lstat` would).
+    pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
+        let mut cur = ROOT;
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+            cur = *self.node(cur).children()?.get(comp)?;
+        }
+        Some(cur)
+    }
+
+    pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        self.get(dir)?.children()?.get(name).copied()
+    }
+
+    /// Every name in the tree, depth-first in byte order, with its node.
+    pub fn walk(&self) -> Vec<(Vec<u8>, NodeId)> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<(Vec<u8>, NodeId)> = vec![(Vec::new(), ROOT)];
+        while let Some((path, id)) = stack.pop() {
+            if let Some(children) = self.node(id).children() {
+                for (name, &child) in children.iter().rev() {
+                    let mut p = path.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    stack.push((p, child));
+                }
+            }
+            out.push((path, id));
+        }
+        out
+    }
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+}
+
+enum Action<'e> {
+    Opaque(&'e [u8]),
+    Whiteout(&'e [u8], &'e [u8]),
+    Skip,
+    Add,
+}
+
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
+    let (parent, name) = split_parent(path);
+    if name == OPAQUE {
+        return Ok(Action::Opaque(parent));
+    }
+    if name.starts_with(AUFS_META_PREFIX) {
+        return Ok(Action::Skip);
+    }
+    if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(format!(
+                "invalid whiteout {:?}: it names no file",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        return Ok(Action::Whiteout(parent, target));
+    }
+    Ok(Action::Add)
+}
+
+impl Builder {
+    fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+        let fail = |path: &[u8], reason: String| Error::LayerEntry {
+            layer: layer.position,
+            digest: layer.digest,
+            path: String::from_utf8_lossy(path).into_owned(),
+            reason,
+        };
+        let mut actions = Vec::with_capacity(layer.entries.len());
+        for e in layer.entries {
+            actions.push(classify(&e.path).map_err(|r| fail(&e.path, r))?);
+        }
+        // Opaque markers and whiteouts hide lower content only: apply them
+        // before anything this layer adds.
+        for action in &actions {
+            match *action {
+                Action::Opaque(dir) => {
+                    if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
+                        if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
+                            children.clear();
+                        }
+                    }
+                }
+                Action::Whiteout(dir, name) => {
+                    if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
+                        if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
+                            children.remove(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (e, action) in layer.entries.iter().zip(&actions) {
+            if matches!(action, Action::Add) {
+                self.add(layer, e).map_err(|r| fail(&e.path, r))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, layer: &LayerEntries<'_>, e: &TarEntry) -> std::result::Result<(), String> {
+        if e.path.is_empty() {
+            // The root itself (`./`): only its metadata can change.
+            self.nodes[ROOT as usize].meta = Meta::of(e);
+            return Ok(());
+        }
+        let (parent_path, name) = split_parent(&e.path);
+        let parent = self.resolve_dir(parent_path, true)?.ok_or("parent directory cannot be created")?;
+        let existing = self.dir_children(parent).get(name).copied();
+        let node = match e.kind {
+            EntryKind::Dir => {
+                if let Some(id) = existing {
+                    if matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
+                        self.nodes[id as usize].meta = Meta::of(e);
+                        return Ok(());
+                    }
+                }
+                self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::of(e), parent)
+            }
+            EntryKind::Hardlink => self.hardlink_target(&e.link)?,
+            EntryKind::File => self.new_node(
+                NodeKind::File { layer: layer.position as u32, offset: e.data_offset, size: e.size },
+                Meta::of(e),
+                parent,
+            ),
+            EntryKind::Symlink => self.new_node(NodeKind::Symlink { target: e.link.clone() }, Meta::of(e), parent),
+            EntryKind::CharDevice => self.new_node(
+                NodeKind::CharDevice { major: e.dev_major, minor: e.dev_minor },
+                Meta::of(e),
+                parent,
+            ),
+            EntryKind::BlockDevice => self.new_node(
+                NodeKind::BlockDevice { major: e.dev_major, minor: e.dev_minor },
+                Meta::of(e),
+                parent,
+            ),
+            EntryKind::Fifo => self.new_node(NodeKind::Fifo, Meta::of(e), parent),
+        };
+        if node == parent {
+            return Err("a hardlink to its own parent directory".to_string());
+        }
+        self.dir_children_mut(parent).insert(name.to_vec(), node);
+        Ok(())
+    }
+
+    fn hardlink_target(&mut self, target: &[u8]) -> std::result::Result<NodeId, String> {
+        let (dir, name) = split_parent(target);
+        let shown = || String::from_utf8_lossy(target).into_owned();
+        let dir = self.resolve_dir(dir, false)?.ok_or_else(|| format!("hardlink target {:?} does not exist", shown()))?;
+        let id = self
+            .dir_children(dir)
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("hardlink target {:?} does not exist", shown()))?;
+        if matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
+            return Err(format!("hardlink target {:?} is a directory", shown()));
+        }
+        Ok(id)
+    }
+
+    fn new_node(&mut self, kind: NodeKind, meta: Meta, parent: NodeId) -> NodeId {
+        self.nodes.push(Node { kind, meta, nlink: 0, parent });
+        (self.nodes.len() - 1) as NodeId
+    }
+
+    fn dir_children(&self, dir: NodeId) -> &BTreeMap<Vec<u8>, NodeId> {
+        match &self.nodes[dir as usize].kind {
+            NodeKind::Dir { children } => children,
+            _ => unreachable!("resolve_dir only returns directories"),
+        }
+    }
+
+    fn dir_children_mut(&mut self, dir: NodeId) -> &mut BTreeMap<Vec<u8>, NodeId> {
+        match &mut self.nodes[dir as usize].kind {
+            NodeKind::Dir { children } => children,
+            _ => unreachable!("resolve_dir only returns directories"),
+        }
+    }
+
+    /// Resolve a directory path inside the tree, following symlinks (an
+    /// absolute target restarts at the root; `..` stops at the root). With
+    /// `create`, missing directories are made and non-directories in the way
+    /// replaced; without it, `None` means the directory does not exist.
+    fn resolve_dir(&mut self, path: &[u8], create: bool) -> std::result::Result<Option<NodeId>, String> {
+        let mut queue: VecDeque<Vec<u8>> =
+            path.split(|&b| b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect();
+        let mut stack: Vec<NodeId> = vec![ROOT];
+        let mut hops = 0;
+        while let Some(comp) = queue.pop_front() {
+            let cur = *stack.last().unwrap_or(&ROOT);
+            match comp.as_slice() {
+                b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let child = self.dir_children(cur).get(&comp).copied();
+            match child.map(|c| &self.nodes[c as usize].kind) {
+                Some(NodeKind::Dir { .. }) => stack.push(child.unwrap_or(ROOT)),
+                Some(NodeKind::Symlink { target }) => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err("too many levels of symbolic links in a parent path".to_string());
+                    }
+                    if target.first() == Some(&b'/') {
+                        stack.truncate(1);
+                    }
+                    let target = target.clone();
+                    for part in target.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+                        queue.push_front(part.to_vec());
+                    }
+                }
+                None | Some(_) if !create => return Ok(None),
+                _ => {
+                    let dir = self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::implied_dir(), cur);
+                    self.dir_children_mut(cur).insert(comp, dir);
+                    stack.push(dir);
+                }
+            }
+        }
+        Ok(stack.last().copied())
+    }
+
+    /// Keep only what is reachable, renumbered depth-first, with link counts.
+    fn finish(self) -> Tree {
+        let mut new_id: HashMap<NodeId, NodeId> = HashMap::new();
+        let mut order: Vec<(NodeId, NodeId)> = Vec::new(); // (old id, new parent)
+        let mut names: Vec<u32> = Vec::new();
+        let mut stack = vec![(ROOT, ROOT)];
+        while let Some((old, parent)) = stack.pop() {
+            if let Some(&id) = new_id.get(&old) {
+                names[id as usize] += 1;
+                continue;
+            }
+            let id = order.len() as NodeId;
+            new_id.insert(old, id);
+            order.push((old, parent));
+            names.push(1);
+            if let NodeKind::Dir { children } = &self.nodes[old as usize].kind {
+                for &child in children.values().rev() {
+                    stack.push((child, id));
+                }
+            }
+        }
+        let mut nodes: Vec<Node> = Vec::with_capacity(order.len());
+        for (i, &(old, parent)) in order.iter().enumerate() {
+            let mut node = self.nodes[old as usize].clone();
+            node.parent = parent;
+            node.nlink = names[i];
+            if let NodeKind::Dir { children } = &mut node.kind {
+                for v in children.values_mut() {
+                    *v = new_id[v];
+                }
+            }
+            nodes.push(node);
+        }
+        let subdirs: Vec<u32> = nodes
+            .iter()
+            .map(|n| match &n.kind {
+                NodeKind::Dir { children } => children
+                    .values()
+                    .filter(|&&c| matches!(nodes[c as usize].kind, NodeKind::Dir { .. }))
+                    .count() as u32,
+                _ => 0,
+            })
+            .collect();
+        for (node, sub) in nodes.iter_mut().zip(subdirs) {
+            if matches!(node.kind, NodeKind::Dir { .. }) {
+                node.nlink = 2 + sub;
+            }
+        }
+        Tree { nodes }
+    }
+}
