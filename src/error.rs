@@ -62,6 +62,9 @@ pub enum Error {
     #[error("{0}")]
     NoManifest(String),
 
+    #[error("verification failed, {} problem(s):\n  {}", .0.len(), .0.join("\n  "))]
+    VerifyFailed(Vec<String>),
+
     #[error("no manifest for platform {wanted}; the image offers: {offered}")]
     NoPlatform { wanted: String, offered: String },
 

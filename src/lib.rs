@@ -13,6 +13,7 @@ pub mod image;
 pub mod layer;
 pub mod oci;
 pub mod progress;
+pub mod rootfs;
 pub mod union;
 
 pub use digest::Digest;

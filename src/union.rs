@@ -100,6 +100,83 @@ impl Node {
     }
 }
 
+fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
+}
+
+/// Where `walk` reads nodes and, when building, makes missing directories.
+trait NodeStore {
+    fn nodes(&self) -> &[Node];
+    /// Make directory `name` in `parent`, replacing what is there; `None`
+    /// when this store is read-only.
+    fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId>;
+}
+
+struct ReadOnly<'a>(&'a [Node]);
+
+impl NodeStore for ReadOnly<'_> {
+    fn nodes(&self) -> &[Node] {
+        self.0
+    }
+    fn make_dir(&mut self, _: NodeId, _: &[u8]) -> Option<NodeId> {
+        None
+    }
+}
+
+/// Resolve `path` inside the tree as the kernel would inside a chroot:
+/// symlinks in the middle are followed (absolute targets restart at the
+/// root, `..` stops at it), the last component only if `follow_last`.
+/// With `want_dir` every component must be a directory. Missing directories
+/// (and non-directories in their way) are made if the store can; otherwise
+/// the answer is `Ok(None)`.
+fn walk(
+    store: &mut impl NodeStore,
+    path: &[u8],
+    follow_last: bool,
+    want_dir: bool,
+) -> std::result::Result<Option<NodeId>, String> {
+    let mut queue: VecDeque<Vec<u8>> = components(path).map(<[u8]>::to_vec).collect();
+    let mut stack: Vec<NodeId> = vec![ROOT];
+    let mut hops = 0;
+    while let Some(comp) = queue.pop_front() {
+        let cur = *stack.last().unwrap_or(&ROOT);
+        if comp == b".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let child = match &store.nodes()[cur as usize].kind {
+            NodeKind::Dir { children } => children.get(&comp).copied(),
+            _ => return Ok(None),
+        };
+        let more = !queue.is_empty();
+        match child.map(|c| &store.nodes()[c as usize].kind) {
+            Some(NodeKind::Symlink { target }) if follow_last || more => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err("too many levels of symbolic links".to_string());
+                }
+                if target.first() == Some(&b'/') {
+                    stack.truncate(1);
+                }
+                let target = target.clone();
+                for part in components(&target).collect::<Vec<_>>().into_iter().rev() {
+                    queue.push_front(part.to_vec());
+                }
+            }
+            Some(NodeKind::Dir { .. }) => stack.extend(child),
+            Some(_) if !more && !want_dir => stack.extend(child),
+            // Missing, or a non-directory where a directory must be.
+            _ => match store.make_dir(cur, &comp) {
+                Some(dir) => stack.push(dir),
+                None => return Ok(None),
+            },
+        }
+    }
+    Ok(stack.last().copied())
+}
+
 /// One layer's entries, with what error messages need to name it.
 pub struct LayerEntries<'a> {
     pub position: usize,
@@ -146,13 +223,15 @@ impl Tree {
         self.nodes.is_empty()
     }
 
-    /// Look a path up without following symlinks (as `lstat` would).
-    pub fn lookup(&self, path: &[u8]) -> Option<NodeId> {
-        let mut cur = ROOT;
-        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".") {
-            cur = *self.node(cur).children()?.get(comp)?;
+    /// Look a path up inside the image, following symlinks in the middle
+    /// and, if `follow_last`, at the end (`stat` versus `lstat`).
+    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<NodeId> {
+        let shown = || String::from_utf8_lossy(path).into_owned();
+        match walk(&mut ReadOnly(&self.nodes), path, follow_last, false) {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(Error::NotFound { path: shown() }),
+            Err(reason) => Err(Error::BadPath { path: shown(), reason }),
         }
-        Some(cur)
     }
 
     pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
@@ -182,6 +261,17 @@ impl Tree {
 
 struct Builder {
     nodes: Vec<Node>,
+}
+
+impl NodeStore for Builder {
+    fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
+        let dir = self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::implied_dir(), parent);
+        self.dir_children_mut(parent).insert(name.to_vec(), dir);
+        Some(dir)
+    }
 }
 
 enum Action<'e> {
@@ -338,52 +428,16 @@ impl Builder {
         }
     }
 
-    /// Resolve a directory path inside the tree, following symlinks (an
-    /// absolute target restarts at the root; `..` stops at the root). With
-    /// `create`, missing directories are made and non-directories in the way
-    /// replaced; without it, `None` means the directory does not exist.
+    /// Resolve a directory path, following symlinks. With `create`, missing
+    /// directories are made and non-directories in the way are replaced;
+    /// without it, `None` means there is no such directory.
     fn resolve_dir(&mut self, path: &[u8], create: bool) -> std::result::Result<Option<NodeId>, String> {
-        let mut queue: VecDeque<Vec<u8>> =
-            path.split(|&b| b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect();
-        let mut stack: Vec<NodeId> = vec![ROOT];
-        let mut hops = 0;
-        while let Some(comp) = queue.pop_front() {
-            let cur = *stack.last().unwrap_or(&ROOT);
-            match comp.as_slice() {
-                b"." => continue,
-                b".." => {
-                    if stack.len() > 1 {
-                        stack.pop();
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let child = self.dir_children(cur).get(&comp).copied();
-            match child.map(|c| &self.nodes[c as usize].kind) {
-                Some(NodeKind::Dir { .. }) => stack.push(child.unwrap_or(ROOT)),
-                Some(NodeKind::Symlink { target }) => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return Err("too many levels of symbolic links in a parent path".to_string());
-                    }
-                    if target.first() == Some(&b'/') {
-                        stack.truncate(1);
-                    }
-                    let target = target.clone();
-                    for part in target.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
-                        queue.push_front(part.to_vec());
-                    }
-                }
-                None | Some(_) if !create => return Ok(None),
-                _ => {
-                    let dir = self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::implied_dir(), cur);
-                    self.dir_children_mut(cur).insert(comp, dir);
-                    stack.push(dir);
-                }
-            }
-        }
-        Ok(stack.last().copied())
+        let found = if create {
+            walk(self, path, true, true)?
+        } else {
+            walk(&mut ReadOnly(&self.nodes), path, true, true)?
+        };
+        Ok(found.filter(|&id| matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. })))
     }
 
     /// Keep only what is reachable, renumbered depth-first, with link counts.

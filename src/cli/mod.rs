@@ -1,1 +1,103 @@
-pub fn placeholder() {}
+//! The command line: argument types and one file per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Result;
+use crate::oci::{ImageRef, Platform};
+use crate::rootfs::{OpenOptions, Rootfs};
+
+mod cat;
+mod export;
+mod inspect;
+mod ls;
+mod verify;
+
+/// Mount an OCI image layout as a read-only directory, or look inside it
+/// without mounting.
+///
+/// IMAGE is a local OCI image layout (a directory with `oci-layout` and
+/// `index.json`), written as PATH, PATH:TAG or PATH@sha256:DIGEST, with an
+/// optional `oci:` prefix as in skopeo and umoci. Layers are indexed once into
+/// a shared cache; later commands reuse the index.
+///
+/// Exit status: 0 on success, 1 when the command failed (the message says
+/// why and names the file or layer), 2 for a usage error.
+#[derive(Debug, Parser)]
+#[command(name = "ocimount", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Cache directory [default: $OCIMOUNT_CACHE, /var/cache/ocimount as
+    /// root, else $XDG_CACHE_HOME/ocimount]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the platforms an image offers, the one chosen and why, its
+    /// layers and its config.
+    Inspect(inspect::InspectArgs),
+    /// List a directory of the merged rootfs.
+    Ls(ls::LsArgs),
+    /// Write a file of the merged rootfs to stdout (symlinks are followed
+    /// inside the image).
+    Cat(cat::CatArgs),
+    /// Write the merged rootfs as one tar archive, like `crane export`.
+    Export(export::ExportArgs),
+    /// Check every blob digest and diff_id of the image, ignoring the cache.
+    Verify(verify::VerifyArgs),
+}
+
+/// The image and platform every command takes.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// The image: PATH, PATH:TAG or PATH@sha256:DIGEST (optionally oci:PATH...)
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// Platform to use instead of the host's, as os/arch[/variant]
+    /// (e.g. linux/arm64, linux/arm/v7)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+impl ImageArgs {
+    pub fn reference(&self) -> Result<ImageRef> {
+        ImageRef::parse(&self.image)
+    }
+
+    pub fn platform(&self) -> Result<Option<Platform>> {
+        self.platform.as_deref().map(Platform::parse).transpose()
+    }
+
+    pub fn open(&self, cli_cache: &Option<PathBuf>) -> Result<Rootfs> {
+        let opts = OpenOptions {
+            platform: self.platform()?,
+            cache_dir: cli_cache.clone(),
+            ..OpenOptions::default()
+        };
+        Rootfs::open(&self.reference()?, &opts)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Inspect(a) => inspect::run(a, &cli.cache),
+        Command::Ls(a) => ls::run(a, &cli.cache),
+        Command::Cat(a) => cat::run(a, &cli.cache),
+        Command::Export(a) => export::run(a, &cli.cache),
+        Command::Verify(a) => verify::run(a),
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) ends the command quietly.
+pub(crate) fn stdout_error(e: std::io::Error) -> crate::error::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    crate::error::Error::io("stdout", e)
+}

@@ -8,6 +8,7 @@ pub mod index;
 pub mod reader;
 pub mod spans;
 pub mod tar;
+pub mod verify;
 pub mod zstd;
 
 pub use entry::{EntryKind, TarEntry};

@@ -1,0 +1,37 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{stdout_error, ImageArgs};
+use crate::error::{Error, Result};
+use crate::union::NodeKind;
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Path inside the image, e.g. /etc/os-release
+    pub path: String,
+}
+
+pub fn run(args: &CatArgs, cache: &Option<PathBuf>) -> Result<()> {
+    let rootfs = args.image.open(cache)?;
+    let id = rootfs.tree.resolve(args.path.as_bytes(), true)?;
+    if !matches!(rootfs.tree.node(id).kind, NodeKind::File { .. }) {
+        return Err(Error::BadPath { path: args.path.clone(), reason: "not a regular file".to_string() });
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    loop {
+        let n = rootfs.read_file(id, pos, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(stdout_error)?;
+        pos += n as u64;
+    }
+    out.flush().map_err(stdout_error)
+}

@@ -1,0 +1,125 @@
+//! An image opened for reading: resolved, every layer indexed (in parallel,
+//! through the cache) and merged into one tree, with a byte reader per layer.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, CacheEntry};
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
+use crate::layer::LayerReader;
+use crate::oci::{ImageRef, Platform};
+use crate::progress::Progress;
+use crate::union::{LayerEntries, NodeId, NodeKind, Tree};
+
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub platform: Option<Platform>,
+    pub cache_dir: Option<PathBuf>,
+    /// Output bytes between gzip checkpoints.
+    pub gzip_span: u64,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { platform: None, cache_dir: None, gzip_span: DEFAULT_GZIP_SPAN, progress: true }
+    }
+}
+
+/// How opening went, for `inspect` and the benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct OpenStats {
+    pub layers_indexed: usize,
+    pub layers_from_cache: usize,
+    pub elapsed: Duration,
+}
+
+pub struct Rootfs {
+    pub image: Image,
+    pub cache: Cache,
+    pub indexes: Vec<LayerIndex>,
+    pub readers: Vec<LayerReader>,
+    pub tree: Tree,
+    pub stats: OpenStats,
+}
+
+impl Rootfs {
+    pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
+        let started = Instant::now();
+        let image = Image::open(reference, opts.platform.as_ref())?;
+        let cache = Cache::locate(opts.cache_dir.as_deref())?;
+        let entries = index_layers(&image, &cache, opts)?;
+        let mut stats = OpenStats::default();
+        let mut indexes = Vec::with_capacity(entries.len());
+        let mut readers = Vec::with_capacity(entries.len());
+        for (layer, entry) in image.layers.iter().zip(entries) {
+            if entry.built {
+                stats.layers_indexed += 1;
+            } else {
+                stats.layers_from_cache += 1;
+            }
+            let blob = image.layout.open_blob(&layer.digest, layer.size)?;
+            readers.push(LayerReader::open(&entry.dir, &entry.index, blob)?);
+            indexes.push(entry.index);
+        }
+        let layers: Vec<LayerEntries<'_>> = indexes
+            .iter()
+            .enumerate()
+            .map(|(position, ix)| LayerEntries { position, digest: ix.digest, entries: &ix.entries })
+            .collect();
+        let tree = Tree::build(&layers)?;
+        stats.elapsed = started.elapsed();
+        Ok(Rootfs { image, cache, indexes, readers, tree, stats })
+    }
+
+    /// Read a regular file's bytes at `offset`; fewer bytes only at its end.
+    pub fn read_file(&self, id: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let NodeKind::File { layer, offset: start, size } = self.tree.node(id).kind else {
+            return Err(Error::BadPath { path: format!("inode {id}"), reason: "not a regular file".to_string() });
+        };
+        if offset >= size {
+            return Ok(0);
+        }
+        let want = (size - offset).min(buf.len() as u64) as usize;
+        let reader = &self.readers[layer as usize];
+        let n = reader.read_at(start + offset, &mut buf[..want])?;
+        if n < want {
+            return Err(Error::DamagedSpan {
+                digest: self.indexes[layer as usize].digest,
+                offset: start + offset + n as u64,
+                reason: "the stream ends inside the file".to_string(),
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// Index every layer through the cache, up to one thread per core.
+fn index_layers(image: &Image, cache: &Cache, opts: &OpenOptions) -> Result<Vec<CacheEntry>> {
+    let progress = if opts.progress { Progress::new() } else { Progress::hidden() };
+    let count = image.layers.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<CacheEntry>>>> = Mutex::new((0..count).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(layer) = image.layers.get(i) else { break };
+                let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
+                let result = cache.entry(&image.layout, layer, &bar, opts.gzip_span);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(count);
+    for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        out.push(r.ok_or_else(|| Error::NoManifest("a layer was not indexed".to_string()))??);
+    }
+    Ok(out)
+}
