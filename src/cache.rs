@@ -76,9 +76,12 @@ impl Cache {
     pub fn entry(&self, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip_span: u64) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
-        if let Ok(index) = load(&dir, layer) {
-            bar.finish_and_clear();
-            return Ok(CacheEntry { dir, index, built: false });
+        match load(&dir, layer) {
+            Ok(index) => {
+                bar.finish_and_clear();
+                return Ok(CacheEntry { dir, index, built: false });
+            }
+            Err(reason) => tracing::info!(layer = %layer.digest, "indexing: {reason}"),
         }
         let _lock = DirLock::acquire(&dir.join("lock"))?;
         // Another process may have built it while we waited for the lock.

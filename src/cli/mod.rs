@@ -12,6 +12,7 @@ mod cat;
 mod export;
 mod inspect;
 mod ls;
+mod mount;
 mod verify;
 
 /// Mount an OCI image layout as a read-only directory, or look inside it
@@ -50,6 +51,14 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Check every blob digest and diff_id of the image, ignoring the cache.
     Verify(verify::VerifyArgs),
+    /// Mount the image's rootfs read-only at DIR; returns once it is live.
+    Mount(mount::MountArgs),
+    /// Unmount a directory mounted by `ocimount mount` (fusermount3 -u works too).
+    #[command(alias = "unmount")]
+    Umount(mount::UmountArgs),
+    /// List what this cache has mounted.
+    #[command(alias = "ps")]
+    Mounts,
 }
 
 /// The image and platform every command takes.
@@ -91,6 +100,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cat(a) => cat::run(a, &cli.cache),
         Command::Export(a) => export::run(a, &cli.cache),
         Command::Verify(a) => verify::run(a),
+        Command::Mount(a) => mount::run_mount(a, &cli.cache),
+        Command::Umount(a) => mount::run_umount(a, &cli.cache),
+        Command::Mounts => mount::run_mounts(&cli.cache),
     }
 }
 

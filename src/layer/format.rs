@@ -126,7 +126,7 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         let link = r.bytes()?.to_vec();
         let dev_major = r.u32()?;
         let dev_minor = r.u32()?;
-        let nx = r.count(8)?;
+        let nx = r.count32(8)?;
         let mut xattrs = Vec::with_capacity(nx);
         for _ in 0..nx {
             xattrs.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
@@ -262,10 +262,94 @@ impl<'a> Reader<'a> {
     /// A record count, checked against the bytes left so a corrupt count
     /// cannot make us allocate more than the file could describe.
     fn count(&mut self, min_record: usize) -> Result<usize, String> {
-        let n = usize::try_from(self.u64()?).map_err(|_| "count overflow")?;
+        let n = self.u64()?;
+        self.checked_count(n, min_record)
+    }
+
+    fn count32(&mut self, min_record: usize) -> Result<usize, String> {
+        let n = self.u32()? as u64;
+        self.checked_count(n, min_record)
+    }
+
+    fn checked_count(&self, n: u64, min_record: usize) -> Result<usize, String> {
+        let n = usize::try_from(n).map_err(|_| "count overflow")?;
         if n.saturating_mul(min_record) > self.bytes.len() - self.pos {
             return Err("a record count exceeds the file".to_string());
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LayerIndex {
+        let entry = TarEntry {
+            path: b"etc/passwd".to_vec(),
+            kind: EntryKind::File,
+            mode: 0o4755,
+            uid: 1000,
+            gid: 5678,
+            mtime: -5,
+            mtime_nsec: 7,
+            size: 10,
+            data_offset: 512,
+            link: Vec::new(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: vec![(b"user.a".to_vec(), b"\0bin".to_vec()), (b"security.capability".to_vec(), vec![1, 2])],
+        };
+        let link = TarEntry { path: b"bin/x".to_vec(), kind: EntryKind::Hardlink, link: b"etc/passwd".to_vec(), xattrs: vec![], ..entry.clone() };
+        LayerIndex {
+            digest: Digest::of(b"blob"),
+            diff_id: Digest::of(b"tar"),
+            compression: Compression::Gzip,
+            compressed_size: 99,
+            uncompressed_size: 3072,
+            entries: vec![entry, link],
+            spans: vec![
+                Span { out_offset: 0, out_len: 1024, in_offset: 0, crc32: 1, start: SpanStart::GzipMember },
+                Span {
+                    out_offset: 1024,
+                    out_len: 1024,
+                    in_offset: 40,
+                    crc32: 2,
+                    start: SpanStart::GzipBlock { bits: 3, prime: 5, window: vec![9; 17] },
+                },
+                Span { out_offset: 2048, out_len: 512, in_offset: 60, crc32: 3, start: SpanStart::ZstdFrame { in_len: 7 } },
+                Span { out_offset: 2560, out_len: 512, in_offset: 70, crc32: 4, start: SpanStart::Materialized { frame_out: 2560 } },
+            ],
+        }
+    }
+
+    #[test]
+    fn encode_then_decode_gives_the_same_index() {
+        let index = sample();
+        let bytes = encode(&index);
+        assert_eq!(decode(&bytes, &index.digest).unwrap(), index);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_detected() {
+        let index = sample();
+        let bytes = encode(&index);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut], &index.digest).is_err(), "truncated at {cut}");
+        }
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            assert!(decode(&flipped, &index.digest).is_err(), "bit flip at {i}");
+        }
+    }
+
+    #[test]
+    fn other_versions_and_other_layers_are_refused() {
+        let index = sample();
+        let mut bytes = encode(&index);
+        assert_eq!(decode(&bytes, &Digest::of(b"other")).unwrap_err(), format!("index is for layer {}", index.digest));
+        bytes[8] = 99;
+        assert_eq!(decode(&bytes, &index.digest).unwrap_err(), "index format version 99, this build reads 1");
     }
 }

@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cache::Cache;
+use crate::cli::ImageArgs;
+use crate::error::Result;
+use crate::mount::{list_mounts, mount, umount, MountRequest};
+use crate::rootfs::OpenOptions;
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Empty directory to mount the rootfs on
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Stay attached and log to stderr (RUST_LOG sets the level) instead of
+    /// running a background daemon that logs into the cache
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Let other users in (needed by runc in a user namespace)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Honour setuid/setgid bits (mounts are nosuid otherwise)
+    #[arg(long)]
+    pub suid: bool,
+    /// Honour device nodes (mounts are nodev otherwise)
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// Mount point to unmount
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Detach a busy mount anyway; it goes away when its last user does
+    #[arg(long)]
+    pub lazy: bool,
+}
+
+pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
+    let req = MountRequest {
+        image: args.image.image.clone(),
+        dir: args.dir.clone(),
+        open: OpenOptions { platform: args.image.platform()?, cache_dir: cache.clone(), ..OpenOptions::default() },
+        foreground: args.foreground,
+        allow_other: args.allow_other,
+        suid: args.suid,
+        dev: args.dev,
+    };
+    mount(&req)
+}
+
+pub fn run_umount(args: &UmountArgs, cache: &Option<PathBuf>) -> Result<()> {
+    umount(&args.dir, &Cache::locate(cache.as_deref())?, args.lazy)
+}
+
+pub fn run_mounts(cache: &Option<PathBuf>) -> Result<()> {
+    let cache = Cache::locate(cache.as_deref())?;
+    for m in list_mounts(&cache) {
+        println!("{}\t{}\tpid {}\t{}", m.dir.display(), m.image, m.pid, m.manifest);
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The FUSE edge: a thin translation from kernel requests to the merged
+//! tree and the layer readers. Everything it answers is precomputed or read
+//! through `Rootfs`, so the logic stays testable without a mount.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::rootfs::Rootfs;
+use crate::union::{Node, NodeId, NodeKind};
+
+/// The image never changes under a mount, so the kernel may cache for long.
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_READ: u32 = 1 << 20;
+
+pub struct ImageFs {
+    rootfs: Arc<Rootfs>,
+    attrs: Vec<FileAttr>,
+}
+
+fn ino_of(id: NodeId) -> INodeNo {
+    INodeNo(id as u64 + 1)
+}
+
+fn id_of(ino: INodeNo) -> NodeId {
+    ino.0.saturating_sub(1).min(u32::MAX as u64) as NodeId
+}
+
+fn file_type(node: &Node) -> FileType {
+    match node.kind {
+        NodeKind::Dir { .. } => FileType::Directory,
+        NodeKind::File { .. } => FileType::RegularFile,
+        NodeKind::Symlink { .. } => FileType::Symlink,
+        NodeKind::CharDevice { .. } => FileType::CharDevice,
+        NodeKind::BlockDevice { .. } => FileType::BlockDevice,
+        NodeKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn time_of(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+pub fn attr_of(id: NodeId, node: &Node) -> FileAttr {
+    let size = node.size();
+    let rdev = match node.kind {
+        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
+            libc::makedev(major, minor) as u32
+        }
+        _ => 0,
+    };
+    let mtime = time_of(node.meta.mtime, node.meta.mtime_nsec);
+    FileAttr {
+        ino: ino_of(id),
+        size,
+        blocks: size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: file_type(node),
+        perm: (node.meta.mode & 0o7777) as u16,
+        nlink: node.nlink,
+        uid: node.meta.uid,
+        gid: node.meta.gid,
+        rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl ImageFs {
+    pub fn new(rootfs: Arc<Rootfs>) -> ImageFs {
+        let tree = &rootfs.tree;
+        let attrs = (0..tree.len() as NodeId).map(|id| attr_of(id, tree.node(id))).collect();
+        ImageFs { rootfs, attrs }
+    }
+
+    fn attr(&self, ino: INodeNo) -> Option<&FileAttr> {
+        if ino.0 == 0 {
+            return None;
+        }
+        self.attrs.get(id_of(ino) as usize)
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<&Node> {
+        self.attr(ino)?;
+        self.rootfs.tree.get(id_of(ino))
+    }
+
+    /// `.`, `..` and the children, in a stable order; offsets are positions.
+    fn dir_entries(&self, ino: INodeNo) -> Option<Vec<(INodeNo, &[u8])>> {
+        let node = self.node(ino)?;
+        let children = node.children()?;
+        let mut out = Vec::with_capacity(children.len() + 2);
+        out.push((ino, b".".as_slice()));
+        out.push((ino_of(node.parent), b"..".as_slice()));
+        out.extend(children.iter().map(|(name, &child)| (ino_of(child), name.as_slice())));
+        Some(out)
+    }
+
+    fn xattrs(&self, ino: INodeNo) -> Option<&[(Vec<u8>, Vec<u8>)]> {
+        Some(&self.node(ino)?.meta.xattrs)
+    }
+}
+
+/// Answer an xattr request: the size when asked for it, ERANGE when the
+/// caller's buffer is too small.
+fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for ImageFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_READ;
+        let available = wanted & config.capabilities();
+        let _ = config.add_capabilities(available);
+        let _ = config.set_max_readahead(MAX_READ);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(node) = self.node(parent) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(children) = node.children() else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        match children.get(name.as_bytes()) {
+            Some(&child) => reply.entry(&TTL, &self.attrs[child as usize], Generation(0)),
+            None => {
+                // A negative entry: the kernel remembers the miss for TTL.
+                let mut attr = self.attrs[0];
+                attr.ino = INodeNo(0);
+                reply.entry(&TTL, &attr, Generation(0));
+            }
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino) {
+            Some(attr) => reply.attr(&TTL, attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino).map(|n| &n.kind) {
+            Some(NodeKind::Symlink { target }) => reply.data(target),
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| &n.kind) {
+            None => reply.error(Errno::ENOENT),
+            Some(NodeKind::Dir { .. }) => reply.error(Errno::EISDIR),
+            Some(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
+            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(NodeKind::File { .. }) = self.node(ino).map(|n| &n.kind) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mut buf = vec![0u8; size.min(MAX_READ) as usize];
+        match self.rootfs.read_file(id_of(ino), offset, &mut buf) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => {
+                tracing::error!(ino = ino.0, offset, "read failed: {e}");
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir { .. }) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
+            }
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(entries) = self.dir_entries(ino) else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, (child, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let kind = self.attr(*child).map_or(FileType::Directory, |a| a.kind);
+            if reply.add(*child, i as u64 + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = self.dir_entries(ino) else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, (child, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let Some(attr) = self.attr(*child) else { continue };
+            if reply.add(*child, i as u64 + 1, OsStr::from_bytes(name), &TTL, attr, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let bytes: u64 = self.rootfs.indexes.iter().map(|i| i.uncompressed_size).sum();
+        reply.statfs(bytes.div_ceil(4096), 0, 0, self.attrs.len() as u64, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(xattrs) = self.xattrs(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+            Some((_, value)) => reply_sized(reply, size, value),
+            None => reply.error(Errno::ENODATA),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(xattrs) = self.xattrs(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let mut names = Vec::new();
+        for (k, _) in xattrs {
+            names.extend_from_slice(k);
+            names.push(0);
+        }
+        reply_sized(reply, size, &names);
+    }
+}
