@@ -7,7 +7,7 @@
 //! layer and the data offset it came from, so `a/b@L1:100` is the file `a/b`
 //! whose bytes start at offset 100 of layer 1's tar stream.
 //!
-//! Test names start with the section of WHITEOUT_CASES.md they come from
+//! Test names start with the section of `WHITEOUT_CASES.md` they come from
 //! (`a1_`, `moby_apply_layer_whiteouts_`, `e2_`, …). `layer_md_` tests check a
 //! normative rule of layer.md or of DESIGN.md "Union semantics". `derived_`
 //! tests are cases no upstream test asserts, inferred from those rules; the
@@ -238,7 +238,7 @@ fn assert_file(tree: &Tree, path: &str, layer: u32, offset: u64, size: u64) {
 }
 
 fn v(lines: &[&str]) -> Vec<String> {
-    lines.iter().map(|s| s.to_string()).collect()
+    lines.iter().map(|&s| s.to_owned()).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -652,13 +652,14 @@ fn layer_md_node_ids_are_deterministic() {
     let two = tree(&layers);
     assert_eq!(one.walk(), two.walk());
     assert_eq!(one.len(), two.len());
-    for i in 0..one.len() as NodeId {
+    let count = NodeId::try_from(one.len()).expect("node count fits a NodeId");
+    for i in 0..count {
         assert_eq!(one.node(i), two.node(i), "node {i}");
     }
     // Dense and depth-first in byte order: with no hardlinks left, the
     // walk visits ids 0, 1, 2, …
     let ids: Vec<NodeId> = one.walk().into_iter().map(|(_, id)| id).collect();
-    assert_eq!(ids, (0..one.len() as NodeId).collect::<Vec<_>>());
+    assert_eq!(ids, (0..count).collect::<Vec<_>>());
     assert_eq!(one.walk()[0], (Vec::new(), ROOT));
 }
 

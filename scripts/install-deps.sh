@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install the Debian packages ocimount's tests and tools need. Idempotent.
+set -euo pipefail
+packages=(fuse3 umoci skopeo mmdebstrap runc zstd pigz attr python3 tar gzip)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $EUID -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
