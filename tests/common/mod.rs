@@ -26,7 +26,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {
@@ -85,7 +87,11 @@ pub fn gzip_layer(tar: &[u8]) -> LayerSpec {
 }
 
 pub fn zstd_layer(tar: &[u8]) -> LayerSpec {
-    (zstd::stream::encode_all(tar, 3).unwrap(), OCI_LAYER_ZSTD, sha256(tar))
+    (
+        zstd::stream::encode_all(tar, 3).unwrap(),
+        OCI_LAYER_ZSTD,
+        sha256(tar),
+    )
 }
 
 /// A layer blob used as is, with its diff_id computed from its content.
@@ -131,14 +137,19 @@ pub fn build_layout_for<B: AsRef<[u8]>>(
     os: &str,
     architecture: &str,
 ) -> PathBuf {
-    let staging = tempfile::Builder::new().prefix(".layout-").tempdir_in(parent).unwrap();
+    let staging = tempfile::Builder::new()
+        .prefix(".layout-")
+        .tempdir_in(parent)
+        .unwrap();
     let root = staging.path();
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (blob, media_type, diff_id) in layers {
         let blob = blob.as_ref();
         let digest = write_blob(root, blob);
-        descs.push(serde_json::json!({ "mediaType": media_type, "digest": digest, "size": blob.len() }));
+        descs.push(
+            serde_json::json!({ "mediaType": media_type, "digest": digest, "size": blob.len() }),
+        );
         diff_ids.push(format!("sha256:{}", hex(diff_id)));
     }
     let config = serde_json::to_vec(&serde_json::json!({
@@ -166,7 +177,11 @@ pub fn build_layout_for<B: AsRef<[u8]>>(
             "annotations": { "org.opencontainers.image.ref.name": "latest" },
         })],
     );
-    std::fs::write(root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let dest = parent.join(format!("oci-{}", &manifest_digest["sha256:".len()..][..16]));
     if dest.exists() {
         std::fs::remove_dir_all(&dest).unwrap();
@@ -177,8 +192,13 @@ pub fn build_layout_for<B: AsRef<[u8]>>(
 
 /// Replace a layout's index.json with these descriptors.
 pub fn write_index(layout: &Path, manifests: &[serde_json::Value]) {
-    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    std::fs::write(layout.join("index.json"), serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .unwrap();
 }
 
 /// index.json of a layout, parsed.
@@ -237,7 +257,11 @@ pub fn docker_save_layers(tar_bytes: &[u8]) -> Vec<LayerSpec> {
         .iter()
         .map(|l| {
             let blob = get(l.as_str().unwrap());
-            let media_type = if blob.starts_with(&[0x1f, 0x8b]) { OCI_LAYER_GZIP } else { OCI_LAYER_TAR };
+            let media_type = if blob.starts_with(&[0x1f, 0x8b]) {
+                OCI_LAYER_GZIP
+            } else {
+                OCI_LAYER_TAR
+            };
             layer_as_is(&blob, media_type)
         })
         .collect()
@@ -255,13 +279,27 @@ pub struct Run {
 
 impl Run {
     pub fn stdout_str(&self) -> String {
-        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+        match String::from_utf8(self.stdout.clone()) {
+            Ok(s) => s,
+            Err(_) => panic!("stdout is not UTF-8 ({} bytes)", self.stdout.len()),
+        }
     }
 
-    /// Exit 0, nothing on stderr; returns stdout.
-    pub fn ok(&self) -> String {
-        assert_eq!(self.code, Some(0), "expected success, stderr:\n{}", self.stderr);
+    /// Exit 0 without a panic; returns stdout's bytes.
+    pub fn success(&self) -> &[u8] {
         assert_no_panic(self);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success, stderr:\n{}",
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Exit 0 without a panic; returns stdout as text.
+    pub fn ok(&self) -> String {
+        self.success();
         self.stdout_str()
     }
 
@@ -269,19 +307,46 @@ impl Run {
     /// `needles`; returns stderr.
     pub fn fails_with(&self, needles: &[&str]) -> &str {
         assert_no_panic(self);
-        assert_eq!(self.code, Some(1), "expected exit 1; stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&self.stdout), self.stderr);
-        assert!(self.stderr.contains("ocimount: error: "), "no error line in stderr:\n{}", self.stderr);
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit 1; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains("ocimount: error: "),
+            "no error line in stderr:\n{}",
+            self.stderr
+        );
         for needle in needles {
-            assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+            assert!(
+                self.stderr.contains(needle),
+                "stderr lacks {needle:?}:\n{}",
+                self.stderr
+            );
         }
         &self.stderr
     }
 }
 
 pub fn assert_no_panic(run: &Run) {
-    assert!(!run.stderr.contains("panicked"), "the command panicked:\n{}", run.stderr);
-    assert!(run.code.is_some(), "the command was killed by a signal:\n{}", run.stderr);
-    assert_ne!(run.code, Some(101), "exit 101 is a Rust panic:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the command panicked:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.code.is_some(),
+        "the command was killed by a signal:\n{}",
+        run.stderr
+    );
+    assert_ne!(
+        run.code,
+        Some(101),
+        "exit 101 is a Rust panic:\n{}",
+        run.stderr
+    );
 }
 
 /// Run a program with a time limit; stdout and stderr are collected as it
@@ -316,14 +381,25 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Du
         if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let shown: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
-            panic!("{} {} did not finish within {timeout:?}", program.display(), shown.join(" "));
+            let shown: Vec<String> = args
+                .iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect();
+            panic!(
+                "{} {} did not finish within {timeout:?}",
+                program.display(),
+                shown.join(" ")
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let stdout = out_thread.join().unwrap();
     let stderr = String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned();
-    Run { code: status.code(), stdout, stderr }
+    Run {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
 }
 
 /// Run `ocimount --cache <cache> <args...>` with the standard time limit.

@@ -337,6 +337,8 @@ def cmd_verify(layouts):
 def cmd_whiteouts(layout, limit=20):
     for _, manifest in walk_manifests(layout, tagged(layout)):
         for i, layer in enumerate(manifest["layers"]):
+            if "in-toto" in layer["mediaType"]:
+                continue
             tar = decompress(layer["mediaType"], read_blob(layout, layer["digest"]))
             names = [m.name for m in tarfile.open(fileobj=io.BytesIO(tar))]
             wh = [n for n in names if os.path.basename(n).startswith(".wh.")]

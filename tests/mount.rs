@@ -1,0 +1,278 @@
+//! Real FUSE mounts (CI runs as root with /dev/fuse): the mounted tree must
+//! equal `umoci unpack` of the same image, bytes must be exact under
+//! concurrency, shared layers must share the cache, damaged blobs must give
+//! EIO and not wrong bytes, and every way of stopping must leave no mount
+//! and no daemon behind.
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{assert_same_tree, corpus, ocimount, ok, process_alive, run_bounded, wait_until, Mounted};
+
+fn layout(name: &str) -> String {
+    corpus().image(name).layout.to_str().unwrap().to_string()
+}
+
+fn mounted_tree_equals_reference(name: &str, reference: &str) {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout(name), &[]);
+    assert_same_tree(&corpus().reference(reference), m.path());
+}
+
+#[test]
+fn gzip_mount_equals_umoci_unpack() {
+    mounted_tree_equals_reference("debian-gzip", "debian-gzip");
+}
+
+#[test]
+fn zstd_mount_equals_the_gzip_reference() {
+    mounted_tree_equals_reference("debian-zstd", "debian-gzip");
+}
+
+#[test]
+fn multiframe_zstd_mount_equals_the_gzip_reference() {
+    mounted_tree_equals_reference("debian-zstd-multiframe", "debian-gzip");
+}
+
+#[test]
+fn plain_tar_mount_equals_the_gzip_reference() {
+    mounted_tree_equals_reference("debian-plain", "debian-gzip");
+}
+
+#[test]
+fn docker_media_type_mount_equals_the_gzip_reference() {
+    mounted_tree_equals_reference("debian-docker", "debian-gzip");
+}
+
+#[test]
+fn multimember_gzip_mount_equals_the_gzip_reference() {
+    mounted_tree_equals_reference("debian-gzip-multimember", "debian-gzip");
+}
+
+/// Every regular file of `reference`, relative, with its bytes' length.
+fn regular_files(reference: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![reference.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let len = e.metadata().unwrap().len();
+                out.push((e.path().strip_prefix(reference).unwrap().to_path_buf(), len));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sixteen_concurrent_readers_get_the_reference_bytes() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let reference = corpus().reference("debian-gzip");
+    let files: Vec<_> = regular_files(&reference).into_iter().filter(|(_, len)| *len > 0).collect();
+    let big: Vec<_> = files.iter().filter(|(_, len)| *len > 1 << 20).cloned().collect();
+    assert!(!big.is_empty(), "the corpus should hold large files");
+    std::thread::scope(|s| {
+        for t in 0..16u64 {
+            let (files, big, reference, mnt) = (&files, &big, &reference, m.path());
+            s.spawn(move || {
+                let mut seed = 0x9e3779b97f4a7c15u64.wrapping_mul(t + 1);
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                for i in 0..200 {
+                    let (rel, len) = if i % 2 == 0 {
+                        &big[next() as usize % big.len()]
+                    } else {
+                        &files[next() as usize % files.len()]
+                    };
+                    let offset = next() % len;
+                    let want = (next() % (256 * 1024)).min(len - offset) as usize;
+                    let read = |root: &Path| {
+                        let mut f = std::fs::File::open(root.join(rel)).unwrap();
+                        f.seek(SeekFrom::Start(offset)).unwrap();
+                        let mut buf = vec![0u8; want];
+                        f.read_exact(&mut buf).unwrap();
+                        buf
+                    };
+                    assert!(read(mnt) == read(reference), "thread {t}: {} at {offset}+{want} differs", rel.display());
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_second_image_sharing_layers_reuses_their_cache_entries() {
+    // debian-docker has the same gzip layer blobs as debian-gzip.
+    let cache = tempfile::tempdir().unwrap();
+    let first = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let indexes = |c: &Path| -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(c.join("layers/sha256"))
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path().join("index");
+                let t = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, t)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = indexes(cache.path());
+    let second = Mounted::new(cache.path(), &layout("debian-docker"), &[]);
+    assert_eq!(indexes(cache.path()), before, "mounting the second image re-indexed a shared layer");
+    let reference = corpus().reference("debian-gzip");
+    assert_same_tree(&reference, second.path());
+    assert_same_tree(&reference, first.path());
+}
+
+/// Copy a layout so a test may damage its blobs.
+fn copy_layout(name: &str, into: &Path) -> std::path::PathBuf {
+    let dst = into.join(name);
+    let out = run_bounded(Command::new("cp").arg("-a").arg(layout(name)).arg(&dst), Duration::from_secs(120));
+    assert!(out.status.success());
+    dst
+}
+
+/// The layer blob (largest file in blobs/) and a file whose bytes lie in its middle.
+fn largest_blob(layout: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+#[test]
+fn a_blob_damaged_after_indexing_gives_eio_not_wrong_bytes() {
+    for name in ["debian-gzip", "debian-plain", "debian-zstd-multiframe"] {
+        let work = tempfile::tempdir().unwrap();
+        let copy = copy_layout(name, work.path());
+        let cache = tempfile::tempdir().unwrap();
+        let m = Mounted::new(cache.path(), copy.to_str().unwrap(), &[]);
+        // Damage the second half of the largest layer blob after indexing.
+        let blob = largest_blob(&copy);
+        let len = std::fs::metadata(&blob).unwrap().len();
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+            f.write_all_at(&vec![0x55u8; 64 * 1024], len / 2).unwrap();
+            f.write_all_at(&vec![0xaau8; 64 * 1024], len - 70 * 1024).unwrap();
+        }
+        let reference = corpus().reference("debian-gzip");
+        let (mut eio, mut good) = (0, 0);
+        for (rel, _) in regular_files(&reference) {
+            match std::fs::read(m.path().join(&rel)) {
+                Ok(bytes) => {
+                    assert!(bytes == std::fs::read(reference.join(&rel)).unwrap(), "{name}: {} served wrong bytes", rel.display());
+                    good += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{name}: {}: {e}", rel.display());
+                    eio += 1;
+                }
+            }
+        }
+        assert!(eio > 0, "{name}: no read hit the damaged spans");
+        assert!(good > 0, "{name}: the damage should not reach every file");
+        assert!(m.is_mounted(), "{name}: the daemon died");
+    }
+}
+
+#[test]
+fn umount_stops_the_daemon_and_leaves_the_directory_clean() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let pid = m.daemon_pid();
+    ok(&ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]));
+    assert!(!m.is_mounted());
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} still running");
+    assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
+    assert_eq!(ok(&ocimount(cache.path(), &["mounts"])), "");
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let pid = m.daemon_pid();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} ignored SIGTERM");
+    assert!(!m.is_mounted());
+}
+
+#[test]
+fn fusermount3_unmounts_and_the_daemon_exits() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let pid = m.daemon_pid();
+    let out = run_bounded(Command::new("fusermount3").arg("-u").arg(m.path()), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} still running");
+}
+
+#[test]
+fn a_busy_mount_is_reported_and_kept() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let holder = std::fs::File::open(m.path().join("etc/passwd")).unwrap();
+    let out = ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("busy"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(m.is_mounted());
+    let reference = corpus().reference("debian-gzip");
+    assert_eq!(std::fs::read(m.path().join("etc/passwd")).unwrap(), std::fs::read(reference.join("etc/passwd")).unwrap());
+    drop(holder);
+    ok(&ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]));
+    assert!(!m.is_mounted());
+}
+
+#[test]
+fn the_mount_is_read_only_and_nosuid_nodev_by_default() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let err = std::fs::write(m.path().join("etc/new-file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let dir = m.path().canonicalize().unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info.lines().find(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap())).unwrap();
+    let opts = line.split(' ').nth(5).unwrap();
+    for want in ["ro", "nosuid", "nodev"] {
+        assert!(opts.split(',').any(|o| o == want), "mount options {opts} lack {want}");
+    }
+}
+
+#[test]
+fn missing_xattrs_are_enodata_not_enosys() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let path = std::ffi::CString::new(m.path().join("etc/passwd").to_str().unwrap()).unwrap();
+    let name = std::ffi::CString::new("user.does-not-exist").unwrap();
+    let mut buf = [0u8; 64];
+    let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(r, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENODATA));
+}
+
+#[test]
+fn platforms_of_a_multi_arch_image_mount_their_own_content() {
+    let cache = tempfile::tempdir().unwrap();
+    for (platform, expected) in [("linux/amd64", "linux/amd64"), ("linux/arm64", "linux/arm64")] {
+        let m = Mounted::new(cache.path(), &layout("multiarch"), &["--platform", platform]);
+        let text = std::fs::read_to_string(m.path().join("platform")).unwrap();
+        assert_eq!(text.trim(), expected);
+    }
+}
