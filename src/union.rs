@@ -290,6 +290,9 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 
 fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
     let (parent, name) = split_parent(path);
+    if parent.split(|&b| b == b'/').any(|c| c.starts_with(AUFS_META_PREFIX)) {
+        return Ok(Action::Skip);
+    }
     if name == OPAQUE {
         return Ok(Action::Opaque(parent));
     }
@@ -322,7 +325,14 @@ impl Builder {
         }
         // Opaque markers and whiteouts hide lower content only: apply them
         // before anything this layer adds.
+        let new_dirs: std::collections::HashSet<&[u8]> =
+            layer.entries.iter().filter(|e| e.kind == EntryKind::Dir).map(|e| e.path.as_slice()).collect();
         for action in &actions {
+            if let Action::Opaque(dir) | Action::Whiteout(dir, _) = *action {
+                if self.replaced_by_layer(dir, &new_dirs) {
+                    continue;
+                }
+            }
             match *action {
                 Action::Opaque(dir) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
@@ -351,8 +361,11 @@ impl Builder {
 
     fn add(&mut self, layer: &LayerEntries<'_>, e: &TarEntry) -> std::result::Result<(), String> {
         if e.path.is_empty() {
-            // The root itself (`./`): only its metadata can change.
-            self.nodes[ROOT as usize].meta = Meta::of(e);
+            // The root itself (`./`): only a directory entry may change its
+            // metadata; anything else naming the root is ignored.
+            if e.kind == EntryKind::Dir {
+                self.nodes[ROOT as usize].meta = Meta::of(e);
+            }
             return Ok(());
         }
         let (parent_path, name) = split_parent(&e.path);
@@ -392,6 +405,26 @@ impl Builder {
         }
         self.dir_children_mut(parent).insert(name.to_vec(), node);
         Ok(())
+    }
+
+    /// Whether some prefix of `dir` is a directory entry of this layer that
+    /// replaces a lower non-directory (a symlink, say): then the layer's
+    /// directory starts empty and whiteouts under it hide nothing.
+    fn replaced_by_layer(&self, dir: &[u8], new_dirs: &std::collections::HashSet<&[u8]>) -> bool {
+        let mut end = 0;
+        while end < dir.len() {
+            end = dir[end..].iter().position(|&b| b == b'/').map_or(dir.len(), |i| end + i);
+            let prefix = &dir[..end];
+            if new_dirs.contains(prefix) {
+                if let Ok(Some(id)) = walk(&mut ReadOnly(&self.nodes), prefix, false, false) {
+                    if !matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
+                        return true;
+                    }
+                }
+            }
+            end += 1;
+        }
+        false
     }
 
     fn hardlink_target(&mut self, target: &[u8]) -> std::result::Result<NodeId, String> {

@@ -1387,10 +1387,10 @@ hostile_tests! {
     hostile_ratarmount_truncated: &format!("{RATAR}/truncated.tar") => Expect::Fails(&["eof"]);
 }
 
-/// Fixed mode bits in the expected trees above come from the headers; the
-/// listing sorts names, GNU tar keeps archive order. This one also checks
-/// the bytes: `bar`, then `bar => bar` twice; the content ("foo\n", md5
-/// d3b07384… in ratarmount's EXPECTED_MD5.tsv) survives.
+/// ratarmount's `bar`, then `bar => bar` twice: the self-links change
+/// nothing, and the content ("foo\n", md5 d3b07384… in ratarmount's
+/// EXPECTED_MD5.tsv) survives. (`ls` sorts names; GNU tar keeps archive
+/// order, so the trees above are GNU tar's listing sorted.)
 #[test]
 fn hostile_ratarmount_two_self_links_to_existing_file() {
     let (_s, layout, cache) = hostile(
