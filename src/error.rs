@@ -96,7 +96,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("the image config lists {diff_ids} diff_ids but the manifest has {layers} layers")]
+    #[error("the image config lists {diff_ids} diff_id(s) but the manifest has {layers} layer(s)")]
     LayerCountMismatch { diff_ids: usize, layers: usize },
 
     #[error("cache {path}: {reason}")]

@@ -85,6 +85,12 @@ impl Image {
             &manifest.config.digest,
             manifest.config.size,
         )?;
+        let mut compressions = Vec::with_capacity(manifest.layers.len());
+        for desc in &manifest.layers {
+            compressions.push(Compression::from_layer_media_type(&desc.media_type).ok_or_else(|| {
+                Error::UnsupportedMediaType { what: "layer", media_type: desc.media_type.clone(), digest: desc.digest }
+            })?);
+        }
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
             return Err(Error::LayerCountMismatch {
@@ -93,14 +99,9 @@ impl Image {
             });
         }
         let mut layers = Vec::with_capacity(manifest.layers.len());
-        for (position, (desc, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
-            let compression = Compression::from_layer_media_type(&desc.media_type).ok_or_else(
-                || Error::UnsupportedMediaType {
-                    what: "layer",
-                    media_type: desc.media_type.clone(),
-                    digest: desc.digest,
-                },
-            )?;
+        for (position, ((desc, diff_id), compression)) in
+            manifest.layers.iter().zip(diff_ids).zip(compressions).enumerate()
+        {
             layers.push(LayerInfo {
                 position,
                 digest: desc.digest,
@@ -151,6 +152,12 @@ impl Resolver<'_> {
     /// Find the manifest descriptor the selector and platform name.
     fn choose(&self, selector: &Selector) -> Result<(Descriptor, PlatformChoice)> {
         let top = self.layout.index()?;
+        if top.manifests.is_empty() {
+            return Err(Error::NoManifest(format!(
+                "{}/index.json lists no manifests",
+                self.layout.root().display()
+            )));
+        }
         let start = match selector {
             Selector::Digest(d) => match top.manifests.iter().find(|m| m.digest == *d) {
                 Some(desc) => desc.clone(),
@@ -299,6 +306,11 @@ impl Resolver<'_> {
             .filter_map(|(p, d)| self.wanted.rank(p).map(|rank| (rank, p, d)))
             .min_by_key(|(rank, _, _)| *rank);
         let Some((rank, platform, desc)) = best else {
+            if offered.is_empty() {
+                return Err(Error::NoManifest(
+                    "the index holds no container images (only artifacts, attestations or other documents)".to_string(),
+                ));
+            }
             let list: Vec<String> = offered.iter().map(|o| o.platform.clone()).collect();
             return Err(Error::NoPlatform {
                 wanted: self.wanted.to_string(),
@@ -363,10 +375,14 @@ impl Resolver<'_> {
     }
 
     /// A manifest listed without a platform: its config says what it is.
+    /// An artifact (any other config type) has no platform.
     fn platform_from_config(&self, desc: &Descriptor) -> Result<Platform> {
         let (manifest, _) = self
             .layout
             .json_blob::<Manifest>("manifest", &desc.digest, desc.size)?;
+        if !matches!(manifest.config.media_type.as_str(), "" | media::OCI_CONFIG | media::DOCKER_CONFIG) {
+            return Ok(Platform::new("unknown", "unknown", None));
+        }
         let (config, _) = self.layout.json_blob::<ImageConfig>(
             "config",
             &manifest.config.digest,

@@ -123,7 +123,7 @@ fn read_tar<'a>(
     let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, tar_hasher));
     let mut entries = Vec::new();
     for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
-        let mut entry = entry.map_err(|e| fail(format!("reading tar entry: {e}")))?;
+        let mut entry = entry.map_err(|e| fail(format!("reading tar entry: {}", printable(&e.to_string()))))?;
         match parse_entry(&mut entry) {
             Ok(Parsed::Entry(e)) => entries.push(e),
             Ok(Parsed::Skip) => {}
@@ -142,6 +142,17 @@ fn read_tar<'a>(
     io::copy(&mut rest, &mut io::sink()).map_err(|e| fail(e.to_string()))?;
     let tar_hasher = rest.into_inner();
     Ok((entries, tar_hasher))
+}
+
+/// tar-rs quotes raw header bytes in some errors; keep messages one short,
+/// printable line.
+fn printable(message: &str) -> String {
+    let cut = message.find(" when getting cksum for").map_or(message, |i| &message[..i]);
+    let mut out: String = cut.chars().flat_map(char::escape_debug).take(200).collect();
+    if cut.chars().count() > 200 {
+        out.push('…');
+    }
+    out
 }
 
 fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {

@@ -57,6 +57,9 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
             let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
             let key = ext.key_bytes();
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                if name.is_empty() || name.contains(&0) {
+                    return Err("an xattr name is empty or contains a NUL byte".to_string());
+                }
                 xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
             } else if key == b"mtime" {
                 pax_mtime = Some(parse_pax_time(ext.value_bytes()).ok_or_else(|| "bad PAX mtime record".to_string())?);
@@ -86,6 +89,7 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
     };
     let (mtime, mtime_nsec) = match pax_mtime {
         Some(t) => t,
+        None if blank(&header.as_old().mtime) => (0, 0),
         None => (header.mtime().map_err(|e| format!("bad mtime: {e}"))? as i64, 0),
     };
     let path = normalize_path(&entry.path_bytes(), DotDot::Reject)?;
@@ -125,16 +129,21 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
         ),
         _ => (0, 0),
     };
-    let id = |v: std::io::Result<u64>, what: &str| -> Result<u32, String> {
+    let old = header.as_old();
+    let id = |field: &[u8], v: std::io::Result<u64>, what: &str| -> Result<u32, String> {
+        if blank(field) {
+            return Ok(0);
+        }
         let v = v.map_err(|e| format!("bad {what}: {e}"))?;
         u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
     };
+    let mode = if blank(&old.mode) { 0 } else { header.mode().map_err(|e| format!("bad mode: {e}"))? };
     Ok(Parsed::Entry(TarEntry {
         path,
         kind,
-        mode: header.mode().map_err(|e| format!("bad mode: {e}"))? & 0o7777,
-        uid: id(header.uid(), "uid")?,
-        gid: id(header.gid(), "gid")?,
+        mode: mode & 0o7777,
+        uid: id(&old.uid, header.uid(), "uid")?,
+        gid: id(&old.gid, header.gid(), "gid")?,
         mtime,
         mtime_nsec,
         size: if kind == EntryKind::File { entry.size() } else { 0 },
@@ -144,6 +153,12 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
         dev_minor,
         xattrs,
     }))
+}
+
+/// A numeric header field of only NULs and spaces reads as 0, as GNU tar
+/// and Go read it (PAX records may still override it).
+fn blank(field: &[u8]) -> bool {
+    field.iter().all(|&b| b == 0 || b == b' ')
 }
 
 /// PAX times are decimal seconds with an optional fraction: `-12.5`, `1700000000.123`.

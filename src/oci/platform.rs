@@ -72,8 +72,9 @@ impl Platform {
     }
 
     /// Attestation manifests carry `unknown/unknown`; they are never images.
+    /// Artifacts without a platform normalise to empty names: unknown too.
     pub fn is_unknown(&self) -> bool {
-        self.os == "unknown" || self.architecture == "unknown"
+        self.os == "unknown" || self.architecture == "unknown" || self.os.is_empty() || self.architecture.is_empty()
     }
 
     /// Platforms this one can run, best first.
