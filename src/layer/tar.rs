@@ -38,7 +38,9 @@ pub fn normalize_path(raw: &[u8], dotdot: DotDot) -> Result<Vec<u8>, String> {
                 }
             },
             _ => {
-                if part.len() > 255 {
+                // NAME_MAX; a whiteout may carry the 4-byte `.wh.` on top.
+                let limit = if part.starts_with(b".wh.") { 259 } else { 255 };
+                if part.len() > limit {
                     return Err(format!("a name is {} bytes long (limit 255)", part.len()));
                 }
                 parts.push(part);
