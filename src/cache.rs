@@ -68,18 +68,31 @@ impl Cache {
     }
 
     pub fn layer_dir(&self, layer: &LayerInfo) -> PathBuf {
-        self.root.join("layers").join("sha256").join(layer.digest.hex())
+        self.root
+            .join("layers")
+            .join("sha256")
+            .join(layer.digest.hex())
     }
 
     /// Load the layer's index, building it first if it is missing, damaged
     /// or from another format version.
-    pub fn entry(&self, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip_span: u64) -> Result<CacheEntry> {
+    pub fn entry(
+        &self,
+        layout: &Layout,
+        layer: &LayerInfo,
+        bar: &ProgressBar,
+        gzip_span: u64,
+    ) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
         match load(&dir, layer) {
             Ok(index) => {
                 bar.finish_and_clear();
-                return Ok(CacheEntry { dir, index, built: false });
+                return Ok(CacheEntry {
+                    dir,
+                    index,
+                    built: false,
+                });
             }
             Err(reason) => tracing::info!(layer = %layer.digest, "indexing: {reason}"),
         }
@@ -87,12 +100,20 @@ impl Cache {
         // Another process may have built it while we waited for the lock.
         if let Ok(index) = load(&dir, layer) {
             bar.finish_and_clear();
-            return Ok(CacheEntry { dir, index, built: false });
+            return Ok(CacheEntry {
+                dir,
+                index,
+                built: false,
+            });
         }
         remove_temporaries(&dir);
         let index = build(&dir, layout, layer, bar, gzip_span)?;
         bar.finish_and_clear();
-        Ok(CacheEntry { dir, index, built: true })
+        Ok(CacheEntry {
+            dir,
+            index,
+            built: true,
+        })
     }
 }
 
@@ -112,8 +133,12 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
         return Err("index does not match the layer descriptor".to_string());
     }
     if index.compression != Compression::None {
-        let data_len = fs::metadata(dir.join("data")).map_err(|e| e.to_string())?.len();
-        let spans_len = fs::metadata(dir.join("spans")).map_err(|e| e.to_string())?.len();
+        let data_len = fs::metadata(dir.join("data"))
+            .map_err(|e| e.to_string())?
+            .len();
+        let spans_len = fs::metadata(dir.join("spans"))
+            .map_err(|e| e.to_string())?
+            .len();
         if data_len != index.uncompressed_size || spans_len != index.spans.len() as u64 {
             return Err("data or spans file has the wrong size".to_string());
         }
@@ -121,7 +146,13 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
     Ok(index)
 }
 
-fn build(dir: &Path, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip_span: u64) -> Result<LayerIndex> {
+fn build(
+    dir: &Path,
+    layout: &Layout,
+    layer: &LayerInfo,
+    bar: &ProgressBar,
+    gzip_span: u64,
+) -> Result<LayerIndex> {
     let blob = layout.open_blob(&layer.digest, layer.size)?;
     let pid = std::process::id();
     let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
@@ -132,7 +163,16 @@ fn build(dir: &Path, layout: &Layout, layer: &LayerInfo, bar: &ProgressBar, gzip
     } else {
         None
     };
-    let built = build_index(layer, blob, data.as_ref().map(|f| f.try_clone()).transpose().at(&data_tmp)?, bar, gzip_span);
+    let built = build_index(
+        layer,
+        blob,
+        data.as_ref()
+            .map(|f| f.try_clone())
+            .transpose()
+            .at(&data_tmp)?,
+        bar,
+        gzip_span,
+    );
     let index = match built {
         Ok(index) => index,
         Err(e) => {
@@ -194,7 +234,12 @@ struct DirLock(File);
 
 impl DirLock {
     fn acquire(path: &Path) -> Result<DirLock> {
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).at(path)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .at(path)?;
         loop {
             // SAFETY: flock on an fd we own.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {

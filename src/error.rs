@@ -68,7 +68,9 @@ pub enum Error {
     #[error("no manifest for platform {wanted}; the image offers: {offered}")]
     NoPlatform { wanted: String, offered: String },
 
-    #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64 or linux/arm/v7")]
+    #[error(
+        "invalid platform {0:?}: expected os/arch[/variant], e.g. linux/arm64 or linux/arm/v7"
+    )]
     BadPlatform(String),
 
     #[error("index nesting deeper than {0} levels or a loop at {1}")]

@@ -25,7 +25,11 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
     let io_err = |e: io::Error| Error::io("export output", e);
     for (path, id) in rootfs.tree.walk() {
         let node = rootfs.tree.node(id);
-        let mut name = if path.is_empty() { b".".to_vec() } else { path.clone() };
+        let mut name = if path.is_empty() {
+            b".".to_vec()
+        } else {
+            path.clone()
+        };
         let mut header = tar::Header::new_gnu();
         set_metadata(&mut header, node);
         write_pax(&mut builder, node).map_err(io_err)?;
@@ -35,7 +39,9 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
             if let Some(first) = first_name.get(&id) {
                 header.set_entry_type(tar::EntryType::Link);
                 header.set_size(0);
-                builder.append_link(&mut header, &name_os, OsStr::from_bytes(first)).map_err(io_err)?;
+                builder
+                    .append_link(&mut header, &name_os, OsStr::from_bytes(first))
+                    .map_err(io_err)?;
                 continue;
             }
             first_name.insert(id, path.clone());
@@ -45,12 +51,19 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
                 name.push(b'/');
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
-                builder.append_data(&mut header, OsStr::from_bytes(&name), io::empty()).map_err(io_err)?;
+                builder
+                    .append_data(&mut header, OsStr::from_bytes(&name), io::empty())
+                    .map_err(io_err)?;
             }
             NodeKind::File { size, .. } => {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(*size);
-                let reader = FileReader { rootfs, id, pos: 0, error: None };
+                let reader = FileReader {
+                    rootfs,
+                    id,
+                    pos: 0,
+                    error: None,
+                };
                 let mut reader = reader;
                 let result = builder.append_data(&mut header, &name_os, &mut reader);
                 if let Some(e) = reader.error.take() {
@@ -62,7 +75,9 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
             NodeKind::Symlink { target } => {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
-                builder.append_link(&mut header, &name_os, OsStr::from_bytes(target)).map_err(io_err)?;
+                builder
+                    .append_link(&mut header, &name_os, OsStr::from_bytes(target))
+                    .map_err(io_err)?;
             }
             NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
                 let kind = if matches!(node.kind, NodeKind::CharDevice { .. }) {
@@ -74,16 +89,24 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
                 header.set_size(0);
                 header.set_device_major(*major).map_err(io_err)?;
                 header.set_device_minor(*minor).map_err(io_err)?;
-                builder.append_data(&mut header, &name_os, io::empty()).map_err(io_err)?;
+                builder
+                    .append_data(&mut header, &name_os, io::empty())
+                    .map_err(io_err)?;
             }
             NodeKind::Fifo => {
                 header.set_entry_type(tar::EntryType::Fifo);
                 header.set_size(0);
-                builder.append_data(&mut header, &name_os, io::empty()).map_err(io_err)?;
+                builder
+                    .append_data(&mut header, &name_os, io::empty())
+                    .map_err(io_err)?;
             }
         }
     }
-    builder.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
+    builder
+        .into_inner()
+        .map_err(io_err)?
+        .flush()
+        .map_err(io_err)?;
     Ok(stats)
 }
 

@@ -83,7 +83,9 @@ pub fn attr_of(id: NodeId, node: &Node) -> FileAttr {
 impl ImageFs {
     pub fn new(rootfs: Arc<Rootfs>) -> ImageFs {
         let tree = &rootfs.tree;
-        let attrs = (0..tree.len() as NodeId).map(|id| attr_of(id, tree.node(id))).collect();
+        let attrs = (0..tree.len() as NodeId)
+            .map(|id| attr_of(id, tree.node(id)))
+            .collect();
         ImageFs { rootfs, attrs }
     }
 
@@ -106,7 +108,11 @@ impl ImageFs {
         let mut out = Vec::with_capacity(children.len() + 2);
         out.push((ino, b".".as_slice()));
         out.push((ino_of(node.parent), b"..".as_slice()));
-        out.extend(children.iter().map(|(name, &child)| (ino_of(child), name.as_slice())));
+        out.extend(
+            children
+                .iter()
+                .map(|(name, &child)| (ino_of(child), name.as_slice())),
+        );
         Some(out)
     }
 
@@ -208,15 +214,23 @@ impl Filesystem for ImageFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino).map(|n| &n.kind) {
-            Some(NodeKind::Dir { .. }) => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
-            }
+            Some(NodeKind::Dir { .. }) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Some(_) => reply.error(Errno::ENOTDIR),
             None => reply.error(Errno::ENOENT),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let Some(entries) = self.dir_entries(ino) else {
             return reply.error(Errno::ENOTDIR);
         };
@@ -241,8 +255,17 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOTDIR);
         };
         for (i, (child, name)) in entries.iter().enumerate().skip(offset as usize) {
-            let Some(attr) = self.attr(*child) else { continue };
-            if reply.add(*child, i as u64 + 1, OsStr::from_bytes(name), &TTL, attr, Generation(0)) {
+            let Some(attr) = self.attr(*child) else {
+                continue;
+            };
+            if reply.add(
+                *child,
+                i as u64 + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                attr,
+                Generation(0),
+            ) {
                 break;
             }
         }
@@ -250,8 +273,22 @@ impl Filesystem for ImageFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let bytes: u64 = self.rootfs.indexes.iter().map(|i| i.uncompressed_size).sum();
-        reply.statfs(bytes.div_ceil(4096), 0, 0, self.attrs.len() as u64, 0, 4096, 255, 4096);
+        let bytes: u64 = self
+            .rootfs
+            .indexes
+            .iter()
+            .map(|i| i.uncompressed_size)
+            .sum();
+        reply.statfs(
+            bytes.div_ceil(4096),
+            0,
+            0,
+            self.attrs.len() as u64,
+            0,
+            4096,
+            255,
+            4096,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -87,9 +87,15 @@ impl Image {
         )?;
         let mut compressions = Vec::with_capacity(manifest.layers.len());
         for desc in &manifest.layers {
-            compressions.push(Compression::from_layer_media_type(&desc.media_type).ok_or_else(|| {
-                Error::UnsupportedMediaType { what: "layer", media_type: desc.media_type.clone(), digest: desc.digest }
-            })?);
+            compressions.push(
+                Compression::from_layer_media_type(&desc.media_type).ok_or_else(|| {
+                    Error::UnsupportedMediaType {
+                        what: "layer",
+                        media_type: desc.media_type.clone(),
+                        digest: desc.digest,
+                    }
+                })?,
+            );
         }
         let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
@@ -99,8 +105,12 @@ impl Image {
             });
         }
         let mut layers = Vec::with_capacity(manifest.layers.len());
-        for (position, ((desc, diff_id), compression)) in
-            manifest.layers.iter().zip(diff_ids).zip(compressions).enumerate()
+        for (position, ((desc, diff_id), compression)) in manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .zip(compressions)
+            .enumerate()
         {
             layers.push(LayerInfo {
                 position,
@@ -270,9 +280,9 @@ impl Resolver<'_> {
                 if depth >= MAX_INDEX_DEPTH || !seen.insert(desc.digest) {
                     return Err(Error::IndexLoop(MAX_INDEX_DEPTH, desc.digest));
                 }
-                let (index, _) = self
-                    .layout
-                    .json_blob::<Index>("index", &desc.digest, desc.size)?;
+                let (index, _) =
+                    self.layout
+                        .json_blob::<Index>("index", &desc.digest, desc.size)?;
                 self.choose_among(index.manifests, seen, depth + 1)
             }
             DocumentKind::Other => Err(Error::UnsupportedMediaType {
@@ -377,10 +387,13 @@ impl Resolver<'_> {
     /// A manifest listed without a platform: its config says what it is.
     /// An artifact (any other config type) has no platform.
     fn platform_from_config(&self, desc: &Descriptor) -> Result<Platform> {
-        let (manifest, _) = self
-            .layout
-            .json_blob::<Manifest>("manifest", &desc.digest, desc.size)?;
-        if !matches!(manifest.config.media_type.as_str(), "" | media::OCI_CONFIG | media::DOCKER_CONFIG) {
+        let (manifest, _) =
+            self.layout
+                .json_blob::<Manifest>("manifest", &desc.digest, desc.size)?;
+        if !matches!(
+            manifest.config.media_type.as_str(),
+            "" | media::OCI_CONFIG | media::DOCKER_CONFIG
+        ) {
             return Ok(Platform::new("unknown", "unknown", None));
         }
         let (config, _) = self.layout.json_blob::<ImageConfig>(

@@ -52,7 +52,9 @@ pub struct MountRecord {
 pub fn mount(req: &MountRequest) -> Result<()> {
     let dir = check_mountpoint(&req.dir)?;
     let reference = crate::oci::ImageRef::parse(&req.image)?;
-    let ready_fd = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+    let ready_fd = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
     let rootfs = Rootfs::open(&reference, &req.open);
     if req.foreground {
         if let (Err(e), Some(fd)) = (&rootfs, ready_fd) {
@@ -80,7 +82,10 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
     }
     let dir = fs::canonicalize(dir).at(dir)?;
     if is_mounted(&dir) {
-        return Err(Error::BadPath { path: dir.display().to_string(), reason: "something is already mounted here".into() });
+        return Err(Error::BadPath {
+            path: dir.display().to_string(),
+            reason: "something is already mounted here".into(),
+        });
     }
     Ok(dir)
 }
@@ -93,8 +98,16 @@ fn fuse_config(req: &MountRequest) -> Config {
         MountOption::Subtype("ocimount".to_string()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
-        if req.suid { MountOption::Suid } else { MountOption::NoSuid },
-        if req.dev { MountOption::Dev } else { MountOption::NoDev },
+        if req.suid {
+            MountOption::Suid
+        } else {
+            MountOption::NoSuid
+        },
+        if req.dev {
+            MountOption::Dev
+        } else {
+            MountOption::NoDev
+        },
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
     ];
     if req.allow_other {
@@ -136,7 +149,10 @@ fn serve(req: &MountRequest, dir: &Path, rootfs: Rootfs, ready_fd: Option<i32>) 
         let sig = wait_for_signal(&signals);
         tracing::info!(signal = sig, "unmounting {}", dir_owned.display());
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!("unmount of {} failed ({e}); detaching it lazily", dir_owned.display());
+            tracing::warn!(
+                "unmount of {} failed ({e}); detaching it lazily",
+                dir_owned.display()
+            );
             lazy_unmount(&dir_owned);
         }
     });
@@ -161,28 +177,45 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path) -> Result<()>
     let logs = cache_root.join("logs");
     fs::create_dir_all(&logs).at(&logs)?;
     let log_path = logs.join(format!("mount-{}.log", path_key(dir)));
-    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).at(&log_path)?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .at(&log_path)?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two fds we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(Error::io("pipe", std::io::Error::last_os_error()));
     }
     // SAFETY: fresh fds from pipe2.
-    let (mut read_end, write_end) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let (mut read_end, write_end) =
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
     let exe = std::env::current_exe().at("/proc/self/exe")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--cache").arg(cache_root).arg("mount").arg(&req.image).arg(dir).arg("--foreground");
+    cmd.arg("--cache")
+        .arg(cache_root)
+        .arg("mount")
+        .arg(&req.image)
+        .arg(dir)
+        .arg("--foreground");
     if let Some(p) = &req.open.platform {
         cmd.arg("--platform").arg(p.to_string());
     }
-    for (on, flag) in [(req.allow_other, "--allow-other"), (req.suid, "--suid"), (req.dev, "--dev")] {
+    for (on, flag) in [
+        (req.allow_other, "--allow-other"),
+        (req.suid, "--suid"),
+        (req.dev, "--dev"),
+    ] {
         if on {
             cmd.arg(flag);
         }
     }
     cmd.env(READY_FD_ENV, "3")
         .env("OCIMOUNT_LOG", &log_path)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().at(&log_path)?)
         .stderr(log);
@@ -201,20 +234,35 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path) -> Result<()>
     let message = read_with_timeout(&mut read_end, DAEMON_START_TIMEOUT);
     match message.as_deref().map(str::trim) {
         Some("ready") => {
-            eprintln!("mounted {} at {} (daemon pid {}, log {})", req.image, dir.display(), child.id(), log_path.display());
+            eprintln!(
+                "mounted {} at {} (daemon pid {}, log {})",
+                req.image,
+                dir.display(),
+                child.id(),
+                log_path.display()
+            );
             Ok(())
         }
         other => {
             let reason = match other {
                 Some(m) if !m.is_empty() => m.trim_start_matches("error: ").to_string(),
-                Some(_) => format!("the daemon exited without mounting; see {}", log_path.display()),
+                Some(_) => format!(
+                    "the daemon exited without mounting; see {}",
+                    log_path.display()
+                ),
                 None => {
                     let _ = child.kill();
-                    format!("the daemon did not mount within {DAEMON_START_TIMEOUT:?}; see {}", log_path.display())
+                    format!(
+                        "the daemon did not mount within {DAEMON_START_TIMEOUT:?}; see {}",
+                        log_path.display()
+                    )
                 }
             };
             let _ = child.wait();
-            Err(Error::BadPath { path: dir.display().to_string(), reason })
+            Err(Error::BadPath {
+                path: dir.display().to_string(),
+                reason,
+            })
         }
     }
 }
@@ -227,7 +275,11 @@ fn read_with_timeout(f: &mut File, timeout: Duration) -> Option<String> {
         if left.is_zero() {
             return None;
         }
-        let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
         if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -248,11 +300,16 @@ fn read_with_timeout(f: &mut File, timeout: Duration) -> Option<String> {
 pub fn umount(dir: &Path, cache: &Cache, lazy: bool) -> Result<()> {
     let dir = absolute(dir);
     if !is_mounted(&dir) {
-        return Err(Error::BadPath { path: dir.display().to_string(), reason: "not a mount point".into() });
+        return Err(Error::BadPath {
+            path: dir.display().to_string(),
+            reason: "not a mount point".into(),
+        });
     }
     let record = read_record(&registry_path(cache, &dir));
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::BadPath { path: dir.display().to_string(), reason: "contains a NUL byte".into() })?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| Error::BadPath {
+        path: dir.display().to_string(),
+        reason: "contains a NUL byte".into(),
+    })?;
     let flags = if lazy { libc::MNT_DETACH } else { 0 };
     // SAFETY: a valid C string.
     if unsafe { libc::umount2(path.as_ptr(), flags) } != 0 {
@@ -298,7 +355,10 @@ pub fn list_mounts(cache: &Cache) -> Vec<MountRecord> {
 }
 
 fn registry_path(cache: &Cache, dir: &Path) -> PathBuf {
-    cache.root().join("mounts").join(format!("{}.json", path_key(dir)))
+    cache
+        .root()
+        .join("mounts")
+        .join(format!("{}.json", path_key(dir)))
 }
 
 fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
@@ -320,7 +380,8 @@ fn path_key(dir: &Path) -> String {
 }
 
 fn absolute(dir: &Path) -> PathBuf {
-    fs::canonicalize(dir).unwrap_or_else(|_| std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
+    fs::canonicalize(dir)
+        .unwrap_or_else(|_| std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
 }
 
 /// Is `dir` a mount point? Read from mountinfo so a dead FUSE mount is
@@ -346,7 +407,10 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -388,7 +452,11 @@ fn wait_for_exit(pid: u32, timeout: Duration) {
 
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

@@ -27,7 +27,12 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { platform: None, cache_dir: None, gzip_span: DEFAULT_GZIP_SPAN, progress: true }
+        OpenOptions {
+            platform: None,
+            cache_dir: None,
+            gzip_span: DEFAULT_GZIP_SPAN,
+            progress: true,
+        }
     }
 }
 
@@ -70,17 +75,36 @@ impl Rootfs {
         let layers: Vec<LayerEntries<'_>> = indexes
             .iter()
             .enumerate()
-            .map(|(position, ix)| LayerEntries { position, digest: ix.digest, entries: &ix.entries })
+            .map(|(position, ix)| LayerEntries {
+                position,
+                digest: ix.digest,
+                entries: &ix.entries,
+            })
             .collect();
         let tree = Tree::build(&layers)?;
         stats.elapsed = started.elapsed();
-        Ok(Rootfs { image, cache, indexes, readers, tree, stats })
+        Ok(Rootfs {
+            image,
+            cache,
+            indexes,
+            readers,
+            tree,
+            stats,
+        })
     }
 
     /// Read a regular file's bytes at `offset`; fewer bytes only at its end.
     pub fn read_file(&self, id: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let NodeKind::File { layer, offset: start, size } = self.tree.node(id).kind else {
-            return Err(Error::BadPath { path: format!("inode {id}"), reason: "not a regular file".to_string() });
+        let NodeKind::File {
+            layer,
+            offset: start,
+            size,
+        } = self.tree.node(id).kind
+        else {
+            return Err(Error::BadPath {
+                path: format!("inode {id}"),
+                reason: "not a regular file".to_string(),
+            });
         };
         if offset >= size {
             return Ok(0);
@@ -101,16 +125,25 @@ impl Rootfs {
 
 /// Index every layer through the cache, up to one thread per core.
 fn index_layers(image: &Image, cache: &Cache, opts: &OpenOptions) -> Result<Vec<CacheEntry>> {
-    let progress = if opts.progress { Progress::new() } else { Progress::hidden() };
+    let progress = if opts.progress {
+        Progress::new()
+    } else {
+        Progress::hidden()
+    };
     let count = image.layers.len();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count.max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count.max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<CacheEntry>>>> = Mutex::new((0..count).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<CacheEntry>>>> =
+        Mutex::new((0..count).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(layer) = image.layers.get(i) else { break };
+                let Some(layer) = image.layers.get(i) else {
+                    break;
+                };
                 let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
                 let result = cache.entry(&image.layout, layer, &bar, opts.gzip_span);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);

@@ -47,18 +47,39 @@ impl Meta {
 
     /// Directories a layer implies without listing them.
     fn implied_dir() -> Meta {
-        Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0, mtime_nsec: 0, xattrs: Vec::new() }
+        Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            xattrs: Vec::new(),
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
-    Dir { children: BTreeMap<Vec<u8>, NodeId> },
+    Dir {
+        children: BTreeMap<Vec<u8>, NodeId>,
+    },
     /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
-    File { layer: u32, offset: u64, size: u64 },
-    Symlink { target: Vec<u8> },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    File {
+        layer: u32,
+        offset: u64,
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -101,7 +122,8 @@ impl Node {
 }
 
 fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".")
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }
 
 /// Where `walk` reads nodes and, when building, makes missing directories.
@@ -195,7 +217,9 @@ impl Tree {
     pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
         let mut b = Builder {
             nodes: vec![Node {
-                kind: NodeKind::Dir { children: BTreeMap::new() },
+                kind: NodeKind::Dir {
+                    children: BTreeMap::new(),
+                },
                 meta: Meta::implied_dir(),
                 nlink: 0,
                 parent: ROOT,
@@ -230,7 +254,10 @@ impl Tree {
         match walk(&mut ReadOnly(&self.nodes), path, follow_last, false) {
             Ok(Some(id)) => Ok(id),
             Ok(None) => Err(Error::NotFound { path: shown() }),
-            Err(reason) => Err(Error::BadPath { path: shown(), reason }),
+            Err(reason) => Err(Error::BadPath {
+                path: shown(),
+                reason,
+            }),
         }
     }
 
@@ -268,7 +295,13 @@ impl NodeStore for Builder {
         &self.nodes
     }
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
-        let dir = self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::implied_dir(), parent);
+        let dir = self.new_node(
+            NodeKind::Dir {
+                children: BTreeMap::new(),
+            },
+            Meta::implied_dir(),
+            parent,
+        );
         self.dir_children_mut(parent).insert(name.to_vec(), dir);
         Some(dir)
     }
@@ -290,7 +323,10 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 
 fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
     let (parent, name) = split_parent(path);
-    if parent.split(|&b| b == b'/').any(|c| c.starts_with(AUFS_META_PREFIX)) {
+    if parent
+        .split(|&b| b == b'/')
+        .any(|c| c.starts_with(AUFS_META_PREFIX))
+    {
         return Ok(Action::Skip);
     }
     if name == OPAQUE {
@@ -325,8 +361,12 @@ impl Builder {
         }
         // Opaque markers and whiteouts hide lower content only: apply them
         // before anything this layer adds.
-        let new_dirs: std::collections::HashSet<&[u8]> =
-            layer.entries.iter().filter(|e| e.kind == EntryKind::Dir).map(|e| e.path.as_slice()).collect();
+        let new_dirs: std::collections::HashSet<&[u8]> = layer
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .map(|e| e.path.as_slice())
+            .collect();
         for action in &actions {
             if let Action::Opaque(dir) | Action::Whiteout(dir, _) = *action {
                 if self.replaced_by_layer(dir, &new_dirs) {
@@ -369,7 +409,9 @@ impl Builder {
             return Ok(());
         }
         let (parent_path, name) = split_parent(&e.path);
-        let parent = self.resolve_dir(parent_path, true)?.ok_or("parent directory cannot be created")?;
+        let parent = self
+            .resolve_dir(parent_path, true)?
+            .ok_or("parent directory cannot be created")?;
         let existing = self.dir_children(parent).get(name).copied();
         let node = match e.kind {
             EntryKind::Dir => {
@@ -379,22 +421,44 @@ impl Builder {
                         return Ok(());
                     }
                 }
-                self.new_node(NodeKind::Dir { children: BTreeMap::new() }, Meta::of(e), parent)
+                self.new_node(
+                    NodeKind::Dir {
+                        children: BTreeMap::new(),
+                    },
+                    Meta::of(e),
+                    parent,
+                )
             }
             EntryKind::Hardlink => self.hardlink_target(&e.link)?,
             EntryKind::File => self.new_node(
-                NodeKind::File { layer: layer.position as u32, offset: e.data_offset, size: e.size },
+                NodeKind::File {
+                    layer: layer.position as u32,
+                    offset: e.data_offset,
+                    size: e.size,
+                },
                 Meta::of(e),
                 parent,
             ),
-            EntryKind::Symlink => self.new_node(NodeKind::Symlink { target: e.link.clone() }, Meta::of(e), parent),
+            EntryKind::Symlink => self.new_node(
+                NodeKind::Symlink {
+                    target: e.link.clone(),
+                },
+                Meta::of(e),
+                parent,
+            ),
             EntryKind::CharDevice => self.new_node(
-                NodeKind::CharDevice { major: e.dev_major, minor: e.dev_minor },
+                NodeKind::CharDevice {
+                    major: e.dev_major,
+                    minor: e.dev_minor,
+                },
                 Meta::of(e),
                 parent,
             ),
             EntryKind::BlockDevice => self.new_node(
-                NodeKind::BlockDevice { major: e.dev_major, minor: e.dev_minor },
+                NodeKind::BlockDevice {
+                    major: e.dev_major,
+                    minor: e.dev_minor,
+                },
                 Meta::of(e),
                 parent,
             ),
@@ -413,7 +477,10 @@ impl Builder {
     fn replaced_by_layer(&self, dir: &[u8], new_dirs: &std::collections::HashSet<&[u8]>) -> bool {
         let mut end = 0;
         while end < dir.len() {
-            end = dir[end..].iter().position(|&b| b == b'/').map_or(dir.len(), |i| end + i);
+            end = dir[end..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(dir.len(), |i| end + i);
             let prefix = &dir[..end];
             if new_dirs.contains(prefix) {
                 if let Ok(Some(id)) = walk(&mut ReadOnly(&self.nodes), prefix, false, false) {
@@ -430,7 +497,9 @@ impl Builder {
     fn hardlink_target(&mut self, target: &[u8]) -> std::result::Result<NodeId, String> {
         let (dir, name) = split_parent(target);
         let shown = || String::from_utf8_lossy(target).into_owned();
-        let dir = self.resolve_dir(dir, false)?.ok_or_else(|| format!("hardlink target {:?} does not exist", shown()))?;
+        let dir = self
+            .resolve_dir(dir, false)?
+            .ok_or_else(|| format!("hardlink target {:?} does not exist", shown()))?;
         let id = self
             .dir_children(dir)
             .get(name)
@@ -443,7 +512,12 @@ impl Builder {
     }
 
     fn new_node(&mut self, kind: NodeKind, meta: Meta, parent: NodeId) -> NodeId {
-        self.nodes.push(Node { kind, meta, nlink: 0, parent });
+        self.nodes.push(Node {
+            kind,
+            meta,
+            nlink: 0,
+            parent,
+        });
         (self.nodes.len() - 1) as NodeId
     }
 
@@ -464,7 +538,11 @@ impl Builder {
     /// Resolve a directory path, following symlinks. With `create`, missing
     /// directories are made and non-directories in the way are replaced;
     /// without it, `None` means there is no such directory.
-    fn resolve_dir(&mut self, path: &[u8], create: bool) -> std::result::Result<Option<NodeId>, String> {
+    fn resolve_dir(
+        &mut self,
+        path: &[u8],
+        create: bool,
+    ) -> std::result::Result<Option<NodeId>, String> {
         let found = if create {
             walk(self, path, true, true)?
         } else {

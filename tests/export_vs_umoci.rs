@@ -12,7 +12,15 @@ fn export_equals_reference(name: &str, reference: &str) {
     let cache = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let tar = work.path().join("rootfs.tar");
-    ok(&ocimount(cache.path(), &["export", image.layout.to_str().unwrap(), "-o", tar.to_str().unwrap()]));
+    ok(&ocimount(
+        cache.path(),
+        &[
+            "export",
+            image.layout.to_str().unwrap(),
+            "-o",
+            tar.to_str().unwrap(),
+        ],
+    ));
     let rootfs = work.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     extract(&tar, &rootfs);
@@ -52,18 +60,38 @@ fn docker_media_types_export_equals_the_gzip_reference() {
 #[test]
 fn second_export_reuses_the_index_and_gives_identical_bytes() {
     let corpus = corpus();
-    let image = corpus.image("debian-gzip").layout.to_str().unwrap().to_string();
+    let image = corpus
+        .image("debian-gzip")
+        .layout
+        .to_str()
+        .unwrap()
+        .to_string();
     let cache = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let first = work.path().join("a.tar");
     let second = work.path().join("b.tar");
-    ok(&ocimount(cache.path(), &["export", &image, "-o", first.to_str().unwrap()]));
-    let index_times: Vec<_> = glob_indexes(cache.path()).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
-    ok(&ocimount(cache.path(), &["export", &image, "-o", second.to_str().unwrap()]));
-    let again: Vec<_> = glob_indexes(cache.path()).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    ok(&ocimount(
+        cache.path(),
+        &["export", &image, "-o", first.to_str().unwrap()],
+    ));
+    let index_times: Vec<_> = glob_indexes(cache.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    ok(&ocimount(
+        cache.path(),
+        &["export", &image, "-o", second.to_str().unwrap()],
+    ));
+    let again: Vec<_> = glob_indexes(cache.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
     assert!(!index_times.is_empty());
     assert_eq!(index_times, again, "the second run rebuilt an index");
-    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(), "exports differ");
+    assert!(
+        std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(),
+        "exports differ"
+    );
 }
 
 fn glob_indexes(cache: &std::path::Path) -> Vec<std::path::PathBuf> {

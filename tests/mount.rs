@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{assert_same_tree, corpus, ocimount, ok, process_alive, run_bounded, wait_until, Mounted};
+use support::{
+    assert_same_tree, corpus, ocimount, ok, process_alive, run_bounded, wait_until, Mounted,
+};
 
 fn layout(name: &str) -> String {
     corpus().image(name).layout.to_str().unwrap().to_string()
@@ -78,8 +80,15 @@ fn sixteen_concurrent_readers_get_the_reference_bytes() {
     let cache = tempfile::tempdir().unwrap();
     let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
     let reference = corpus().reference("debian-gzip");
-    let files: Vec<_> = regular_files(&reference).into_iter().filter(|(_, len)| *len > 0).collect();
-    let big: Vec<_> = files.iter().filter(|(_, len)| *len > 1 << 20).cloned().collect();
+    let files: Vec<_> = regular_files(&reference)
+        .into_iter()
+        .filter(|(_, len)| *len > 0)
+        .collect();
+    let big: Vec<_> = files
+        .iter()
+        .filter(|(_, len)| *len > 1 << 20)
+        .cloned()
+        .collect();
     assert!(!big.is_empty(), "the corpus should hold large files");
     std::thread::scope(|s| {
         for t in 0..16u64 {
@@ -107,7 +116,11 @@ fn sixteen_concurrent_readers_get_the_reference_bytes() {
                         f.read_exact(&mut buf).unwrap();
                         buf
                     };
-                    assert!(read(mnt) == read(reference), "thread {t}: {} at {offset}+{want} differs", rel.display());
+                    assert!(
+                        read(mnt) == read(reference),
+                        "thread {t}: {} at {offset}+{want} differs",
+                        rel.display()
+                    );
                 }
             });
         }
@@ -133,7 +146,11 @@ fn a_second_image_sharing_layers_reuses_their_cache_entries() {
     };
     let before = indexes(cache.path());
     let second = Mounted::new(cache.path(), &layout("debian-docker"), &[]);
-    assert_eq!(indexes(cache.path()), before, "mounting the second image re-indexed a shared layer");
+    assert_eq!(
+        indexes(cache.path()),
+        before,
+        "mounting the second image re-indexed a shared layer"
+    );
     let reference = corpus().reference("debian-gzip");
     assert_same_tree(&reference, second.path());
     assert_same_tree(&reference, first.path());
@@ -142,7 +159,10 @@ fn a_second_image_sharing_layers_reuses_their_cache_entries() {
 /// Copy a layout so a test may damage its blobs.
 fn copy_layout(name: &str, into: &Path) -> std::path::PathBuf {
     let dst = into.join(name);
-    let out = run_bounded(Command::new("cp").arg("-a").arg(layout(name)).arg(&dst), Duration::from_secs(120));
+    let out = run_bounded(
+        Command::new("cp").arg("-a").arg(layout(name)).arg(&dst),
+        Duration::from_secs(120),
+    );
     assert!(out.status.success());
     dst
 }
@@ -170,18 +190,28 @@ fn a_blob_damaged_after_indexing_gives_eio_not_wrong_bytes() {
             use std::os::unix::fs::FileExt;
             let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
             f.write_all_at(&vec![0x55u8; 64 * 1024], len / 2).unwrap();
-            f.write_all_at(&vec![0xaau8; 64 * 1024], len - 70 * 1024).unwrap();
+            f.write_all_at(&vec![0xaau8; 64 * 1024], len - 70 * 1024)
+                .unwrap();
         }
         let reference = corpus().reference("debian-gzip");
         let (mut eio, mut good) = (0, 0);
         for (rel, _) in regular_files(&reference) {
             match std::fs::read(m.path().join(&rel)) {
                 Ok(bytes) => {
-                    assert!(bytes == std::fs::read(reference.join(&rel)).unwrap(), "{name}: {} served wrong bytes", rel.display());
+                    assert!(
+                        bytes == std::fs::read(reference.join(&rel)).unwrap(),
+                        "{name}: {} served wrong bytes",
+                        rel.display()
+                    );
                     good += 1;
                 }
                 Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{name}: {}: {e}", rel.display());
+                    assert_eq!(
+                        e.raw_os_error(),
+                        Some(libc::EIO),
+                        "{name}: {}: {e}",
+                        rel.display()
+                    );
                     eio += 1;
                 }
             }
@@ -197,9 +227,15 @@ fn umount_stops_the_daemon_and_leaves_the_directory_clean() {
     let cache = tempfile::tempdir().unwrap();
     let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
     let pid = m.daemon_pid();
-    ok(&ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]));
+    ok(&ocimount(
+        cache.path(),
+        &["umount", m.path().to_str().unwrap()],
+    ));
     assert!(!m.is_mounted());
-    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} still running");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "daemon {pid} still running"
+    );
     assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
     assert_eq!(ok(&ocimount(cache.path(), &["mounts"])), "");
 }
@@ -210,7 +246,10 @@ fn sigterm_unmounts_cleanly() {
     let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
     let pid = m.daemon_pid();
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} ignored SIGTERM");
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "daemon {pid} ignored SIGTERM"
+    );
     assert!(!m.is_mounted());
 }
 
@@ -219,9 +258,19 @@ fn fusermount3_unmounts_and_the_daemon_exits() {
     let cache = tempfile::tempdir().unwrap();
     let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
     let pid = m.daemon_pid();
-    let out = run_bounded(Command::new("fusermount3").arg("-u").arg(m.path()), Duration::from_secs(30));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(10), || !process_alive(pid)), "daemon {pid} still running");
+    let out = run_bounded(
+        Command::new("fusermount3").arg("-u").arg(m.path()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "daemon {pid} still running"
+    );
 }
 
 #[test]
@@ -231,12 +280,22 @@ fn a_busy_mount_is_reported_and_kept() {
     let holder = std::fs::File::open(m.path().join("etc/passwd")).unwrap();
     let out = ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("busy"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(m.is_mounted());
     let reference = corpus().reference("debian-gzip");
-    assert_eq!(std::fs::read(m.path().join("etc/passwd")).unwrap(), std::fs::read(reference.join("etc/passwd")).unwrap());
+    assert_eq!(
+        std::fs::read(m.path().join("etc/passwd")).unwrap(),
+        std::fs::read(reference.join("etc/passwd")).unwrap()
+    );
     drop(holder);
-    ok(&ocimount(cache.path(), &["umount", m.path().to_str().unwrap()]));
+    ok(&ocimount(
+        cache.path(),
+        &["umount", m.path().to_str().unwrap()],
+    ));
     assert!(!m.is_mounted());
 }
 
@@ -248,10 +307,16 @@ fn the_mount_is_read_only_and_nosuid_nodev_by_default() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
     let dir = m.path().canonicalize().unwrap();
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info.lines().find(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap())).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+        .unwrap();
     let opts = line.split(' ').nth(5).unwrap();
     for want in ["ro", "nosuid", "nodev"] {
-        assert!(opts.split(',').any(|o| o == want), "mount options {opts} lack {want}");
+        assert!(
+            opts.split(',').any(|o| o == want),
+            "mount options {opts} lack {want}"
+        );
     }
 }
 
@@ -262,16 +327,33 @@ fn missing_xattrs_are_enodata_not_enosys() {
     let path = std::ffi::CString::new(m.path().join("etc/passwd").to_str().unwrap()).unwrap();
     let name = std::ffi::CString::new("user.does-not-exist").unwrap();
     let mut buf = [0u8; 64];
-    let r = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let r = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENODATA));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENODATA)
+    );
 }
 
 #[test]
 fn platforms_of_a_multi_arch_image_mount_their_own_content() {
     let cache = tempfile::tempdir().unwrap();
-    for (platform, expected) in [("linux/amd64", "linux/amd64"), ("linux/arm64", "linux/arm64")] {
-        let m = Mounted::new(cache.path(), &layout("multiarch"), &["--platform", platform]);
+    for (platform, expected) in [
+        ("linux/amd64", "linux/amd64"),
+        ("linux/arm64", "linux/arm64"),
+    ] {
+        let m = Mounted::new(
+            cache.path(),
+            &layout("multiarch"),
+            &["--platform", platform],
+        );
         let text = std::fs::read_to_string(m.path().join("platform")).unwrap();
         assert_eq!(text.trim(), expected);
     }

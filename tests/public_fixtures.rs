@@ -1555,5 +1555,9 @@ fn hostile_truncated_gzip_tar_layers() {
 #[test]
 #[ignore = "known gap: tar-rs accepts an unterminated PAX record"]
 fn hostile_tokio_unterminated_pax() {
-    hostile(tar_fixture(&format!("{TOKIO}/diff-014-unterminated-pax.tar")), Expect::Fails(&["pax"]), "x");
+    hostile(
+        tar_fixture(&format!("{TOKIO}/diff-014-unterminated-pax.tar")),
+        Expect::Fails(&["pax"]),
+        "x",
+    );
 }

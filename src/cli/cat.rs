@@ -19,7 +19,10 @@ pub fn run(args: &CatArgs, cache: &Option<PathBuf>) -> Result<()> {
     let rootfs = args.image.open(cache)?;
     let id = rootfs.tree.resolve(args.path.as_bytes(), true)?;
     if !matches!(rootfs.tree.node(id).kind, NodeKind::File { .. }) {
-        return Err(Error::BadPath { path: args.path.clone(), reason: "not a regular file".to_string() });
+        return Err(Error::BadPath {
+            path: args.path.clone(),
+            reason: "not a regular file".to_string(),
+        });
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -22,7 +22,10 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
     if args.output.as_os_str() == "-" || is_special {
         if is_special {
             // A device or fifo (/dev/null, a pipe): write straight into it.
-            let file = std::fs::OpenOptions::new().write(true).open(&args.output).at(&args.output)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&args.output)
+                .at(&args.output)?;
             crate::export::export(&rootfs, BufWriter::with_capacity(1 << 20, file))?;
             return Ok(());
         }

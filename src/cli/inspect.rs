@@ -79,32 +79,67 @@ pub fn run(args: &InspectArgs, cache: &Option<PathBuf>) -> Result<()> {
         writeln!(out).map_err(stdout_error)?;
         return Ok(());
     }
-    out.write_all(text(&report).as_bytes()).map_err(stdout_error)
+    out.write_all(text(&report).as_bytes())
+        .map_err(stdout_error)
 }
 
 fn text(r: &Report<'_>) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<13}{v}\n"));
     line("Image:", r.image.to_string());
-    line("Manifest:", format!("{} ({})", r.manifest, r.manifest_media_type));
+    line(
+        "Manifest:",
+        format!("{} ({})", r.manifest, r.manifest_media_type),
+    );
     line("Config:", r.config.to_string());
-    let offered: Vec<&str> = r.platform.offered.iter().map(|o| o.platform.as_str()).collect();
+    let offered: Vec<&str> = r
+        .platform
+        .offered
+        .iter()
+        .map(|o| o.platform.as_str())
+        .collect();
     line(
         "Platforms:",
-        if offered.is_empty() { "single-platform image".to_string() } else { offered.join(", ") },
+        if offered.is_empty() {
+            "single-platform image".to_string()
+        } else {
+            offered.join(", ")
+        },
     );
-    line("Chosen:", format!("{} ({})", r.platform.chosen, r.platform.reason));
+    line(
+        "Chosen:",
+        format!("{} ({})", r.platform.chosen, r.platform.reason),
+    );
     if let Some(c) = r.created {
         line("Created:", c.to_string());
     }
     let c = r.runtime;
-    let join = |v: &Option<Vec<String>>| v.as_ref().map(|v| format!("{v:?}")).unwrap_or_else(|| "-".to_string());
+    let join = |v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_else(|| "-".to_string())
+    };
     line("Entrypoint:", join(&c.entrypoint));
     line("Cmd:", join(&c.cmd));
-    line("User:", c.user.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "- (root)".to_string()));
-    line("WorkingDir:", c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "- (/)".to_string()));
+    line(
+        "User:",
+        c.user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "- (root)".to_string()),
+    );
+    line(
+        "WorkingDir:",
+        c.working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "- (/)".to_string()),
+    );
     let keys = |m: &Option<std::collections::BTreeMap<String, serde_json::Value>>| {
-        m.as_ref().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).filter(|s| !s.is_empty()).unwrap_or_else(|| "-".to_string())
+        m.as_ref()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".to_string())
     };
     line("Ports:", keys(&c.exposed_ports));
     line("Volumes:", keys(&c.volumes));

@@ -37,7 +37,11 @@ pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
         Some(_) => collect_recursive(tree, id, Vec::new(), &mut lines),
     }
     for (name, child) in lines {
-        let line = if args.long { long_line(tree.node(child), &name) } else { name };
+        let line = if args.long {
+            long_line(tree.node(child), &name)
+        } else {
+            name
+        };
         out.write_all(&line).map_err(stdout_error)?;
         out.write_all(b"\n").map_err(stdout_error)?;
     }
@@ -45,7 +49,9 @@ pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
 }
 
 fn collect_recursive(tree: &Tree, dir: NodeId, prefix: Vec<u8>, out: &mut Vec<(Vec<u8>, NodeId)>) {
-    let Some(children) = tree.node(dir).children() else { return };
+    let Some(children) = tree.node(dir).children() else {
+        return;
+    };
     for (name, &child) in children {
         let mut path = prefix.clone();
         if !path.is_empty() {
@@ -60,7 +66,9 @@ fn collect_recursive(tree: &Tree, dir: NodeId, prefix: Vec<u8>, out: &mut Vec<(V
 /// `ls -ln`-style line: numeric owners, since the host's names mean nothing here.
 pub fn long_line(node: &Node, name: &[u8]) -> Vec<u8> {
     let size = match node.kind {
-        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => format!("{major}, {minor}"),
+        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
+            format!("{major}, {minor}")
+        }
         _ => node.size().to_string(),
     };
     let mut line = format!(
@@ -122,7 +130,11 @@ pub fn format_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 #[cfg(test)]

@@ -26,7 +26,12 @@ mod verify;
 /// Exit status: 0 on success, 1 when the command failed (the message says
 /// why and names the file or layer), 2 for a usage error.
 #[derive(Debug, Parser)]
-#[command(name = "ocimount", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "ocimount",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Cache directory [default: $OCIMOUNT_CACHE, /var/cache/ocimount as
     /// root, else $XDG_CACHE_HOME/ocimount]

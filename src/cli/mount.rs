@@ -44,7 +44,11 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
     let req = MountRequest {
         image: args.image.image.clone(),
         dir: args.dir.clone(),
-        open: OpenOptions { platform: args.image.platform()?, cache_dir: cache.clone(), ..OpenOptions::default() },
+        open: OpenOptions {
+            platform: args.image.platform()?,
+            cache_dir: cache.clone(),
+            ..OpenOptions::default()
+        },
         foreground: args.foreground,
         allow_other: args.allow_other,
         suid: args.suid,
@@ -60,7 +64,13 @@ pub fn run_umount(args: &UmountArgs, cache: &Option<PathBuf>) -> Result<()> {
 pub fn run_mounts(cache: &Option<PathBuf>) -> Result<()> {
     let cache = Cache::locate(cache.as_deref())?;
     for m in list_mounts(&cache) {
-        println!("{}\t{}\tpid {}\t{}", m.dir.display(), m.image, m.pid, m.manifest);
+        println!(
+            "{}\t{}\tpid {}\t{}",
+            m.dir.display(),
+            m.image,
+            m.pid,
+            m.manifest
+        );
     }
     Ok(())
 }

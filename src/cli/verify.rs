@@ -34,14 +34,21 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             }
         };
         let bar = progress.layer_bar(label.clone(), layer.size);
-        let check = check_layer(layer, blob, &bar).map_err(|e| Error::io(image.layout.blob_path(&layer.digest), e))?;
+        let check = check_layer(layer, blob, &bar)
+            .map_err(|e| Error::io(image.layout.blob_path(&layer.digest), e))?;
         bar.finish_and_clear();
         let mut layer_problems = Vec::new();
         if check.blob_digest != layer.digest {
-            layer_problems.push(format!("blob digest is {}, expected {}", check.blob_digest, layer.digest));
+            layer_problems.push(format!(
+                "blob digest is {}, expected {}",
+                check.blob_digest, layer.digest
+            ));
         }
         if let Some(e) = &check.decode_error {
-            layer_problems.push(format!("cannot decompress ({}): {e}", layer.compression.name()));
+            layer_problems.push(format!(
+                "cannot decompress ({}): {e}",
+                layer.compression.name()
+            ));
         }
         match check.diff_id {
             Some(d) if d != layer.diff_id => {

@@ -60,7 +60,11 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
                 body.u64(*in_len);
             }
             SpanStart::GzipMember => body.u8(3),
-            SpanStart::GzipBlock { bits, prime, window } => {
+            SpanStart::GzipBlock {
+                bits,
+                prime,
+                window,
+            } => {
                 body.u8(4);
                 body.u8(*bits);
                 body.u8(*prime);
@@ -88,7 +92,9 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
     }
     let version = r.u32()?;
     if version != VERSION {
-        return Err(format!("index format version {version}, this build reads {VERSION}"));
+        return Err(format!(
+            "index format version {version}, this build reads {VERSION}"
+        ));
     }
     let digest = Digest::from_bytes(r.array()?);
     if digest != *expected_digest {
@@ -131,7 +137,10 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         for _ in 0..nx {
             xattrs.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
         }
-        if data_offset.checked_add(size).is_none_or(|end| end > uncompressed_size) {
+        if data_offset
+            .checked_add(size)
+            .is_none_or(|end| end > uncompressed_size)
+        {
             return Err("an entry's data lies outside the stream".to_string());
         }
         entries.push(TarEntry {
@@ -160,7 +169,9 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         let crc32 = r.u32()?;
         let start = match r.u8()? {
             0 => SpanStart::Blob,
-            1 => SpanStart::Materialized { frame_out: r.u64()? },
+            1 => SpanStart::Materialized {
+                frame_out: r.u64()?,
+            },
             2 => SpanStart::ZstdFrame { in_len: r.u64()? },
             3 => SpanStart::GzipMember,
             4 => SpanStart::GzipBlock {
@@ -298,9 +309,18 @@ mod tests {
             link: Vec::new(),
             dev_major: 0,
             dev_minor: 0,
-            xattrs: vec![(b"user.a".to_vec(), b"\0bin".to_vec()), (b"security.capability".to_vec(), vec![1, 2])],
+            xattrs: vec![
+                (b"user.a".to_vec(), b"\0bin".to_vec()),
+                (b"security.capability".to_vec(), vec![1, 2]),
+            ],
         };
-        let link = TarEntry { path: b"bin/x".to_vec(), kind: EntryKind::Hardlink, link: b"etc/passwd".to_vec(), xattrs: vec![], ..entry.clone() };
+        let link = TarEntry {
+            path: b"bin/x".to_vec(),
+            kind: EntryKind::Hardlink,
+            link: b"etc/passwd".to_vec(),
+            xattrs: vec![],
+            ..entry.clone()
+        };
         LayerIndex {
             digest: Digest::of(b"blob"),
             diff_id: Digest::of(b"tar"),
@@ -309,16 +329,38 @@ mod tests {
             uncompressed_size: 3072,
             entries: vec![entry, link],
             spans: vec![
-                Span { out_offset: 0, out_len: 1024, in_offset: 0, crc32: 1, start: SpanStart::GzipMember },
+                Span {
+                    out_offset: 0,
+                    out_len: 1024,
+                    in_offset: 0,
+                    crc32: 1,
+                    start: SpanStart::GzipMember,
+                },
                 Span {
                     out_offset: 1024,
                     out_len: 1024,
                     in_offset: 40,
                     crc32: 2,
-                    start: SpanStart::GzipBlock { bits: 3, prime: 5, window: vec![9; 17] },
+                    start: SpanStart::GzipBlock {
+                        bits: 3,
+                        prime: 5,
+                        window: vec![9; 17],
+                    },
                 },
-                Span { out_offset: 2048, out_len: 512, in_offset: 60, crc32: 3, start: SpanStart::ZstdFrame { in_len: 7 } },
-                Span { out_offset: 2560, out_len: 512, in_offset: 70, crc32: 4, start: SpanStart::Materialized { frame_out: 2560 } },
+                Span {
+                    out_offset: 2048,
+                    out_len: 512,
+                    in_offset: 60,
+                    crc32: 3,
+                    start: SpanStart::ZstdFrame { in_len: 7 },
+                },
+                Span {
+                    out_offset: 2560,
+                    out_len: 512,
+                    in_offset: 70,
+                    crc32: 4,
+                    start: SpanStart::Materialized { frame_out: 2560 },
+                },
             ],
         }
     }
@@ -335,7 +377,10 @@ mod tests {
         let index = sample();
         let bytes = encode(&index);
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut], &index.digest).is_err(), "truncated at {cut}");
+            assert!(
+                decode(&bytes[..cut], &index.digest).is_err(),
+                "truncated at {cut}"
+            );
         }
         for i in 0..bytes.len() {
             let mut flipped = bytes.clone();
@@ -348,8 +393,14 @@ mod tests {
     fn other_versions_and_other_layers_are_refused() {
         let index = sample();
         let mut bytes = encode(&index);
-        assert_eq!(decode(&bytes, &Digest::of(b"other")).unwrap_err(), format!("index is for layer {}", index.digest));
+        assert_eq!(
+            decode(&bytes, &Digest::of(b"other")).unwrap_err(),
+            format!("index is for layer {}", index.digest)
+        );
         bytes[8] = 99;
-        assert_eq!(decode(&bytes, &index.digest).unwrap_err(), "index format version 99, this build reads 1");
+        assert_eq!(
+            decode(&bytes, &index.digest).unwrap_err(),
+            "index format version 99, this build reads 1"
+        );
     }
 }

@@ -22,7 +22,10 @@ const RAW_WINDOW_BITS: i32 = -15;
 const INPUT_CHUNK: usize = 256 * 1024;
 
 fn zerr(what: &str, code: i32) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt gzip data: {what} (zlib code {code})"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt gzip data: {what} (zlib code {code})"),
+    )
 }
 
 /// A zlib inflate stream. Boxed: zlib keeps a pointer back to it.
@@ -69,7 +72,8 @@ impl Inflater {
 
     fn set_dictionary(&mut self, dict: &[u8]) -> io::Result<()> {
         // SAFETY: the pointer and length describe a live slice.
-        let ret = unsafe { inflateSetDictionary(&mut *self.strm, dict.as_ptr(), dict.len() as u32) };
+        let ret =
+            unsafe { inflateSetDictionary(&mut *self.strm, dict.as_ptr(), dict.len() as u32) };
         if ret != Z_OK {
             return Err(zerr("inflateSetDictionary failed", ret));
         }
@@ -175,7 +179,11 @@ impl<R: Read> GzipIndexer<R> {
 
     fn checkpoint(&mut self) -> io::Result<()> {
         let bits = (self.z.data_type() & 7) as u8;
-        let prime = if bits > 0 { self.last_byte >> (8 - bits) } else { 0 };
+        let prime = if bits > 0 {
+            self.last_byte >> (8 - bits)
+        } else {
+            0
+        };
         let window = &self.recent[self.recent.len().saturating_sub(WINDOW)..];
         let start = SpanStart::GzipBlock {
             bits,
@@ -203,7 +211,10 @@ impl<R: Read> Read for GzipIndexer<R> {
                     if self.input[self.in_start] != 0x1f {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("data after the end of the gzip stream at blob offset {}", self.in_pos),
+                            format!(
+                                "data after the end of the gzip stream at blob offset {}",
+                                self.in_pos
+                            ),
                         ));
                     }
                     self.z.reset(GZIP_WINDOW_BITS)?;
@@ -215,11 +226,15 @@ impl<R: Read> Read for GzipIndexer<R> {
                     if self.in_start == self.in_end && self.refill()? == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            format!("truncated gzip stream: it ends at blob offset {} inside a member", self.in_pos),
+                            format!(
+                                "truncated gzip stream: it ends at blob offset {} inside a member",
+                                self.in_pos
+                            ),
                         ));
                     }
                     let (ret, consumed, produced) =
-                        self.z.inflate(&self.input[self.in_start..self.in_end], buf, Z_BLOCK);
+                        self.z
+                            .inflate(&self.input[self.in_start..self.in_end], buf, Z_BLOCK);
                     if consumed > 0 {
                         self.last_byte = self.input[self.in_start + consumed - 1];
                     }
@@ -234,7 +249,12 @@ impl<R: Read> Read for GzipIndexer<R> {
                                 self.checkpoint()?;
                             }
                         }
-                        code => return Err(zerr(&format!("inflate failed near blob offset {}", self.in_pos), code)),
+                        code => {
+                            return Err(zerr(
+                                &format!("inflate failed near blob offset {}", self.in_pos),
+                                code,
+                            ))
+                        }
                     }
                     if produced > 0 {
                         return Ok(produced);
@@ -257,7 +277,10 @@ fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
         .take(WINDOW as u64 + 1)
         .read_to_end(&mut out)?;
     if out.len() > WINDOW {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "checkpoint window is larger than 32 KiB"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "checkpoint window is larger than 32 KiB",
+        ));
     }
     Ok(out)
 }
@@ -266,7 +289,11 @@ fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
 pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
     let mut z = match &span.start {
         SpanStart::GzipMember => Inflater::new(GZIP_WINDOW_BITS)?,
-        SpanStart::GzipBlock { bits, prime, window } => {
+        SpanStart::GzipBlock {
+            bits,
+            prime,
+            window,
+        } => {
             let mut z = Inflater::new(RAW_WINDOW_BITS)?;
             if *bits > 0 {
                 z.prime(*bits, *prime)?;
@@ -284,7 +311,10 @@ pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
         if in_start == in_end {
             let n = blob.read_at(&mut input, pos)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("blob ends at offset {pos}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("blob ends at offset {pos}"),
+                ));
             }
             pos += n as u64;
             (in_start, in_end) = (0, n);
@@ -292,14 +322,18 @@ pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
                 input.resize(input.len() * 2, 0);
             }
         }
-        let (ret, consumed, produced) = z.inflate(&input[in_start..in_end], &mut out[filled..], Z_NO_FLUSH);
+        let (ret, consumed, produced) =
+            z.inflate(&input[in_start..in_end], &mut out[filled..], Z_NO_FLUSH);
         in_start += consumed;
         filled += produced;
         match ret {
             Z_OK | Z_BUF_ERROR => {}
             Z_STREAM_END if filled == out.len() => {}
             Z_STREAM_END => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "gzip member ends before the span does"))
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "gzip member ends before the span does",
+                ))
             }
             code => return Err(zerr("inflate failed", code)),
         }

@@ -49,24 +49,38 @@ pub fn build_index(
         reason,
     };
     let mut head = [0u8; 4];
-    let head_len = blob.read_at(&mut head, 0).map_err(|e| fail(format!("cannot read blob: {e}")))?;
+    let head_len = blob
+        .read_at(&mut head, 0)
+        .map_err(|e| fail(format!("cannot read blob: {e}")))?;
     let sniffed = crate::oci::media::Compression::sniff(&head[..head_len]);
     if head_len > 0 && sniffed != layer.compression {
         return Err(fail(format!(
             "media type {} says {} but the blob starts like {}",
             layer.media_type,
             layer.compression.name(),
-            if sniffed == Compression::None { "plain data" } else { sniffed.name() }
+            if sniffed == Compression::None {
+                "plain data"
+            } else {
+                sniffed.name()
+            }
         )));
     }
     if head_len == 0 && layer.compression != Compression::None {
-        return Err(fail(format!("the blob is empty, which is not valid {}", layer.compression.name())));
+        return Err(fail(format!(
+            "the blob is empty, which is not valid {}",
+            layer.compression.name()
+        )));
     }
 
     let hashing = HashingReader::new(&blob, bar.clone());
     let decoder = match layer.compression {
-        Compression::None => Decoder::Plain(PlainIndexer { inner: hashing, spans: SpanBuilder::default() }),
-        Compression::Gzip => Decoder::Gzip(GzipIndexer::new(hashing, gzip_span).map_err(|e| fail(e.to_string()))?),
+        Compression::None => Decoder::Plain(PlainIndexer {
+            inner: hashing,
+            spans: SpanBuilder::default(),
+        }),
+        Compression::Gzip => {
+            Decoder::Gzip(GzipIndexer::new(hashing, gzip_span).map_err(|e| fail(e.to_string()))?)
+        }
         Compression::Zstd => {
             let data = data.ok_or_else(|| fail("zstd layers need a data file".to_string()))?;
             Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)
@@ -94,7 +108,10 @@ pub fn build_index(
     }
     if diff_id != layer.diff_id {
         return Err(Error::DigestMismatch {
-            what: format!("layer {} ({}) uncompressed tar: diff_id", layer.position, layer.digest),
+            what: format!(
+                "layer {} ({}) uncompressed tar: diff_id",
+                layer.position, layer.digest
+            ),
             digest: layer.diff_id,
             actual: diff_id,
         });
@@ -119,11 +136,16 @@ fn read_tar<'a>(
         digest: layer.digest,
         reason,
     };
-    let tar_hasher = TarHasher { inner: decoder, hasher: Sha256::new(), count: 0 };
+    let tar_hasher = TarHasher {
+        inner: decoder,
+        hasher: Sha256::new(),
+        count: 0,
+    };
     let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, tar_hasher));
     let mut entries = Vec::new();
     for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
-        let mut entry = entry.map_err(|e| fail(format!("reading tar entry: {}", printable(&e.to_string()))))?;
+        let mut entry =
+            entry.map_err(|e| fail(format!("reading tar entry: {}", printable(&e.to_string()))))?;
         match parse_entry(&mut entry) {
             Ok(Parsed::Entry(e)) => entries.push(e),
             Ok(Parsed::Skip) => {}
@@ -147,7 +169,9 @@ fn read_tar<'a>(
 /// tar-rs quotes raw header bytes in some errors; keep messages one short,
 /// printable line.
 fn printable(message: &str) -> String {
-    let cut = message.find(" when getting cksum for").map_or(message, |i| &message[..i]);
+    let cut = message
+        .find(" when getting cksum for")
+        .map_or(message, |i| &message[..i]);
     let mut out: String = cut.chars().flat_map(char::escape_debug).take(200).collect();
     if cut.chars().count() > 200 {
         out.push('…');
@@ -184,7 +208,13 @@ struct HashingReader<'a> {
 
 impl<'a> HashingReader<'a> {
     fn new(file: &'a File, bar: ProgressBar) -> Self {
-        HashingReader { file, pos: 0, hasher: Sha256::new(), count: 0, bar }
+        HashingReader {
+            file,
+            pos: 0,
+            hasher: Sha256::new(),
+            count: 0,
+            bar,
+        }
     }
 }
 

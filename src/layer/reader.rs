@@ -56,15 +56,24 @@ impl LayerReader {
                 blob_map = Some(unsafe { Mmap::map(&blob) }.at(dir)?);
             } else {
                 let data_path = dir.join("data");
-                let file = OpenOptions::new().read(true).write(true).open(&data_path).at(&data_path)?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&data_path)
+                    .at(&data_path)?;
                 // SAFETY: data files are never truncated (see cache.rs); we
                 // only pwrite whole spans before marking them present.
                 let map = unsafe { Mmap::map(&file) }.at(&data_path)?;
                 let spans_path = dir.join("spans");
-                let spans_file = OpenOptions::new().read(true).write(true).open(&spans_path).at(&spans_path)?;
+                let spans_file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&spans_path)
+                    .at(&spans_path)?;
                 // SAFETY: as above; one byte per span, written with atomics.
                 let present = unsafe { MmapMut::map_mut(&spans_file) }.at(&spans_path)?;
-                if map.len() as u64 != index.uncompressed_size || present.len() != index.spans.len() {
+                if map.len() as u64 != index.uncompressed_size || present.len() != index.spans.len()
+                {
                     return Err(Error::Cache {
                         path: dir.to_path_buf(),
                         reason: "data or spans file has the wrong size".to_string(),
@@ -89,7 +98,9 @@ impl LayerReader {
         let mut done = 0;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let Some(i) = span_at(&self.spans, pos) else { break };
+            let Some(i) = span_at(&self.spans, pos) else {
+                break;
+            };
             let bytes = self.span_bytes(i)?;
             let from = (pos - self.spans[i].out_offset) as usize;
             let n = (bytes.len() - from).min(buf.len() - done);
@@ -101,21 +112,33 @@ impl LayerReader {
 
     fn damaged(&self, span: &Span, reason: String) -> Error {
         tracing::error!(layer = %self.digest, offset = span.out_offset, "{reason}");
-        Error::DamagedSpan { digest: self.digest, offset: span.out_offset, reason }
+        Error::DamagedSpan {
+            digest: self.digest,
+            offset: span.out_offset,
+            reason,
+        }
     }
 
     fn span_bytes(&self, i: usize) -> Result<&[u8]> {
         let span = &self.spans[i];
-        let (start, end) = (span.out_offset as usize, (span.out_offset + span.out_len) as usize);
+        let (start, end) = (
+            span.out_offset as usize,
+            (span.out_offset + span.out_len) as usize,
+        );
         if let Some(map) = &self.blob_map {
             let blob_len = self.blob.metadata().map(|m| m.len()).unwrap_or(0);
             if blob_len < span.in_offset + span.out_len || map.len() < end {
-                return Err(self.damaged(span, "the blob is shorter than when it was indexed".to_string()));
+                return Err(self.damaged(
+                    span,
+                    "the blob is shorter than when it was indexed".to_string(),
+                ));
             }
             let bytes = &map[start..end];
             if !self.verified[i].load(Ordering::Acquire) {
                 if crc32(0, bytes) != span.crc32 {
-                    return Err(self.damaged(span, "the blob changed since it was indexed".to_string()));
+                    return Err(
+                        self.damaged(span, "the blob changed since it was indexed".to_string())
+                    );
                 }
                 self.verified[i].store(true, Ordering::Release);
             }
@@ -128,7 +151,9 @@ impl LayerReader {
         if self.verified[i].load(Ordering::Acquire) {
             return Ok(bytes);
         }
-        let _guard = self.locks[i % LOCK_STRIPES].lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.locks[i % LOCK_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if self.verified[i].load(Ordering::Acquire) {
             return Ok(bytes);
         }
@@ -139,14 +164,21 @@ impl LayerReader {
         }
         let mut fresh = vec![0u8; span.out_len as usize];
         let decoded = match &span.start {
-            SpanStart::GzipMember | SpanStart::GzipBlock { .. } => gzip::decode_span(&self.blob, span, &mut fresh),
+            SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
+                gzip::decode_span(&self.blob, span, &mut fresh)
+            }
             SpanStart::ZstdFrame { .. } => zstd::decode_span(&self.blob, span, &mut fresh),
-            SpanStart::Materialized { .. } => zstd::redecode_materialized(&self.blob, span, &mut fresh),
+            SpanStart::Materialized { .. } => {
+                zstd::redecode_materialized(&self.blob, span, &mut fresh)
+            }
             SpanStart::Blob => Err(std::io::Error::other("plain span in a compressed layer")),
         };
         decoded.map_err(|e| self.damaged(span, format!("cannot decode: {e}")))?;
         if crc32(0, &fresh) != span.crc32 {
-            return Err(self.damaged(span, "decoded bytes do not match the index (the blob changed?)".to_string()));
+            return Err(self.damaged(
+                span,
+                "decoded bytes do not match the index (the blob changed?)".to_string(),
+            ));
         }
         data.file
             .write_all_at(&fresh, span.out_offset)

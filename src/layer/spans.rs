@@ -22,7 +22,11 @@ pub enum SpanStart {
     GzipMember,
     /// Raw deflate resumes at `in_offset` after priming `bits` bits of
     /// `prime`, with `window` (deflate-compressed) as the dictionary.
-    GzipBlock { bits: u8, prime: u8, window: Vec<u8> },
+    GzipBlock {
+        bits: u8,
+        prime: u8,
+        window: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +78,12 @@ impl SpanBuilder {
 
     /// Feed bytes that are cut into `FIXED_SPAN` pieces, each its own span;
     /// `in_offset_of` gives a piece's input offset from its output offset.
-    pub fn feed_fixed(&mut self, mut data: &[u8], start: SpanStart, in_offset_of: impl Fn(u64) -> u64) {
+    pub fn feed_fixed(
+        &mut self,
+        mut data: &[u8],
+        start: SpanStart,
+        in_offset_of: impl Fn(u64) -> u64,
+    ) {
         while !data.is_empty() {
             let need_new = match &self.current {
                 Some(s) => s.start != start || s.out_len >= FIXED_SPAN,
@@ -130,10 +139,17 @@ mod tests {
         b.feed_fixed(&data[..100], SpanStart::Blob, |o| o);
         b.feed_fixed(&data[100..], SpanStart::Blob, |o| o);
         let spans = b.finish();
-        let cuts: Vec<(u64, u64, u64)> = spans.iter().map(|s| (s.out_offset, s.out_len, s.in_offset)).collect();
+        let cuts: Vec<(u64, u64, u64)> = spans
+            .iter()
+            .map(|s| (s.out_offset, s.out_len, s.in_offset))
+            .collect();
         assert_eq!(
             cuts,
-            vec![(0, FIXED_SPAN, 0), (FIXED_SPAN, FIXED_SPAN, FIXED_SPAN), (2 * FIXED_SPAN, 10, 2 * FIXED_SPAN)]
+            vec![
+                (0, FIXED_SPAN, 0),
+                (FIXED_SPAN, FIXED_SPAN, FIXED_SPAN),
+                (2 * FIXED_SPAN, 10, 2 * FIXED_SPAN)
+            ]
         );
         assert_eq!(spans[2].crc32, crc32(0, &[7u8; 10]));
         assert_eq!(span_at(&spans, 0), Some(0));

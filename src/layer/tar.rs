@@ -54,7 +54,10 @@ pub fn normalize_path(raw: &[u8], dotdot: DotDot) -> Result<Vec<u8>, String> {
 pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, String> {
     let mut pax_mtime = None;
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions().map_err(|e| format!("bad PAX header: {e}"))? {
+    if let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    {
         for ext in pax {
             let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
             let key = ext.key_bytes();
@@ -64,7 +67,10 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
                 }
                 xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
             } else if key == b"mtime" {
-                pax_mtime = Some(parse_pax_time(ext.value_bytes()).ok_or_else(|| "bad PAX mtime record".to_string())?);
+                pax_mtime = Some(
+                    parse_pax_time(ext.value_bytes())
+                        .ok_or_else(|| "bad PAX mtime record".to_string())?,
+                );
             } else if key.starts_with(b"GNU.sparse.") {
                 return Err("PAX sparse files are not supported".to_string());
             }
@@ -92,7 +98,10 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
     let (mtime, mtime_nsec) = match pax_mtime {
         Some(t) => t,
         None if blank(&header.as_old().mtime) => (0, 0),
-        None => (header.mtime().map_err(|e| format!("bad mtime: {e}"))? as i64, 0),
+        None => (
+            header.mtime().map_err(|e| format!("bad mtime: {e}"))? as i64,
+            0,
+        ),
     };
     let path = normalize_path(&entry.path_bytes(), DotDot::Reject)?;
     let mut link = Vec::new();
@@ -139,7 +148,11 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
         let v = v.map_err(|e| format!("bad {what}: {e}"))?;
         u32::try_from(v).map_err(|_| format!("{what} {v} does not fit in 32 bits"))
     };
-    let mode = if blank(&old.mode) { 0 } else { header.mode().map_err(|e| format!("bad mode: {e}"))? };
+    let mode = if blank(&old.mode) {
+        0
+    } else {
+        header.mode().map_err(|e| format!("bad mode: {e}"))?
+    };
     Ok(Parsed::Entry(TarEntry {
         path,
         kind,
@@ -148,7 +161,11 @@ pub fn parse_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Parsed, Str
         gid: id(&old.gid, header.gid(), "gid")?,
         mtime,
         mtime_nsec,
-        size: if kind == EntryKind::File { entry.size() } else { 0 },
+        size: if kind == EntryKind::File {
+            entry.size()
+        } else {
+            0
+        },
         data_offset: entry.raw_file_position(),
         link,
         dev_major,
@@ -207,7 +224,10 @@ mod tests {
     #[test]
     fn pax_times_keep_their_fraction() {
         assert_eq!(parse_pax_time(b"1700000000"), Some((1700000000, 0)));
-        assert_eq!(parse_pax_time(b"1700000000.5"), Some((1700000000, 500_000_000)));
+        assert_eq!(
+            parse_pax_time(b"1700000000.5"),
+            Some((1700000000, 500_000_000))
+        );
         assert_eq!(parse_pax_time(b"1.123456789123"), Some((1, 123_456_789)));
         assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time(b"12x"), None);

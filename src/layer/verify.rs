@@ -22,7 +22,11 @@ pub struct LayerCheck {
 }
 
 pub fn check_layer(layer: &LayerInfo, blob: File, bar: &ProgressBar) -> io::Result<LayerCheck> {
-    let mut blob_hash = HashRead { inner: bar.wrap_read(blob), hasher: Sha256::new(), count: 0 };
+    let mut blob_hash = HashRead {
+        inner: bar.wrap_read(blob),
+        hasher: Sha256::new(),
+        count: 0,
+    };
     let mut tar_hash = Sha256::new();
     let mut total = 0u64;
     let result = {

@@ -18,7 +18,10 @@ pub const MAX_FRAME_SPAN: usize = 4 << 20;
 const INPUT_CHUNK: usize = 256 * 1024;
 
 fn corrupt(e: io::Error, at: u64) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt zstd data near blob offset {at}: {e}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt zstd data near blob offset {at}: {e}"),
+    )
 }
 
 pub struct ZstdIndexer<R> {
@@ -78,14 +81,16 @@ impl<R: Read> ZstdIndexer<R> {
     fn materialize(&mut self, out: &[u8]) -> io::Result<()> {
         self.data.write_all_at(out, self.spans.out_pos())?;
         let (frame_start, frame_out) = (self.frame_start, self.frame_out);
-        self.spans.feed_fixed(out, SpanStart::Materialized { frame_out }, |_| frame_start);
+        self.spans
+            .feed_fixed(out, SpanStart::Materialized { frame_out }, |_| frame_start);
         Ok(())
     }
 
     fn end_frame(&mut self) {
         if !self.spilled && !self.pending.is_empty() {
             let in_len = self.in_pos - self.frame_start;
-            self.spans.begin(SpanStart::ZstdFrame { in_len }, self.frame_start);
+            self.spans
+                .begin(SpanStart::ZstdFrame { in_len }, self.frame_start);
             self.spans.feed(&self.pending);
             self.pending.clear();
         }
@@ -109,7 +114,10 @@ impl<R: Read> Read for ZstdIndexer<R> {
                     if self.in_frame {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            format!("truncated zstd stream: it ends at blob offset {} inside a frame", self.in_pos),
+                            format!(
+                                "truncated zstd stream: it ends at blob offset {} inside a frame",
+                                self.in_pos
+                            ),
                         ));
                     }
                     return Ok(0);
@@ -117,7 +125,10 @@ impl<R: Read> Read for ZstdIndexer<R> {
             }
             let mut src = InBuffer::around(&self.input[self.in_start..self.in_end]);
             let mut dst = OutBuffer::around(&mut *buf);
-            let hint = self.dec.run(&mut src, &mut dst).map_err(|e| corrupt(e, self.in_pos))?;
+            let hint = self
+                .dec
+                .run(&mut src, &mut dst)
+                .map_err(|e| corrupt(e, self.in_pos))?;
             let (consumed, produced) = (src.pos(), dst.pos());
             self.in_start += consumed;
             self.in_pos += consumed as u64;
@@ -141,7 +152,10 @@ pub fn redecode_materialized(blob: &File, span: &Span, out: &mut [u8]) -> io::Re
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
     };
-    let reader = BlobReader { blob, pos: span.in_offset };
+    let reader = BlobReader {
+        blob,
+        pos: span.in_offset,
+    };
     let mut dec = zstd::stream::read::Decoder::new(reader)?.single_frame();
     let skip = span.out_offset - frame_out;
     io::copy(&mut (&mut dec).take(skip), &mut io::sink())?;
@@ -173,13 +187,18 @@ pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
     let mut src = InBuffer::around(&frame);
     let mut dst = OutBuffer::around(out);
     loop {
-        let hint = dec.run(&mut src, &mut dst).map_err(|e| corrupt(e, span.in_offset))?;
+        let hint = dec
+            .run(&mut src, &mut dst)
+            .map_err(|e| corrupt(e, span.in_offset))?;
         if dst.pos() == dst.capacity() || hint == 0 || src.pos() == src.src.len() {
             break;
         }
     }
     if dst.pos() != dst.capacity() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "zstd frame is shorter than its span"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "zstd frame is shorter than its span",
+        ));
     }
     Ok(())
 }

@@ -87,27 +87,49 @@ mod tests {
     #[test]
     fn layer_media_types_map_to_compression() {
         let cases = [
-            ("application/vnd.oci.image.layer.v1.tar", Some(Compression::None)),
-            ("application/vnd.oci.image.layer.v1.tar+gzip", Some(Compression::Gzip)),
-            ("application/vnd.oci.image.layer.v1.tar+zstd", Some(Compression::Zstd)),
+            (
+                "application/vnd.oci.image.layer.v1.tar",
+                Some(Compression::None),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(Compression::Zstd),
+            ),
             (
                 "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
                 Some(Compression::Gzip),
             ),
-            ("application/vnd.docker.image.rootfs.diff.tar.gzip", Some(Compression::Gzip)),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
             ("application/vnd.oci.image.layer.v1.tar+bzip2", None),
             ("text/plain", None),
         ];
         for (media_type, expected) in cases {
-            assert_eq!(Compression::from_layer_media_type(media_type), expected, "{media_type}");
+            assert_eq!(
+                Compression::from_layer_media_type(media_type),
+                expected,
+                "{media_type}"
+            );
         }
     }
 
     #[test]
     fn magic_bytes_are_recognised() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
-        assert_eq!(Compression::sniff(&[0x50, 0x2a, 0x4d, 0x18]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(
+            Compression::sniff(&[0x50, 0x2a, 0x4d, 0x18]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
     }
 }

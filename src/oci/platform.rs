@@ -18,7 +18,9 @@ impl Platform {
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
         let os = os.to_ascii_lowercase();
         let arch = architecture.to_ascii_lowercase();
-        let variant = variant.filter(|v| !v.is_empty()).map(|v| v.to_ascii_lowercase());
+        let variant = variant
+            .filter(|v| !v.is_empty())
+            .map(|v| v.to_ascii_lowercase());
         let (architecture, variant) = match (arch.as_str(), variant.as_deref()) {
             ("x86_64" | "x86-64" | "amd64", Some("v1")) | ("x86_64" | "x86-64", None) => {
                 ("amd64".to_string(), None)
@@ -32,7 +34,11 @@ impl Platform {
             ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
             ("arm", None) => ("arm".to_string(), Some("v7".to_string())),
             ("arm", Some(v)) => {
-                let v = if v.starts_with('v') { v.to_string() } else { format!("v{v}") };
+                let v = if v.starts_with('v') {
+                    v.to_string()
+                } else {
+                    format!("v{v}")
+                };
                 ("arm".to_string(), Some(v))
             }
             ("i386" | "i486" | "i586" | "i686", _) => ("386".to_string(), None),
@@ -74,7 +80,10 @@ impl Platform {
     /// Attestation manifests carry `unknown/unknown`; they are never images.
     /// Artifacts without a platform normalise to empty names: unknown too.
     pub fn is_unknown(&self) -> bool {
-        self.os == "unknown" || self.architecture == "unknown" || self.os.is_empty() || self.architecture.is_empty()
+        self.os == "unknown"
+            || self.architecture == "unknown"
+            || self.os.is_empty()
+            || self.architecture.is_empty()
     }
 
     /// Platforms this one can run, best first.
@@ -156,8 +165,18 @@ mod tests {
 
     #[test]
     fn bad_platform_strings_are_rejected() {
-        for bad in ["linux", "linux/", "/amd64", "linux/arm/v7/x", "linux/a b", ""] {
-            assert!(matches!(Platform::parse(bad), Err(Error::BadPlatform(_))), "{bad:?}");
+        for bad in [
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/arm/v7/x",
+            "linux/a b",
+            "",
+        ] {
+            assert!(
+                matches!(Platform::parse(bad), Err(Error::BadPlatform(_))),
+                "{bad:?}"
+            );
         }
     }
 

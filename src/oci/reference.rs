@@ -71,19 +71,30 @@ mod tests {
     fn all_reference_forms_parse() {
         assert_eq!(
             ImageRef::parse("img").unwrap(),
-            ImageRef { layout: "img".into(), selector: Selector::Default }
+            ImageRef {
+                layout: "img".into(),
+                selector: Selector::Default
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:/srv/img:v1.2").unwrap(),
-            ImageRef { layout: "/srv/img".into(), selector: Selector::Tag("v1.2".into()) }
+            ImageRef {
+                layout: "/srv/img".into(),
+                selector: Selector::Tag("v1.2".into())
+            }
         );
         assert_eq!(
-            ImageRef::parse(&format!("img@sha256:{HEX}")).unwrap().selector,
+            ImageRef::parse(&format!("img@sha256:{HEX}"))
+                .unwrap()
+                .selector,
             Selector::Digest(Digest::parse(&format!("sha256:{HEX}")).unwrap())
         );
         assert_eq!(
             ImageRef::parse("./dir:with/colon").unwrap(),
-            ImageRef { layout: "./dir:with/colon".into(), selector: Selector::Default }
+            ImageRef {
+                layout: "./dir:with/colon".into(),
+                selector: Selector::Default
+            }
         );
     }
 

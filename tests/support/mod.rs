@@ -37,7 +37,11 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output { status, stdout: out_thread.join().unwrap(), stderr: err_thread.join().unwrap() }
+    Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    }
 }
 
 fn read_all(mut r: impl std::io::Read) -> Vec<u8> {
@@ -48,7 +52,10 @@ fn read_all(mut r: impl std::io::Read) -> Vec<u8> {
 
 /// `ocimount --cache CACHE ARGS…`, bounded to two minutes.
 pub fn ocimount(cache: &Path, args: &[&str]) -> Output {
-    let out = run_bounded(Command::new(BIN).arg("--cache").arg(cache).args(args), Duration::from_secs(120));
+    let out = run_bounded(
+        Command::new(BIN).arg("--cache").arg(cache).args(args),
+        Duration::from_secs(120),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "ocimount panicked: {stderr}");
     out
@@ -99,7 +106,9 @@ pub fn corpus() -> &'static Corpus {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(REPO).join("target/test-images"));
         let out = run_bounded(
-            Command::new("bash").arg(Path::new(REPO).join("tests/images/build.sh")).arg(&root),
+            Command::new("bash")
+                .arg(Path::new(REPO).join("tests/images/build.sh"))
+                .arg(&root),
             Duration::from_secs(40 * 60),
         );
         assert!(
@@ -127,10 +136,16 @@ pub fn corpus() -> &'static Corpus {
 pub fn treecmp(reference: &Path, candidate: &Path) -> (bool, String) {
     let script = Path::new(REPO).join("../shared/tools/treecmp.py");
     let out = run_bounded(
-        Command::new("python3").arg(script).arg(reference).arg(candidate),
+        Command::new("python3")
+            .arg(script)
+            .arg(reference)
+            .arg(candidate),
         Duration::from_secs(600),
     );
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 pub fn assert_same_tree(reference: &Path, candidate: &Path) {
@@ -150,11 +165,17 @@ impl Mounted {
     pub fn new(cache: &Path, image: &str, extra: &[&str]) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         let dir_text = dir.path().to_str().unwrap().to_string();
-        let mounted = Mounted { dir, cache: cache.to_path_buf() };
+        let mounted = Mounted {
+            dir,
+            cache: cache.to_path_buf(),
+        };
         let mut args = vec!["mount", image, dir_text.as_str()];
         args.extend_from_slice(extra);
         ok(&ocimount(cache, &args));
-        assert!(mounted.is_mounted(), "mount returned but nothing is mounted");
+        assert!(
+            mounted.is_mounted(),
+            "mount returned but nothing is mounted"
+        );
         mounted
     }
 
@@ -183,12 +204,20 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         if self.is_mounted() {
             let _ = run_bounded(
-                Command::new(BIN).arg("--cache").arg(&self.cache).arg("umount").arg("--lazy").arg(self.dir.path()),
+                Command::new(BIN)
+                    .arg("--cache")
+                    .arg(&self.cache)
+                    .arg("umount")
+                    .arg("--lazy")
+                    .arg(self.dir.path()),
                 Duration::from_secs(30),
             );
         }
         if self.is_mounted() {
-            let _ = run_bounded(Command::new("umount").arg("-l").arg(self.dir.path()), Duration::from_secs(30));
+            let _ = run_bounded(
+                Command::new("umount").arg("-l").arg(self.dir.path()),
+                Duration::from_secs(30),
+            );
         }
     }
 }
@@ -196,12 +225,19 @@ impl Drop for Mounted {
 pub fn is_mountpoint(dir: &Path) -> bool {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
 }
 
 pub fn process_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
 }
 
 /// Wait (bounded) until `cond` holds.
@@ -226,5 +262,9 @@ pub fn extract(tar: &Path, into: &Path) {
             .arg(into),
         Duration::from_secs(600),
     );
-    assert!(out.status.success(), "tar -x failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar -x failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
