@@ -114,8 +114,30 @@ fn fuse_config(req: &MountRequest) -> Config {
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(std::thread::available_parallelism().map_or(1, |n| n.get()));
-    config.clone_fd = true;
+    config.clone_fd = clone_fd_supported();
+    if !config.clone_fd {
+        tracing::warn!(
+            "FUSE_DEV_IOC_CLONE is not available (qemu-user or an old kernel?); \
+             the worker threads share one /dev/fuse fd"
+        );
+    }
     config
+}
+
+/// Whether the kernel (or emulator) implements `FUSE_DEV_IOC_CLONE`. Cloning
+/// from a /dev/fuse fd with no connection fails with EPERM or EINVAL where
+/// the ioctl exists; qemu-user and kernels without it answer ENOSYS or ENOTTY.
+pub fn clone_fd_supported() -> bool {
+    const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500; // _IOR(229, 0, u32)
+    let open = || fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
+    let (Ok(a), Ok(b)) = (open(), open()) else {
+        return false;
+    };
+    let source = a.as_raw_fd() as u32;
+    // SAFETY: an ioctl on an fd we own, with a pointer to a live u32.
+    let r = unsafe { libc::ioctl(b.as_raw_fd(), FUSE_DEV_IOC_CLONE as _, &source) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    r == 0 || !matches!(errno, Some(libc::ENOSYS | libc::ENOTTY | libc::EOPNOTSUPP))
 }
 
 /// Mount and serve in this process until unmounted or signalled.
