@@ -9,6 +9,6 @@ done
 if ((${#missing[@]})); then
   sudo=""
   [[ $EUID -eq 0 ]] || sudo=sudo
-  $sudo apt-get update -qq
+  $sudo apt-get update -qq || echo "warning: apt-get update reported errors; installing from what it fetched" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
