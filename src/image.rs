@@ -277,12 +277,7 @@ impl Resolver<'_> {
                 Ok((desc, choice))
             }
             DocumentKind::Index => {
-                if depth >= MAX_INDEX_DEPTH || !seen.insert(desc.digest) {
-                    return Err(Error::IndexLoop(MAX_INDEX_DEPTH, desc.digest));
-                }
-                let (index, _) =
-                    self.layout
-                        .json_blob::<Index>("index", &desc.digest, desc.size)?;
+                let index = self.nested_index(&desc, seen, depth)?;
                 self.choose_among(index.manifests, seen, depth + 1)
             }
             DocumentKind::Other => Err(Error::UnsupportedMediaType {
@@ -369,12 +364,7 @@ impl Resolver<'_> {
                     offers.push((platform, desc));
                 }
                 DocumentKind::Index => {
-                    if depth >= MAX_INDEX_DEPTH || !seen.insert(desc.digest) {
-                        return Err(Error::IndexLoop(MAX_INDEX_DEPTH, desc.digest));
-                    }
-                    let (index, _) =
-                        self.layout
-                            .json_blob::<Index>("index", &desc.digest, desc.size)?;
+                    let index = self.nested_index(&desc, seen, depth)?;
                     self.collect_offers(index.manifests, seen, depth + 1, offers)?;
                 }
                 // Signatures, SBOMs and other artifacts: not ours to judge.
@@ -382,6 +372,22 @@ impl Resolver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Load an index met while descending, refusing loops and deep nesting.
+    fn nested_index(
+        &self,
+        desc: &Descriptor,
+        seen: &mut HashSet<Digest>,
+        depth: usize,
+    ) -> Result<Index> {
+        if depth >= MAX_INDEX_DEPTH || !seen.insert(desc.digest) {
+            return Err(Error::IndexLoop(MAX_INDEX_DEPTH, desc.digest));
+        }
+        Ok(self
+            .layout
+            .json_blob::<Index>("index", &desc.digest, desc.size)?
+            .0)
     }
 
     /// A manifest listed without a platform: its config says what it is.

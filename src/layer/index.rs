@@ -98,14 +98,7 @@ pub fn build_index(
     let uncompressed_size = tar_hasher.count;
     let diff_id = Digest::from_hasher(tar_hasher.hasher);
     let (hashing, spans) = tar_hasher.inner.finish();
-    let actual = Digest::from_hasher(hashing.hasher);
-    if actual != layer.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("layer {} blob", layer.position),
-            digest: layer.digest,
-            actual,
-        });
-    }
+    expect_blob_digest(layer, Digest::from_hasher(hashing.hasher))?;
     if diff_id != layer.diff_id {
         return Err(Error::DigestMismatch {
             what: format!(
@@ -186,7 +179,10 @@ fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {
         digest: layer.digest,
         reason: format!("cannot read blob: {e}"),
     })?;
-    let actual = Digest::from_hasher(hashing.hasher);
+    expect_blob_digest(layer, Digest::from_hasher(hashing.hasher))
+}
+
+fn expect_blob_digest(layer: &LayerInfo, actual: Digest) -> Result<()> {
     if actual != layer.digest {
         return Err(Error::DigestMismatch {
             what: format!("layer {} blob", layer.position),
@@ -198,16 +194,16 @@ fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {
 }
 
 /// Reads the blob front to back, hashing it and moving the progress bar.
-struct HashingReader<'a> {
+pub(crate) struct HashingReader<'a> {
     file: &'a File,
     pos: u64,
-    hasher: Sha256,
+    pub(crate) hasher: Sha256,
     count: u64,
     bar: ProgressBar,
 }
 
 impl<'a> HashingReader<'a> {
-    fn new(file: &'a File, bar: ProgressBar) -> Self {
+    pub(crate) fn new(file: &'a File, bar: ProgressBar) -> Self {
         HashingReader {
             file,
             pos: 0,

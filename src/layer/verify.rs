@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::image::LayerInfo;
+use crate::layer::index::HashingReader;
 use crate::oci::media::Compression;
 
 /// What one layer's check found.
@@ -22,11 +23,7 @@ pub struct LayerCheck {
 }
 
 pub fn check_layer(layer: &LayerInfo, blob: File, bar: &ProgressBar) -> io::Result<LayerCheck> {
-    let mut blob_hash = HashRead {
-        inner: bar.wrap_read(blob),
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let mut blob_hash = HashingReader::new(&blob, bar.clone());
     let mut tar_hash = Sha256::new();
     let mut total = 0u64;
     let result = {
@@ -56,20 +53,5 @@ fn copy_hashing(mut r: impl Read, hasher: &mut Sha256, total: &mut u64) -> io::R
         }
         hasher.update(&buf[..n]);
         *total += n as u64;
-    }
-}
-
-struct HashRead<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
     }
 }
