@@ -129,7 +129,12 @@ fn fuse_config(req: &MountRequest) -> Config {
 /// the ioctl exists; qemu-user and kernels without it answer ENOSYS or ENOTTY.
 pub fn clone_fd_supported() -> bool {
     const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500; // _IOR(229, 0, u32)
-    let open = || fs::OpenOptions::new().read(true).write(true).open("/dev/fuse");
+    let open = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+    };
     let (Ok(a), Ok(b)) = (open(), open()) else {
         return false;
     };
