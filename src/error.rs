@@ -98,8 +98,16 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("the image config lists {diff_ids} diff_id(s) but the manifest has {layers} layer(s)")]
-    LayerCountMismatch { diff_ids: usize, layers: usize },
+    #[error(
+        "the image config lists {diff_ids} diff_id(s) but the manifest has {layers} layer(s) \
+         (config {config}, manifest {manifest})"
+    )]
+    LayerCountMismatch {
+        diff_ids: usize,
+        layers: usize,
+        config: Digest,
+        manifest: Digest,
+    },
 
     #[error("cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },

@@ -102,6 +102,8 @@ impl Image {
             return Err(Error::LayerCountMismatch {
                 diff_ids: diff_ids.len(),
                 layers: manifest.layers.len(),
+                config: manifest.config.digest,
+                manifest: manifest_desc.digest,
             });
         }
         let mut layers = Vec::with_capacity(manifest.layers.len());

@@ -24,7 +24,12 @@ impl Layout {
         let marker = root.join("oci-layout");
         let text = match std::fs::read(&marker) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 let why = if root.is_dir() {
                     "it has no oci-layout file".to_string()
                 } else if root.exists() {
