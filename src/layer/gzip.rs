@@ -266,7 +266,7 @@ impl<R: Read> Read for GzipIndexer<R> {
 }
 
 fn compress_window(window: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(window)?;
     enc.finish()
 }
