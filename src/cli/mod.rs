@@ -8,11 +8,13 @@ use crate::error::Result;
 use crate::oci::{ImageRef, Platform};
 use crate::rootfs::{OpenOptions, Rootfs};
 
+mod bundle;
 mod cat;
 mod export;
 mod inspect;
 mod ls;
 mod mount;
+mod run;
 mod verify;
 
 /// Mount an OCI image layout as a read-only directory, or look inside it
@@ -64,6 +66,12 @@ pub enum Command {
     /// List what this cache has mounted.
     #[command(alias = "ps")]
     Mounts,
+    /// Make an OCI runtime bundle at DIR: config.json converted from the
+    /// image config, and the rootfs mounted read-only at DIR/rootfs.
+    Bundle(bundle::BundleArgs),
+    /// Run a command in the image with runc or crun, then remove everything
+    /// (exit status: the container's).
+    Run(run::RunArgs),
 }
 
 /// The image and platform every command takes.
@@ -108,6 +116,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mount(a) => mount::run_mount(a, &cli.cache),
         Command::Umount(a) => mount::run_umount(a, &cli.cache),
         Command::Mounts => mount::run_mounts(&cli.cache),
+        Command::Bundle(a) => bundle::run(a, &cli.cache),
+        Command::Run(a) => run::run(a, &cli.cache),
     }
 }
 
