@@ -1,0 +1,219 @@
+//! The benchmark is not a test: nothing here looks at a timing. These keep
+//! it from rotting: `scripts/bench.sh` runs end to end on the tiny image
+//! with one repetition and writes a Markdown table, JSON that parses with
+//! every system measured, and an SVG chart; and `vagrant validate` accepts
+//! the Vagrantfile (Debian's `vagrant` and `vagrant-libvirt`, installed by
+//! scripts/install-deps.sh; a missing `vagrant` fails the test).
+//! Needs root and /dev/fuse, as the mount tests do.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const BIN: &str = env!("CARGO_BIN_EXE_ocimount");
+
+/// Run `cmd` in its own process group; past `limit`, SIGTERM the group (so
+/// the script's traps unmount), then SIGKILL it. Returns status and output.
+fn run_group_bounded(cmd: &mut Command, limit: Duration) -> (ExitStatus, String) {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let pgid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let mut termed: Option<Instant> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let now = Instant::now();
+        if termed.is_none() && now > deadline {
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            termed = Some(now);
+        }
+        if termed.is_some_and(|t| now > t + Duration::from_secs(90)) {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            unmount_leftovers();
+            panic!("{shown} outlived {limit:?} and SIGTERM; killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        t_out.join().unwrap(),
+        t_err.join().unwrap()
+    );
+    if termed.is_some() {
+        unmount_leftovers();
+        panic!("{shown} did not finish within {limit:?}\n{text}");
+    }
+    (status, text)
+}
+
+fn bench_mounts() -> Vec<String> {
+    let prefix = format!("{REPO}/target/bench-work.");
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn unmount_leftovers() {
+    let mut mounts = bench_mounts();
+    mounts.sort();
+    for m in mounts.iter().rev() {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+#[test]
+fn bench_smoke_run_writes_table_json_and_chart() {
+    let out = tempfile::tempdir().unwrap();
+    let (status, log) = run_group_bounded(
+        Command::new("bash")
+            .arg(format!("{REPO}/scripts/bench.sh"))
+            .args([
+                "--size", "tiny", "--reps", "1", "--nrand", "50", "--name", "smoke",
+            ])
+            .args(["--timeout", "300", "--max-time", "480", "--bin", BIN])
+            .arg("--out")
+            .arg(out.path()),
+        Duration::from_secs(600),
+    );
+    assert!(
+        status.success(),
+        "scripts/bench.sh failed ({status:?})\n{log}"
+    );
+    assert!(
+        bench_mounts().is_empty(),
+        "mounts left behind: {:?}",
+        bench_mounts()
+    );
+
+    let md = std::fs::read_to_string(out.path().join("smoke.md")).expect("smoke.md");
+    let svg = std::fs::read_to_string(out.path().join("smoke.svg")).expect("smoke.svg");
+    let json = std::fs::read_to_string(out.path().join("smoke.json")).expect("smoke.json");
+    let res: serde_json::Value = serde_json::from_str(&json).expect("smoke.json parses");
+
+    // Every system and every limit measured something; the main measures exist.
+    let systems: Vec<&str> = res["systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    for want in [
+        "ocimount-gzip",
+        "ocimount-zstd",
+        "zcat",
+        "zstdcat",
+        "umoci",
+        "ratarmount",
+        "fuse-overlayfs",
+        "overlayfs",
+    ] {
+        assert!(systems.contains(&want), "{want} missing from {systems:?}");
+        assert!(
+            res["medians"][want]
+                .as_object()
+                .is_some_and(|m| !m.is_empty()),
+            "no medians for {want}"
+        );
+    }
+    let oci = &res["medians"]["ocimount-gzip"];
+    for metric in [
+        "ready_cold",
+        "ready_warm",
+        "ttfb",
+        "find_1",
+        "find_2",
+        "stat_storm",
+        "read_cold",
+        "read_warm",
+        "read_disk",
+        "rand_cold",
+        "rand_warm",
+        "rss_hwm",
+        "rss_anon",
+        "state",
+        "index",
+        "verify",
+    ] {
+        assert!(
+            oci[metric].as_f64().is_some(),
+            "ocimount-gzip has no {metric}"
+        );
+        assert_eq!(
+            res["samples"]["ocimount-gzip"][metric]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "one repetition of {metric}"
+        );
+    }
+    for peer in ["umoci", "ratarmount", "fuse-overlayfs", "overlayfs"] {
+        for metric in ["ready_cold", "find_1", "read_cold", "rand_cold"] {
+            assert!(
+                res["medians"][peer][metric].as_f64().is_some(),
+                "{peer} has no {metric}"
+            );
+        }
+    }
+    assert_eq!(res["image"]["size"], "tiny");
+    assert_eq!(res["image"]["layer_count"], 3);
+    assert!(res["machine"]["cores"].as_u64().unwrap() >= 1);
+
+    // The table has a row per measure and a column per system, and names the worst ratio.
+    let header = md
+        .lines()
+        .find(|l| l.starts_with("| measure |"))
+        .expect("table header");
+    assert_eq!(header.matches(" | ").count(), systems.len(), "{header}");
+    assert!(md.contains("| cold start |"), "{md}");
+    assert!(md.contains("| read all, cold |"), "{md}");
+    assert!(md.contains("Worst ratio against a peer"), "{md}");
+    assert!(md.contains("(smoke.svg)"), "{md}");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<rect"),
+        "{svg}"
+    );
+}
+
+#[test]
+fn vagrantfile_validates() {
+    assert!(Path::new(REPO).join("Vagrantfile").is_file());
+    let dotfiles = tempfile::tempdir().unwrap(); // no .vagrant/ in the checkout
+    let (status, log) = run_group_bounded(
+        Command::new("vagrant")
+            .arg("validate")
+            .current_dir(REPO)
+            .env("VAGRANT_DOTFILE_PATH", dotfiles.path())
+            .env("VAGRANT_CHECKPOINT_DISABLE", "1"),
+        Duration::from_secs(180),
+    );
+    assert!(status.success(), "vagrant validate failed\n{log}");
+    assert!(log.contains("validated successfully"), "{log}");
+}
