@@ -3,12 +3,19 @@
 //! Compressed layers: a span is decoded once (gzip from its checkpoint, zstd
 //! by frame), checked against the CRC-32 the verified indexing pass took,
 //! written to the cache's sparse `data` file, marked in `spans`, and served
-//! from the mapping. Plain tar is served straight from the mapped blob.
+//! from there. Plain tar is served straight from the blob.
 //! Every span is checked once per process before its bytes are served, so a
 //! damaged cache is repaired and a damaged blob fails with an error, never
 //! with wrong bytes.
+//!
+//! On 64-bit targets the blob (plain tar) or the data file is mapped whole
+//! and bytes are copied out of the mapping. A 32-bit address space cannot
+//! hold a multi-GiB layer, nor a few large layers at once, so there nothing
+//! is mapped but the one-byte-per-span `spans` file: a span is checked
+//! through a buffer the first time, and read with `pread` after that.
 
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -26,34 +33,46 @@ use crate::oci::media::Compression;
 
 const LOCK_STRIPES: usize = 64;
 
+/// Map whole files only where the address space is large enough for any layer.
+const MAP_WHOLE_FILES: bool = cfg!(target_pointer_width = "64");
+
 pub struct LayerReader {
     digest: Digest,
     spans: Vec<Span>,
     blob: File,
-    /// Plain tar only: the blob, mapped.
+    /// Plain tar on 64-bit targets: the blob, mapped.
     blob_map: Option<Mmap>,
     data: Option<DataCache>,
+    /// Whether bytes come from mappings (`blob_map`, `DataCache::map`) or pread.
+    mapped: bool,
     verified: Vec<AtomicBool>,
     locks: Vec<Mutex<()>>,
 }
 
 struct DataCache {
     file: File,
-    map: Mmap,
+    /// On 64-bit targets: `file`, mapped.
+    map: Option<Mmap>,
     present: MmapMut,
 }
 
 impl LayerReader {
     /// `dir` is the layer's cache directory; `blob` the open layer blob.
     pub fn open(dir: &Path, index: &LayerIndex, blob: File) -> Result<LayerReader> {
+        Self::open_with(dir, index, blob, MAP_WHOLE_FILES)
+    }
+
+    fn open_with(dir: &Path, index: &LayerIndex, blob: File, mapped: bool) -> Result<LayerReader> {
         let mut blob_map = None;
         let mut data = None;
         if index.uncompressed_size > 0 {
             if index.compression == Compression::None {
-                // SAFETY: blobs are content-addressed and never written by us;
-                // reads check the file's length first, so a blob truncated
-                // behind our back is an error, not SIGBUS.
-                blob_map = Some(unsafe { Mmap::map(&blob) }.at(dir)?);
+                if mapped {
+                    // SAFETY: blobs are content-addressed and never written by us;
+                    // reads check the file's length first, so a blob truncated
+                    // behind our back is an error, not SIGBUS.
+                    blob_map = Some(unsafe { Mmap::map(&blob) }.at(dir)?);
+                }
             } else {
                 let data_path = dir.join("data");
                 let file = OpenOptions::new()
@@ -61,9 +80,17 @@ impl LayerReader {
                     .write(true)
                     .open(&data_path)
                     .at(&data_path)?;
-                // SAFETY: data files are never truncated (see cache.rs); we
-                // only pwrite whole spans before marking them present.
-                let map = unsafe { Mmap::map(&file) }.at(&data_path)?;
+                let map = if mapped {
+                    // SAFETY: data files are never truncated (see cache.rs); we
+                    // only pwrite whole spans before marking them present.
+                    Some(unsafe { Mmap::map(&file) }.at(&data_path)?)
+                } else {
+                    None
+                };
+                let data_len = match &map {
+                    Some(map) => map.len() as u64,
+                    None => file.metadata().at(&data_path)?.len(),
+                };
                 let spans_path = dir.join("spans");
                 let spans_file = OpenOptions::new()
                     .read(true)
@@ -72,8 +99,7 @@ impl LayerReader {
                     .at(&spans_path)?;
                 // SAFETY: as above; one byte per span, written with atomics.
                 let present = unsafe { MmapMut::map_mut(&spans_file) }.at(&spans_path)?;
-                if map.len() as u64 != index.uncompressed_size || present.len() != index.spans.len()
-                {
+                if data_len != index.uncompressed_size || present.len() != index.spans.len() {
                     return Err(Error::Cache {
                         path: dir.to_path_buf(),
                         reason: "data or spans file has the wrong size".to_string(),
@@ -88,6 +114,7 @@ impl LayerReader {
             blob,
             blob_map,
             data,
+            mapped,
             verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
@@ -101,10 +128,15 @@ impl LayerReader {
             let Some(i) = span_at(&self.spans, pos) else {
                 break;
             };
-            let bytes = self.span_bytes(i)?;
-            let from = (pos - self.spans[i].out_offset) as usize;
-            let n = (bytes.len() - from).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&bytes[from..from + n]);
+            let from = pos - self.spans[i].out_offset;
+            let n = (self.spans[i].out_len - from).min((buf.len() - done) as u64) as usize;
+            let out = &mut buf[done..done + n];
+            if self.mapped {
+                let bytes = self.span_bytes(i)?;
+                out.copy_from_slice(&bytes[from as usize..from as usize + n]);
+            } else {
+                self.read_span(i, from, out)?;
+            }
             done += n;
         }
         Ok(done)
@@ -119,6 +151,7 @@ impl LayerReader {
         }
     }
 
+    /// A span's bytes in the mappings, checked on first use.
     fn span_bytes(&self, i: usize) -> Result<&[u8]> {
         let span = &self.spans[i];
         let (start, end) = (
@@ -135,34 +168,85 @@ impl LayerReader {
             }
             let bytes = &map[start..end];
             if !self.verified[i].load(Ordering::Acquire) {
-                if crc32(0, bytes) != span.crc32 {
-                    return Err(
-                        self.damaged(span, "the blob changed since it was indexed".to_string())
-                    );
-                }
+                self.check_blob_span(span, bytes)?;
                 self.verified[i].store(true, Ordering::Release);
             }
             return Ok(bytes);
         }
-        let Some(data) = &self.data else {
-            return Err(self.damaged(span, "no data cache for this layer".to_string()));
+        let data = self.data_cache(span)?;
+        let Some(map) = &data.map else {
+            return Err(self.damaged(span, "the data cache is not mapped".to_string()));
         };
-        let bytes = &data.map[start..end];
+        let bytes = &map[start..end];
         if self.verified[i].load(Ordering::Acquire) {
             return Ok(bytes);
         }
-        let _guard = self.locks[i % LOCK_STRIPES]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock(i);
         if self.verified[i].load(Ordering::Acquire) {
             return Ok(bytes);
         }
-        let present = present_flag(&data.present, i);
-        if present.load(Ordering::Acquire) == 1 && crc32(0, bytes) == span.crc32 {
+        if present_flag(&data.present, i).load(Ordering::Acquire) == 1
+            && crc32(0, bytes) == span.crc32
+        {
             self.verified[i].store(true, Ordering::Release);
             return Ok(bytes);
         }
-        let mut fresh = vec![0u8; span.out_len as usize];
+        self.decode_into_cache(i, data)?;
+        Ok(bytes)
+    }
+
+    /// Copy `out.len()` bytes of span `i`, from `from` within it, with pread:
+    /// the whole span through a checked buffer on first use, then straight.
+    fn read_span(&self, i: usize, from: u64, out: &mut [u8]) -> Result<()> {
+        let span = &self.spans[i];
+        if !self.verified[i].load(Ordering::Acquire) {
+            let bytes = self.checked_span(i)?;
+            let from = from as usize;
+            out.copy_from_slice(&bytes[from..from + out.len()]);
+            return Ok(());
+        }
+        let read = match &self.data {
+            None => self.blob.read_exact_at(out, span.in_offset + from),
+            Some(data) => data.file.read_exact_at(out, span.out_offset + from),
+        };
+        read.map_err(|e| self.read_failed(span, e))
+    }
+
+    /// The whole of span `i`, read and checked (and decoded into the data
+    /// cache if it is not there yet), for the pread path.
+    fn checked_span(&self, i: usize) -> Result<Vec<u8>> {
+        let span = &self.spans[i];
+        let Some(data) = &self.data else {
+            let mut bytes = vec![0u8; self.span_len(span)?];
+            self.blob
+                .read_exact_at(&mut bytes, span.in_offset)
+                .map_err(|e| self.read_failed(span, e))?;
+            self.check_blob_span(span, &bytes)?;
+            self.verified[i].store(true, Ordering::Release);
+            return Ok(bytes);
+        };
+        let _guard = self.lock(i);
+        let cached = self.verified[i].load(Ordering::Acquire)
+            || present_flag(&data.present, i).load(Ordering::Acquire) == 1;
+        if cached {
+            let mut bytes = vec![0u8; self.span_len(span)?];
+            data.file
+                .read_exact_at(&mut bytes, span.out_offset)
+                .map_err(|e| self.read_failed(span, e))?;
+            if self.verified[i].load(Ordering::Acquire) || crc32(0, &bytes) == span.crc32 {
+                self.verified[i].store(true, Ordering::Release);
+                return Ok(bytes);
+            }
+        }
+        self.decode_into_cache(i, data)
+    }
+
+    /// Decode span `i` from the blob, check it, write it to the data cache
+    /// and mark it present and verified; returns the decoded bytes.
+    /// The caller holds the span's lock.
+    fn decode_into_cache(&self, i: usize, data: &DataCache) -> Result<Vec<u8>> {
+        let span = &self.spans[i];
+        let mut fresh = vec![0u8; self.span_len(span)?];
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
                 gzip::decode_span(&self.blob, span, &mut fresh)
@@ -171,7 +255,7 @@ impl LayerReader {
             SpanStart::Materialized { .. } => {
                 zstd::redecode_materialized(&self.blob, span, &mut fresh)
             }
-            SpanStart::Blob => Err(std::io::Error::other("plain span in a compressed layer")),
+            SpanStart::Blob => Err(io::Error::other("plain span in a compressed layer")),
         };
         decoded.map_err(|e| self.damaged(span, format!("cannot decode: {e}")))?;
         if crc32(0, &fresh) != span.crc32 {
@@ -183,9 +267,51 @@ impl LayerReader {
         data.file
             .write_all_at(&fresh, span.out_offset)
             .map_err(|e| self.damaged(span, format!("cannot write the data cache: {e}")))?;
-        present.store(1, Ordering::Release);
+        present_flag(&data.present, i).store(1, Ordering::Release);
         self.verified[i].store(true, Ordering::Release);
-        Ok(bytes)
+        Ok(fresh)
+    }
+
+    fn check_blob_span(&self, span: &Span, bytes: &[u8]) -> Result<()> {
+        if crc32(0, bytes) != span.crc32 {
+            return Err(self.damaged(span, "the blob changed since it was indexed".to_string()));
+        }
+        Ok(())
+    }
+
+    fn data_cache(&self, span: &Span) -> Result<&DataCache> {
+        self.data
+            .as_ref()
+            .ok_or_else(|| self.damaged(span, "no data cache for this layer".to_string()))
+    }
+
+    /// A span's length as a buffer size; only a 32-bit target can refuse one.
+    fn span_len(&self, span: &Span) -> Result<usize> {
+        usize::try_from(span.out_len).map_err(|_| {
+            self.damaged(
+                span,
+                format!("a {}-byte span does not fit in memory here", span.out_len),
+            )
+        })
+    }
+
+    fn read_failed(&self, span: &Span, e: io::Error) -> Error {
+        let what = if self.data.is_some() {
+            "the data cache"
+        } else {
+            "the blob"
+        };
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            self.damaged(span, format!("{what} is shorter than when it was indexed"))
+        } else {
+            self.damaged(span, format!("cannot read {what}: {e}"))
+        }
+    }
+
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.locks[i % LOCK_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -194,4 +320,199 @@ fn present_flag(map: &MmapMut, i: usize) -> &AtomicU8 {
     // AtomicU8 has the size and alignment of u8; the mapping is shared with
     // other processes, which only ever store 0 or 1.
     unsafe { &*(map.as_ptr().add(i) as *const AtomicU8) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use indicatif::ProgressBar;
+
+    use super::*;
+    use crate::cache::{Cache, CacheEntry};
+    use crate::image::LayerInfo;
+    use crate::oci::Layout;
+
+    /// A tar of two files of pseudo-random text (small deflate blocks, so
+    /// many gzip checkpoints), so a read from a wrong offset cannot match.
+    fn sample_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for (name, len) in [("a", 3 << 20), ("b", 300_001)] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b' ' + (seed >> 58) as u8
+                })
+                .collect();
+            let mut header = tar::Header::new_ustar();
+            header.set_size(len);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, name, &data[..]).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn compress(tar: &[u8], compression: Compression) -> Vec<u8> {
+        match compression {
+            Compression::None => tar.to_vec(),
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(tar).unwrap();
+                enc.finish().unwrap()
+            }
+            // Frames of 256 KiB: each one a span of its own.
+            Compression::Zstd => tar
+                .chunks(256 << 10)
+                .flat_map(|c| ::zstd::stream::encode_all(c, 3).unwrap())
+                .collect(),
+        }
+    }
+
+    /// A one-blob layout in `root` and the layer's cache entry, indexed
+    /// with 64 KiB gzip spans.
+    fn indexed(root: &Path, blob: &[u8], tar: &[u8], compression: Compression) -> CacheEntry {
+        let layout_dir = root.join("layout");
+        std::fs::create_dir_all(layout_dir.join("blobs/sha256")).unwrap();
+        std::fs::write(
+            layout_dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let digest = Digest::of(blob);
+        std::fs::write(layout_dir.join("blobs/sha256").join(digest.hex()), blob).unwrap();
+        let layer = LayerInfo {
+            position: 0,
+            digest,
+            size: blob.len() as u64,
+            media_type: "test".to_string(),
+            compression,
+            diff_id: Digest::of(tar),
+        };
+        let layout = Layout::open(&layout_dir).unwrap();
+        let cache = Cache::locate(Some(&root.join("cache"))).unwrap();
+        cache
+            .entry(&layout, &layer, &ProgressBar::hidden(), 64 << 10)
+            .unwrap()
+    }
+
+    fn blob_file(root: &Path, entry: &CacheEntry) -> File {
+        File::open(
+            root.join("layout/blobs/sha256")
+                .join(entry.index.digest.hex()),
+        )
+        .unwrap()
+    }
+
+    /// Reads that start and end anywhere, across span boundaries too.
+    fn read_ranges(len: u64) -> Vec<(u64, usize)> {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut out = vec![(0, 1), (len - 1, 1), (0, len as usize), (len - 5000, 5000)];
+        for _ in 0..200 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let offset = seed % len;
+            out.push((offset, ((seed >> 40) % 400_000).min(len - offset) as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn pread_reads_equal_mapped_reads_and_the_tar_for_every_compression() {
+        let tar = sample_tar();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let work = tempfile::tempdir().unwrap();
+            let entry = indexed(work.path(), &compress(&tar, compression), &tar, compression);
+            assert!(
+                entry.index.spans.len() > 3,
+                "{compression:?}: too few spans"
+            );
+            let open = |mapped| {
+                let blob = blob_file(work.path(), &entry);
+                LayerReader::open_with(&entry.dir, &entry.index, blob, mapped).unwrap()
+            };
+            // The pread reader goes first, so it is the one decoding spans.
+            let (pread, mapped) = (open(false), open(true));
+            for (offset, len) in read_ranges(tar.len() as u64) {
+                let want = &tar[offset as usize..offset as usize + len];
+                for (name, reader) in [("pread", &pread), ("mapped", &mapped)] {
+                    let mut buf = vec![0u8; len];
+                    assert_eq!(reader.read_at(offset, &mut buf).unwrap(), len);
+                    assert!(
+                        buf == want,
+                        "{compression:?} {name}: {len} bytes at {offset} differ"
+                    );
+                }
+            }
+            let mut past_end = [0u8; 10];
+            assert_eq!(
+                pread.read_at(tar.len() as u64 - 4, &mut past_end).unwrap(),
+                4
+            );
+        }
+    }
+
+    #[test]
+    fn pread_path_repairs_a_damaged_data_cache() {
+        let tar = sample_tar();
+        let work = tempfile::tempdir().unwrap();
+        let entry = indexed(
+            work.path(),
+            &compress(&tar, Compression::Gzip),
+            &tar,
+            Compression::Gzip,
+        );
+        let reader = |mapped| {
+            let blob = blob_file(work.path(), &entry);
+            LayerReader::open_with(&entry.dir, &entry.index, blob, mapped).unwrap()
+        };
+        let mut buf = vec![0u8; tar.len()];
+        reader(false).read_at(0, &mut buf).unwrap();
+        let data = std::fs::OpenOptions::new()
+            .write(true)
+            .open(entry.dir.join("data"))
+            .unwrap();
+        data.write_all_at(&[0xee; 100], 1 << 20).unwrap();
+        let mut again = vec![0u8; tar.len()];
+        reader(false).read_at(0, &mut again).unwrap();
+        assert!(again == tar, "a damaged span was served");
+        assert!(
+            std::fs::read(entry.dir.join("data")).unwrap() == tar,
+            "the damaged span was not written again"
+        );
+    }
+
+    #[test]
+    fn pread_path_refuses_a_plain_blob_changed_after_indexing() {
+        let tar = sample_tar();
+        let work = tempfile::tempdir().unwrap();
+        let entry = indexed(work.path(), &tar, &tar, Compression::None);
+        let path = work
+            .path()
+            .join("layout/blobs/sha256")
+            .join(entry.index.digest.hex());
+        let blob = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        blob.write_all_at(b"changed", 2 << 20).unwrap();
+        let reader =
+            LayerReader::open_with(&entry.dir, &entry.index, File::open(&path).unwrap(), false)
+                .unwrap();
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(reader.read_at(0, &mut buf).unwrap(), 4096);
+        assert_eq!(&buf[..], &tar[..4096]);
+        let err = reader.read_at(2 << 20, &mut buf).unwrap_err();
+        assert!(
+            matches!(&err, Error::DamagedSpan { reason, .. } if reason == "the blob changed since it was indexed"),
+            "{err}"
+        );
+        blob.set_len(1 << 20).unwrap();
+        let err = reader.read_at((1 << 20) + 10, &mut buf).unwrap_err();
+        assert!(
+            matches!(&err, Error::DamagedSpan { reason, .. } if reason == "the blob is shorter than when it was indexed"),
+            "{err}"
+        );
+    }
 }
