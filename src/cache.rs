@@ -156,14 +156,16 @@ fn build(
     let blob = layout.open_blob(&layer.digest, layer.size)?;
     let pid = std::process::id();
     let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
+    // Whatever fails (a full disk, say), no temporary outlives this call.
+    let mut temps = Temporaries(Vec::new());
     let compressed = layer.compression != Compression::None;
-    let data_tmp = tmp("data");
+    let data_tmp = temps.add(tmp("data"));
     let data = if compressed {
         Some(create_new(&data_tmp)?)
     } else {
         None
     };
-    let built = build_index(
+    let index = build_index(
         layer,
         blob,
         data.as_ref()
@@ -172,14 +174,7 @@ fn build(
             .at(&data_tmp)?,
         bar,
         gzip_span,
-    );
-    let index = match built {
-        Ok(index) => index,
-        Err(e) => {
-            let _ = fs::remove_file(&data_tmp);
-            return Err(e);
-        }
-    };
+    )?;
     if let Some(data) = data {
         data.set_len(index.uncompressed_size).at(&data_tmp)?;
         let present: Vec<u8> = index
@@ -187,15 +182,34 @@ fn build(
             .iter()
             .map(|s| matches!(s.start, SpanStart::Materialized { .. }) as u8)
             .collect();
-        let spans_tmp = tmp("spans");
+        let spans_tmp = temps.add(tmp("spans"));
         write_file(&spans_tmp, &present)?;
         rename(&data_tmp, &dir.join("data"))?;
         rename(&spans_tmp, &dir.join("spans"))?;
     }
-    let index_tmp = tmp("index");
+    let index_tmp = temps.add(tmp("index"));
     write_file(&index_tmp, &format::encode(&index))?;
     rename(&index_tmp, &dir.join("index"))?;
     Ok(index)
+}
+
+/// Files written beside their final names, removed on drop (a no-op for
+/// those already renamed into place).
+struct Temporaries(Vec<PathBuf>);
+
+impl Temporaries {
+    fn add(&mut self, path: PathBuf) -> PathBuf {
+        self.0.push(path.clone());
+        path
+    }
+}
+
+impl Drop for Temporaries {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 fn create_new(path: &Path) -> Result<File> {

@@ -14,15 +14,16 @@ use fuser::{
 };
 
 use crate::rootfs::Rootfs;
-use crate::union::{Node, NodeId, NodeKind};
+use crate::union::{Node, NodeId, NodeKind, ROOT};
 
 /// The image never changes under a mount, so the kernel may cache for long.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_READ: u32 = 1 << 20;
 
+/// Attributes are made from the tree on each request rather than kept: a
+/// `FileAttr` per node would cost ~120 bytes per entry for the mount's life.
 pub struct ImageFs {
     rootfs: Arc<Rootfs>,
-    attrs: Vec<FileAttr>,
 }
 
 fn ino_of(id: NodeId) -> INodeNo {
@@ -44,12 +45,18 @@ fn file_type(node: &Node) -> FileType {
     }
 }
 
+/// An image's mtime as a `SystemTime`; times no `SystemTime` can hold
+/// (an image may say anything) read as the epoch rather than panicking.
 fn time_of(secs: i64, nsec: u32) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    let nanos = Duration::from_nanos(u64::from(nsec.min(999_999_999)));
+    let whole = if secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(secs as u64))
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(secs.unsigned_abs()))
+    };
+    whole
+        .and_then(|t| t.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 pub fn attr_of(id: NodeId, node: &Node) -> FileAttr {
@@ -82,22 +89,17 @@ pub fn attr_of(id: NodeId, node: &Node) -> FileAttr {
 
 impl ImageFs {
     pub fn new(rootfs: Arc<Rootfs>) -> ImageFs {
-        let tree = &rootfs.tree;
-        let attrs = (0..tree.len() as NodeId)
-            .map(|id| attr_of(id, tree.node(id)))
-            .collect();
-        ImageFs { rootfs, attrs }
+        ImageFs { rootfs }
     }
 
-    fn attr(&self, ino: INodeNo) -> Option<&FileAttr> {
-        if ino.0 == 0 {
-            return None;
-        }
-        self.attrs.get(id_of(ino) as usize)
+    fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
+        Some(attr_of(id_of(ino), self.node(ino)?))
     }
 
     fn node(&self, ino: INodeNo) -> Option<&Node> {
-        self.attr(ino)?;
+        if ino.0 == 0 || ino.0 > u64::from(u32::MAX) {
+            return None;
+        }
         self.rootfs.tree.get(id_of(ino))
     }
 
@@ -154,10 +156,13 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOTDIR);
         };
         match children.get(name.as_bytes()) {
-            Some(&child) => reply.entry(&TTL, &self.attrs[child as usize], Generation(0)),
+            Some(&child) => match self.attr(ino_of(child)) {
+                Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
+                None => reply.error(Errno::EIO),
+            },
             None => {
                 // A negative entry: the kernel remembers the miss for TTL.
-                let mut attr = self.attrs[0];
+                let mut attr = attr_of(ROOT, self.rootfs.tree.node(ROOT));
                 attr.ino = INodeNo(0);
                 reply.entry(&TTL, &attr, Generation(0));
             }
@@ -166,7 +171,7 @@ impl Filesystem for ImageFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr(ino) {
-            Some(attr) => reply.attr(&TTL, attr),
+            Some(attr) => reply.attr(&TTL, &attr),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -263,7 +268,7 @@ impl Filesystem for ImageFs {
                 i as u64 + 1,
                 OsStr::from_bytes(name),
                 &TTL,
-                attr,
+                &attr,
                 Generation(0),
             ) {
                 break;
@@ -283,7 +288,7 @@ impl Filesystem for ImageFs {
             bytes.div_ceil(4096),
             0,
             0,
-            self.attrs.len() as u64,
+            self.rootfs.tree.len() as u64,
             0,
             4096,
             255,
@@ -311,5 +316,22 @@ impl Filesystem for ImageFs {
             names.push(0);
         }
         reply_sized(reply, size, &names);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_mtimes_do_not_panic() {
+        for secs in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let _ = time_of(secs, 999_999_999);
+            let _ = time_of(secs, u32::MAX);
+        }
+        assert_eq!(
+            time_of(-2, 750_000_000),
+            UNIX_EPOCH - Duration::from_millis(1250)
+        );
     }
 }

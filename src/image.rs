@@ -365,6 +365,10 @@ impl Resolver<'_> {
                     };
                     offers.push((platform, desc));
                 }
+                // An index listed twice (or by two parents) offers the same
+                // manifests twice; reading it once also keeps an index
+                // that lists its child N times from costing N^depth reads.
+                DocumentKind::Index if seen.contains(&desc.digest) => {}
                 DocumentKind::Index => {
                     let index = self.nested_index(&desc, seen, depth)?;
                     self.collect_offers(index.manifests, seen, depth + 1, offers)?;
@@ -376,7 +380,9 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// Load an index met while descending, refusing loops and deep nesting.
+    /// Load an index met while descending, refusing deep nesting. (A true
+    /// loop cannot be written with content-addressed digests; a chain of
+    /// distinct indexes can, and is cut at `MAX_INDEX_DEPTH`.)
     fn nested_index(
         &self,
         desc: &Descriptor,

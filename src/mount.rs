@@ -55,6 +55,11 @@ pub fn mount(req: &MountRequest) -> Result<()> {
     let ready_fd = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok());
+    if req.foreground {
+        if let Some(log) = std::env::var_os("OCIMOUNT_LOG") {
+            log_through_pipe(Path::new(&log))?;
+        }
+    }
     let rootfs = Rootfs::open(&reference, &req.open);
     if req.foreground {
         if let (Err(e), Some(fd)) = (&rootfs, ready_fd) {
@@ -146,8 +151,13 @@ pub fn clone_fd_supported() -> bool {
 }
 
 /// Mount and serve in this process until unmounted or signalled.
-fn serve(req: &MountRequest, dir: &Path, rootfs: Rootfs, ready_fd: Option<i32>) -> Result<()> {
+fn serve(req: &MountRequest, dir: &Path, mut rootfs: Rootfs, ready_fd: Option<i32>) -> Result<()> {
     let signals = block_signals();
+    // The tree holds all the daemon serves; the layers' entry lists (about
+    // 160 bytes an entry) are not needed again.
+    for index in &mut rootfs.indexes {
+        index.entries = Vec::new();
+    }
     let cache = rootfs.cache.clone();
     let record = MountRecord {
         pid: std::process::id(),
@@ -190,6 +200,48 @@ fn serve(req: &MountRequest, dir: &Path, rootfs: Rootfs, ready_fd: Option<i32>) 
     let result = session.run();
     let _ = fs::remove_file(&registry);
     result.map_err(|e| Error::io(dir, e))
+}
+
+/// Send the daemon's stdout and stderr to its log through a pipe drained by
+/// a thread. Writing the log fails when the cache's disk is full, and a
+/// failed write to stderr panics the thread that was logging (a FUSE
+/// worker); a line dropped from the log is the lesser harm.
+fn log_through_pipe(log: &Path) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .at(log)?;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fds from pipe2; dup2 onto 1 and 2 (not close-on-exec).
+    let mut read_end = unsafe {
+        let read_end = File::from_raw_fd(fds[0]);
+        let write_end = File::from_raw_fd(fds[1]);
+        if libc::dup2(write_end.as_raw_fd(), 1) < 0 || libc::dup2(write_end.as_raw_fd(), 2) < 0 {
+            return Err(Error::io("dup2", std::io::Error::last_os_error()));
+        }
+        read_end
+    };
+    std::thread::spawn(move || {
+        // SIGTERM must reach the thread that unmounts, never this one.
+        block_signals();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match read_end.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = file.write_all(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(())
 }
 
 fn tell_parent(fd: i32, message: &str) {
@@ -239,6 +291,8 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path) -> Result<()>
     }
     cmd.env(READY_FD_ENV, "3")
         .env("OCIMOUNT_LOG", &log_path)
+        // A log file is no terminal: no colour escapes in it.
+        .env("NO_COLOR", "1")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -7,7 +7,7 @@
 //! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -18,6 +18,12 @@ pub const ROOT: NodeId = 0;
 
 /// Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
 const MAX_SYMLINK_HOPS: u32 = 40;
+/// Path components a layer may walk while it is merged: a fixed allowance
+/// plus this many per entry. Real layers need a few per entry; a crafted
+/// one (thousands of deep entries behind 40-hop symlink chains) would
+/// otherwise take hours.
+const WALK_STEPS_BASE: u64 = 4 << 20;
+const WALK_STEPS_PER_ENTRY: u64 = 128;
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
@@ -132,17 +138,32 @@ trait NodeStore {
     /// Make directory `name` in `parent`, replacing what is there; `None`
     /// when this store is read-only.
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId>;
+    /// Pay for one component of a walk; an error once the budget is spent.
+    fn step(&mut self) -> std::result::Result<(), String>;
 }
 
-struct ReadOnly<'a>(&'a [Node]);
+struct ReadOnly<'a> {
+    nodes: &'a [Node],
+    budget: &'a mut u64,
+}
 
 impl NodeStore for ReadOnly<'_> {
     fn nodes(&self) -> &[Node] {
-        self.0
+        self.nodes
     }
     fn make_dir(&mut self, _: NodeId, _: &[u8]) -> Option<NodeId> {
         None
     }
+    fn step(&mut self) -> std::result::Result<(), String> {
+        spend(self.budget)
+    }
+}
+
+fn spend(budget: &mut u64) -> std::result::Result<(), String> {
+    *budget = budget
+        .checked_sub(1)
+        .ok_or("resolving the layer's paths takes too many steps (long symlink chains?)")?;
+    Ok(())
 }
 
 /// Resolve `path` inside the tree as the kernel would inside a chroot:
@@ -161,6 +182,7 @@ fn walk(
     let mut stack: Vec<NodeId> = vec![ROOT];
     let mut hops = 0;
     while let Some(comp) = queue.pop_front() {
+        store.step()?;
         let cur = *stack.last().unwrap_or(&ROOT);
         if comp == b".." {
             if stack.len() > 1 {
@@ -216,6 +238,7 @@ pub struct Tree {
 impl Tree {
     pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
         let mut b = Builder {
+            budget: 0,
             nodes: vec![Node {
                 kind: NodeKind::Dir {
                     children: BTreeMap::new(),
@@ -251,7 +274,12 @@ impl Tree {
     /// and, if `follow_last`, at the end (`stat` versus `lstat`).
     pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<NodeId> {
         let shown = || String::from_utf8_lossy(path).into_owned();
-        match walk(&mut ReadOnly(&self.nodes), path, follow_last, false) {
+        let mut budget = u64::MAX;
+        let mut store = ReadOnly {
+            nodes: &self.nodes,
+            budget: &mut budget,
+        };
+        match walk(&mut store, path, follow_last, false) {
             Ok(Some(id)) => Ok(id),
             Ok(None) => Err(Error::NotFound { path: shown() }),
             Err(reason) => Err(Error::BadPath {
@@ -288,11 +316,16 @@ impl Tree {
 
 struct Builder {
     nodes: Vec<Node>,
+    /// Walk steps this layer may still take.
+    budget: u64,
 }
 
 impl NodeStore for Builder {
     fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+    fn step(&mut self) -> std::result::Result<(), String> {
+        spend(&mut self.budget)
     }
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let dir = self.new_node(
@@ -355,25 +388,28 @@ impl Builder {
             path: String::from_utf8_lossy(path).into_owned(),
             reason,
         };
-        let mut actions = Vec::with_capacity(layer.entries.len());
-        for e in layer.entries {
-            actions.push(classify(&e.path).map_err(|r| fail(&e.path, r))?);
-        }
+        self.budget = WALK_STEPS_BASE
+            .saturating_add(WALK_STEPS_PER_ENTRY.saturating_mul(layer.entries.len() as u64));
         // Opaque markers and whiteouts hide lower content only: apply them
-        // before anything this layer adds.
+        // before anything this layer adds. (Entries are classified again in
+        // the second pass rather than keeping a list as long as the layer.)
         let new_dirs: std::collections::HashSet<&[u8]> = layer
             .entries
             .iter()
             .filter(|e| e.kind == EntryKind::Dir)
             .map(|e| e.path.as_slice())
             .collect();
-        for action in &actions {
-            if let Action::Opaque(dir) | Action::Whiteout(dir, _) = *action {
-                if self.replaced_by_layer(dir, &new_dirs) {
+        for e in layer.entries {
+            let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
+            if let Action::Opaque(dir) | Action::Whiteout(dir, _) = action {
+                if self
+                    .replaced_by_layer(dir, &new_dirs)
+                    .map_err(|r| fail(&e.path, r))?
+                {
                     continue;
                 }
             }
-            match *action {
+            match action {
                 Action::Opaque(dir) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
                         if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
@@ -391,8 +427,8 @@ impl Builder {
                 _ => {}
             }
         }
-        for (e, action) in layer.entries.iter().zip(&actions) {
-            if matches!(action, Action::Add) {
+        for e in layer.entries {
+            if matches!(classify(&e.path), Ok(Action::Add)) {
                 self.add(layer, e).map_err(|r| fail(&e.path, r))?;
             }
         }
@@ -474,7 +510,11 @@ impl Builder {
     /// Whether some prefix of `dir` is a directory entry of this layer that
     /// replaces a lower non-directory (a symlink, say): then the layer's
     /// directory starts empty and whiteouts under it hide nothing.
-    fn replaced_by_layer(&self, dir: &[u8], new_dirs: &std::collections::HashSet<&[u8]>) -> bool {
+    fn replaced_by_layer(
+        &mut self,
+        dir: &[u8],
+        new_dirs: &std::collections::HashSet<&[u8]>,
+    ) -> std::result::Result<bool, String> {
         let mut end = 0;
         while end < dir.len() {
             end = dir[end..]
@@ -483,15 +523,19 @@ impl Builder {
                 .map_or(dir.len(), |i| end + i);
             let prefix = &dir[..end];
             if new_dirs.contains(prefix) {
-                if let Ok(Some(id)) = walk(&mut ReadOnly(&self.nodes), prefix, false, false) {
+                let mut store = ReadOnly {
+                    nodes: &self.nodes,
+                    budget: &mut self.budget,
+                };
+                if let Some(id) = walk(&mut store, prefix, false, false)? {
                     if !matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
-                        return true;
+                        return Ok(true);
                     }
                 }
             }
             end += 1;
         }
-        false
+        Ok(false)
     }
 
     fn hardlink_target(&mut self, target: &[u8]) -> std::result::Result<NodeId, String> {
@@ -546,43 +590,66 @@ impl Builder {
         let found = if create {
             walk(self, path, true, true)?
         } else {
-            walk(&mut ReadOnly(&self.nodes), path, true, true)?
+            let mut store = ReadOnly {
+                nodes: &self.nodes,
+                budget: &mut self.budget,
+            };
+            walk(&mut store, path, true, true)?
         };
         Ok(found.filter(|&id| matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. })))
     }
 
     /// Keep only what is reachable, renumbered depth-first, with link counts.
+    /// Nodes are permuted in place, so the peak is one tree, not two.
     fn finish(self) -> Tree {
-        let mut new_id: HashMap<NodeId, NodeId> = HashMap::new();
-        let mut order: Vec<(NodeId, NodeId)> = Vec::new(); // (old id, new parent)
+        const UNSEEN: NodeId = NodeId::MAX;
+        let mut nodes = self.nodes;
+        let mut new_id: Vec<NodeId> = vec![UNSEEN; nodes.len()];
+        let mut parents: Vec<NodeId> = Vec::new();
         let mut names: Vec<u32> = Vec::new();
         let mut stack = vec![(ROOT, ROOT)];
         while let Some((old, parent)) = stack.pop() {
-            if let Some(&id) = new_id.get(&old) {
-                names[id as usize] += 1;
+            let seen = new_id[old as usize];
+            if seen != UNSEEN {
+                names[seen as usize] += 1;
                 continue;
             }
-            let id = order.len() as NodeId;
-            new_id.insert(old, id);
-            order.push((old, parent));
+            let id = parents.len() as NodeId;
+            new_id[old as usize] = id;
+            parents.push(parent);
             names.push(1);
-            if let NodeKind::Dir { children } = &self.nodes[old as usize].kind {
+            if let NodeKind::Dir { children } = &nodes[old as usize].kind {
                 for &child in children.values().rev() {
                     stack.push((child, id));
                 }
             }
         }
-        let mut nodes: Vec<Node> = Vec::with_capacity(order.len());
-        for (i, &(old, parent)) in order.iter().enumerate() {
-            let mut node = self.nodes[old as usize].clone();
-            node.parent = parent;
-            node.nlink = names[i];
+        let reachable = parents.len();
+        // Unreachable nodes go after the reachable ones, then are cut off.
+        let unseen = new_id.iter_mut().filter(|id| **id == UNSEEN);
+        for (next, id) in (reachable as NodeId..).zip(unseen) {
+            *id = next;
+        }
+        for node in &mut nodes {
             if let NodeKind::Dir { children } = &mut node.kind {
                 for v in children.values_mut() {
-                    *v = new_id[v];
+                    *v = new_id[*v as usize];
                 }
             }
-            nodes.push(node);
+        }
+        // Apply the permutation: move each node to its new place.
+        for i in 0..nodes.len() {
+            while new_id[i] as usize != i {
+                let j = new_id[i] as usize;
+                nodes.swap(i, j);
+                new_id.swap(i, j);
+            }
+        }
+        nodes.truncate(reachable);
+        nodes.shrink_to_fit();
+        for (node, (&parent, &count)) in nodes.iter_mut().zip(parents.iter().zip(&names)) {
+            node.parent = parent;
+            node.nlink = count;
         }
         let subdirs: Vec<u32> = nodes
             .iter()

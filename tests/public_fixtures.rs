@@ -1550,10 +1550,8 @@ fn hostile_truncated_gzip_tar_layers() {
 }
 
 /// "13 path=name" with no closing newline: upstream rejects the malformed
-/// PAX record. tar-rs 0.4 accepts it and ocimount lists `name`; fixing it
-/// means parsing extension headers ourselves (`entries().raw(true)`).
+/// PAX record, and so does ocimount's own strict PAX parser.
 #[test]
-#[ignore = "known gap: tar-rs accepts an unterminated PAX record"]
 fn hostile_tokio_unterminated_pax() {
     hostile(
         tar_fixture(&format!("{TOKIO}/diff-014-unterminated-pax.tar")),

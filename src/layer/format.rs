@@ -10,11 +10,13 @@ use crate::digest::Digest;
 use crate::layer::entry::{EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
+use crate::layer::tar::MAX_PATH_BYTES;
 use crate::oci::media::Compression;
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
-/// Bump whenever the body layout or the meaning of a field changes.
-pub const VERSION: u32 = 1;
+/// Bump whenever the body layout or the meaning of a field changes, or the
+/// tar reader reads some archive differently (2: own PAX/GNU reader).
+pub const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
 
 pub fn encode(index: &LayerIndex) -> Vec<u8> {
@@ -143,6 +145,7 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         {
             return Err("an entry's data lies outside the stream".to_string());
         }
+        check_entry(kind, &path, &link, mtime_nsec, &xattrs)?;
         entries.push(TarEntry {
             path,
             kind,
@@ -208,6 +211,46 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         entries,
         spans,
     })
+}
+
+/// What the tar reader guarantees of an entry, checked again on load: the
+/// union relies on it (a name `..` or `` in a directory would make paths
+/// that resolve elsewhere), and only a file we wrote has it.
+fn check_entry(
+    kind: EntryKind,
+    path: &[u8],
+    link: &[u8],
+    mtime_nsec: u32,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), String> {
+    let normal = |p: &[u8]| {
+        p.len() <= MAX_PATH_BYTES
+            && (p.is_empty()
+                || p.split(|&b| b == b'/')
+                    .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0)))
+    };
+    let bad = |what: &str| Err(format!("an entry has a bad {what}"));
+    if !normal(path) || (path.is_empty() && kind != EntryKind::Dir) {
+        return bad("path");
+    }
+    match kind {
+        EntryKind::Hardlink if link.is_empty() || !normal(link) => return bad("hardlink target"),
+        EntryKind::Symlink
+            if link.is_empty() || link.len() > MAX_PATH_BYTES || link.contains(&0) =>
+        {
+            return bad("symlink target")
+        }
+        EntryKind::Hardlink | EntryKind::Symlink => {}
+        _ if !link.is_empty() => return bad("link target"),
+        _ => {}
+    }
+    if mtime_nsec >= 1_000_000_000 {
+        return bad("mtime");
+    }
+    if xattrs.iter().any(|(k, _)| k.is_empty() || k.contains(&0)) {
+        return bad("xattr name");
+    }
+    Ok(())
 }
 
 fn compression_tag(c: Compression) -> u8 {
@@ -400,7 +443,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 1"
+            "index format version 99, this build reads 2"
         );
     }
 }

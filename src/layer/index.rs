@@ -15,7 +15,7 @@ use crate::image::LayerInfo;
 use crate::layer::entry::TarEntry;
 use crate::layer::gzip::GzipIndexer;
 use crate::layer::spans::{Span, SpanBuilder, SpanStart};
-use crate::layer::tar::{parse_entry, Parsed};
+use crate::layer::tar::{TarError, TarReader};
 use crate::layer::zstd::ZstdIndexer;
 use crate::oci::media::Compression;
 
@@ -124,52 +124,47 @@ fn read_tar<'a>(
     layer: &LayerInfo,
     decoder: Decoder<HashingReader<'a>>,
 ) -> Result<(Vec<TarEntry>, TarHasher<Decoder<HashingReader<'a>>>)> {
-    let fail = |reason: String| Error::Layer {
-        layer: layer.position,
-        digest: layer.digest,
-        reason,
-    };
     let tar_hasher = TarHasher {
         inner: decoder,
         hasher: Sha256::new(),
         count: 0,
     };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, tar_hasher));
+    let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, tar_hasher));
     let mut entries = Vec::new();
-    for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
-        let mut entry =
-            entry.map_err(|e| fail(format!("reading tar entry: {}", printable(&e.to_string()))))?;
-        match parse_entry(&mut entry) {
-            Ok(Parsed::Entry(e)) => entries.push(e),
-            Ok(Parsed::Skip) => {}
-            Err(reason) => {
+    loop {
+        match tar.next_entry() {
+            Ok(Some(entry)) => entries.push(entry),
+            Ok(None) => break,
+            Err(TarError {
+                path: Some(path),
+                reason,
+            }) => {
                 return Err(Error::LayerEntry {
                     layer: layer.position,
                     digest: layer.digest,
-                    path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    path: String::from_utf8_lossy(&path).into_owned(),
+                    reason,
+                })
+            }
+            Err(TarError { path: None, reason }) => {
+                return Err(Error::Layer {
+                    layer: layer.position,
+                    digest: layer.digest,
                     reason,
                 })
             }
         }
     }
     // The diff_id covers the whole stream, padding and trailing bytes included.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| fail(e.to_string()))?;
+    let mut rest = tar.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| Error::Layer {
+        layer: layer.position,
+        digest: layer.digest,
+        reason: format!("after the end of the archive: {e}"),
+    })?;
     let tar_hasher = rest.into_inner();
+    entries.shrink_to_fit();
     Ok((entries, tar_hasher))
-}
-
-/// tar-rs quotes raw header bytes in some errors; keep messages one short,
-/// printable line.
-fn printable(message: &str) -> String {
-    let cut = message
-        .find(" when getting cksum for")
-        .map_or(message, |i| &message[..i]);
-    let mut out: String = cut.chars().flat_map(char::escape_debug).take(200).collect();
-    if cut.chars().count() > 200 {
-        out.push('…');
-    }
-    out
 }
 
 fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {

@@ -79,7 +79,11 @@ impl<R: Read> ZstdIndexer<R> {
     }
 
     fn materialize(&mut self, out: &[u8]) -> io::Result<()> {
-        self.data.write_all_at(out, self.spans.out_pos())?;
+        self.data
+            .write_all_at(out, self.spans.out_pos())
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot write the cache's data file: {e}"))
+            })?;
         let (frame_start, frame_out) = (self.frame_start, self.frame_out);
         self.spans
             .feed_fixed(out, SpanStart::Materialized { frame_out }, |_| frame_start);
