@@ -1,0 +1,282 @@
+//! What each fuzz target checks, shared with the regression test in
+//! tests/hostile.rs (`#[path]`-included by both), so every crash the fuzzer
+//! finds, kept under fuzz/regressions/, is replayed by `cargo test`.
+//!
+//! Each function takes arbitrary bytes; an error from ocimount is a fine
+//! outcome, a panic (or a broken invariant, asserted here) is a finding.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use ocimount::image::{Image, LayerInfo};
+use ocimount::layer::format;
+use ocimount::layer::gzip::{decode_span, GzipIndexer};
+use ocimount::layer::index::{build_index, LayerIndex, DEFAULT_GZIP_SPAN};
+use ocimount::layer::spans::{crc32, Span};
+use ocimount::oci::media::Compression;
+use ocimount::oci::ImageRef;
+use ocimount::union::{LayerEntries, NodeKind, Tree, ROOT};
+use ocimount::Digest;
+
+/// An anonymous in-memory file holding `data` (what the readers take).
+fn memfile(data: &[u8]) -> File {
+    // SAFETY: memfd_create with a valid C string; the fd is ours.
+    let fd = unsafe { libc::memfd_create(c"fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create failed");
+    // SAFETY: a fresh fd we own.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(data).unwrap();
+    file
+}
+
+/// Spans must tile `0..len` exactly, in order.
+fn assert_spans_tile(spans: &[Span], len: u64) {
+    let mut at = 0;
+    for s in spans {
+        assert_eq!(s.out_offset, at, "spans leave a gap or overlap");
+        assert!(s.out_len > 0, "an empty span");
+        at += s.out_len;
+    }
+    assert_eq!(at, len, "spans do not cover the stream");
+}
+
+/// An index and the tree merged from it keep their promises: entries and
+/// files lie inside the stream, paths are normal, the binary form round
+/// trips, and every walked path resolves to its node.
+fn assert_index_sound(index: &LayerIndex, stream_len: u64) {
+    assert_eq!(index.uncompressed_size, stream_len);
+    assert_spans_tile(&index.spans, stream_len);
+    for e in &index.entries {
+        assert!(
+            e.data_offset
+                .checked_add(e.size)
+                .is_some_and(|end| end <= stream_len),
+            "entry data outside the stream"
+        );
+        assert!(!e.path.contains(&0) && !e.path.starts_with(b"/") && !e.path.ends_with(b"/"));
+        assert!(
+            e.path.is_empty()
+                || e.path
+                    .split(|&b| b == b'/')
+                    .all(|c| !c.is_empty() && c != b"." && c != b".."),
+            "path not normalised: {:?}",
+            String::from_utf8_lossy(&e.path)
+        );
+    }
+    let bytes = format::encode(index);
+    assert_eq!(&format::decode(&bytes, &index.digest).unwrap(), index);
+    assert_tree_sound(index, stream_len);
+}
+
+fn assert_tree_sound(index: &LayerIndex, stream_len: u64) {
+    let layers = [LayerEntries {
+        position: 0,
+        digest: index.digest,
+        entries: &index.entries,
+    }];
+    let Ok(tree) = Tree::build(&layers) else {
+        return;
+    };
+    for (path, id) in tree.walk() {
+        if let NodeKind::File { offset, size, .. } = tree.node(id).kind {
+            assert!(offset
+                .checked_add(size)
+                .is_some_and(|end| end <= stream_len));
+        }
+        let found = tree.resolve(&path, false).unwrap();
+        assert_eq!(found, if path.is_empty() { ROOT } else { id });
+    }
+}
+
+/// The bytes as a plain tar layer, through the indexer and the union.
+pub fn tar_index(data: &[u8]) {
+    let digest = Digest::of(data);
+    let layer = LayerInfo {
+        position: 0,
+        digest,
+        size: data.len() as u64,
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_string(),
+        compression: Compression::None,
+        diff_id: digest,
+    };
+    let bar = ProgressBar::hidden();
+    if let Ok(index) = build_index(&layer, memfile(data), None, &bar, DEFAULT_GZIP_SPAN) {
+        assert_index_sound(&index, data.len() as u64);
+    }
+}
+
+/// Decoded output is capped so a deflate bomb in the input stays cheap.
+const MAX_GZIP_OUTPUT: u64 = 32 << 20;
+
+/// gzip checkpoints: index a gzip stream, then decode every span from its
+/// checkpoint and compare with what the straight pass produced. The first
+/// byte picks the span size and whether the rest is compressed here (a
+/// valid stream, members split where the data says, repeated to cross
+/// several checkpoints) or used as a gzip blob as it is.
+pub fn gzip_spans(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let span_size = (32 << 10) << (mode & 3);
+    let valid = mode & 0x80 == 0;
+    let (blob, expected) = if valid {
+        let copies = 1 + usize::from((mode >> 2) & 0x1f) * 2;
+        let plain = rest.repeat(copies);
+        let level = flate2::Compression::new(u32::from((mode >> 2) & 0x7) + 1);
+        let cut = if plain.is_empty() {
+            0
+        } else {
+            usize::from(mode) * 7919 % plain.len()
+        };
+        let mut blob = Vec::new();
+        for part in [&plain[..cut], &plain[cut..]] {
+            if part.is_empty() && !blob.is_empty() {
+                continue;
+            }
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
+            enc.write_all(part).unwrap();
+            blob.extend(enc.finish().unwrap());
+        }
+        (blob, Some(plain))
+    } else {
+        (rest.to_vec(), None)
+    };
+    let mut indexer = GzipIndexer::new(&blob[..], span_size).unwrap();
+    let mut out = Vec::new();
+    let read = (&mut indexer).take(MAX_GZIP_OUTPUT).read_to_end(&mut out);
+    if let Some(plain) = &expected {
+        assert!(read.is_ok(), "valid gzip refused: {read:?}");
+        assert!(out == *plain, "the indexing pass decoded other bytes");
+    }
+    if read.is_err() || out.len() as u64 == MAX_GZIP_OUTPUT {
+        return;
+    }
+    let (_, spans) = indexer.into_parts();
+    assert_spans_tile(&spans, out.len() as u64);
+    let file = memfile(&blob);
+    for span in &spans {
+        let range = span.out_offset as usize..(span.out_offset + span.out_len) as usize;
+        assert_eq!(crc32(0, &out[range.clone()]), span.crc32);
+        let mut buf = vec![0u8; span.out_len as usize];
+        decode_span(&file, span, &mut buf).unwrap();
+        assert!(
+            buf == out[range],
+            "span at {} decodes differently",
+            span.out_offset
+        );
+    }
+}
+
+/// Header length of the binary index: magic, version, digest, body length, CRC.
+const INDEX_HEADER: usize = 8 + 4 + 32 + 8 + 4;
+
+/// The binary index loader. Half the inputs get a valid header and body
+/// checksum patched in, so mutations reach the body parser.
+pub fn index_format(data: &[u8]) {
+    let mut bytes = data.to_vec();
+    if bytes.len() >= INDEX_HEADER && bytes[INDEX_HEADER - 1] & 1 == 1 {
+        bytes[..8].copy_from_slice(format::MAGIC);
+        bytes[8..12].copy_from_slice(&format::VERSION.to_le_bytes());
+        let body_len = (bytes.len() - INDEX_HEADER) as u64;
+        bytes[44..52].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32(0, &bytes[INDEX_HEADER..]);
+        bytes[52..56].copy_from_slice(&crc.to_le_bytes());
+    }
+    let digest = match bytes.get(12..44) {
+        Some(d) => Digest::from_bytes(d.try_into().unwrap()),
+        None => Digest::of(b""),
+    };
+    if let Ok(index) = format::decode(&bytes, &digest) {
+        assert_spans_tile(&index.spans, index.uncompressed_size);
+        let again = format::encode(&index);
+        assert_eq!(format::decode(&again, &digest).unwrap(), index);
+        assert_tree_sound(&index, index.uncompressed_size);
+    }
+}
+
+/// The JSON layer: index.json, a manifest and a config, separated by
+/// `\n--\n`, then an optional reference suffix (`:tag`, `@sha256:…`).
+/// `@MANIFEST@`/`@MSIZE@` in the index and `@CONFIG@`/`@CSIZE@` in the
+/// manifest become the real digests and sizes, so the fuzzer need not
+/// find sha256 preimages.
+pub fn json_layout(data: &[u8]) {
+    let mut parts = split(data, b"\n--\n").into_iter();
+    let index = parts.next().unwrap_or_default();
+    let manifest = parts.next().unwrap_or_default();
+    let config = parts.next().unwrap_or_default();
+    let suffix = parts.next().unwrap_or_default();
+    let dir = scratch_dir();
+    let blobs = dir.join("blobs/sha256");
+    let _ = std::fs::remove_dir_all(&blobs);
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> Digest {
+        let d = Digest::of(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        d
+    };
+    let config_digest = put(config);
+    let manifest = replace(
+        &replace(manifest, b"@CONFIG@", config_digest.to_string().as_bytes()),
+        b"@CSIZE@",
+        config.len().to_string().as_bytes(),
+    );
+    let manifest_digest = put(&manifest);
+    let index = replace(
+        &replace(index, b"@MANIFEST@", manifest_digest.to_string().as_bytes()),
+        b"@MSIZE@",
+        manifest.len().to_string().as_bytes(),
+    );
+    std::fs::write(dir.join("index.json"), index).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let reference = format!("{}{}", dir.display(), String::from_utf8_lossy(suffix));
+    if let Ok(reference) = ImageRef::parse(&reference) {
+        let platform = ocimount::oci::Platform::parse("linux/arm/v7").ok();
+        let _ = Image::open(&reference, None);
+        let _ = Image::open(&reference, platform.as_ref());
+    }
+}
+
+fn split<'a>(data: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(i) = rest.windows(sep.len()).position(|w| w == sep) {
+        out.push(&rest[..i]);
+        rest = &rest[i + sep.len()..];
+    }
+    out.push(rest);
+    out
+}
+
+fn replace(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let parts = split(data, from);
+    parts.join(to)
+}
+
+static SCRATCH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Remove the JSON target's scratch directory (for a test; a fuzzer never
+/// ends cleanly, and leaves one small directory behind).
+pub fn remove_scratch_dir() {
+    if let Some(dir) = SCRATCH.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// One directory per process for the JSON target's layouts.
+fn scratch_dir() -> &'static Path {
+    SCRATCH.get_or_init(|| {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("ocimount-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
