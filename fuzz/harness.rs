@@ -7,12 +7,11 @@
 
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
+use ocimount::blob::MemoryBlob;
 use ocimount::image::{Image, LayerInfo};
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, GzipIndexer};
@@ -23,15 +22,9 @@ use ocimount::oci::ImageRef;
 use ocimount::union::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::Digest;
 
-/// An anonymous in-memory file holding `data` (what the readers take).
-fn memfile(data: &[u8]) -> File {
-    // SAFETY: memfd_create with a valid C string; the fd is ours.
-    let fd = unsafe { libc::memfd_create(c"fuzz".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0, "memfd_create failed");
-    // SAFETY: a fresh fd we own.
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    file.write_all(data).unwrap();
-    file
+/// A blob holding `data` (what the readers take).
+fn memblob(data: &[u8]) -> MemoryBlob {
+    MemoryBlob::new(data.to_vec(), "fuzz input".to_string())
 }
 
 /// Spans must tile `0..len` exactly, in order.
@@ -105,7 +98,7 @@ pub fn tar_index(data: &[u8]) {
         diff_id: digest,
     };
     let bar = ProgressBar::hidden();
-    if let Ok(index) = build_index(&layer, memfile(data), None, &bar, DEFAULT_GZIP_SPAN) {
+    if let Ok(index) = build_index(&layer, &memblob(data), None, &bar, DEFAULT_GZIP_SPAN) {
         assert_index_sound(&index, data.len() as u64);
     }
 }
@@ -158,7 +151,7 @@ pub fn gzip_spans(data: &[u8]) {
     }
     let (_, spans) = indexer.into_parts();
     assert_spans_tile(&spans, out.len() as u64);
-    let file = memfile(&blob);
+    let file = memblob(&blob);
     for span in &spans {
         let range = span.out_offset as usize..(span.out_offset + span.out_len) as usize;
         assert_eq!(crc32(0, &out[range.clone()]), span.crc32);

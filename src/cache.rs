@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
+use crate::blob::BlobSource;
 use crate::error::{Error, IoContext, Result};
-use crate::image::LayerInfo;
 use crate::layer::format;
 use crate::layer::index::{build_index, LayerIndex};
 use crate::layer::spans::SpanStart;
-use crate::oci::media::Compression;
-use crate::oci::Layout;
+use crate::layer::Compression;
+use crate::layer::LayerInfo;
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -78,7 +78,7 @@ impl Cache {
     /// or from another format version.
     pub fn entry(
         &self,
-        layout: &Layout,
+        blob: &dyn BlobSource,
         layer: &LayerInfo,
         bar: &ProgressBar,
         gzip_span: u64,
@@ -107,7 +107,7 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
-        let index = build(&dir, layout, layer, bar, gzip_span)?;
+        let index = build(&dir, blob, layer, bar, gzip_span)?;
         bar.finish_and_clear();
         Ok(CacheEntry {
             dir,
@@ -148,12 +148,11 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
 
 fn build(
     dir: &Path,
-    layout: &Layout,
+    blob: &dyn BlobSource,
     layer: &LayerInfo,
     bar: &ProgressBar,
     gzip_span: u64,
 ) -> Result<LayerIndex> {
-    let blob = layout.open_blob(&layer.digest, layer.size)?;
     let pid = std::process::id();
     let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
     // Whatever fails (a full disk, say), no temporary outlives this call.

@@ -16,6 +16,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("image archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
+
     #[error("{0} is not an OCI image layout: {1}")]
     NotALayout(PathBuf, String),
 
@@ -35,8 +38,8 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("blob {digest} is missing from {layout}")]
-    MissingBlob { digest: Digest, layout: PathBuf },
+    #[error("blob {digest} is missing from {location}")]
+    MissingBlob { digest: Digest, location: String },
 
     #[error("blob {digest}: size is {actual} bytes, the descriptor says {expected}")]
     BlobSize {
@@ -52,10 +55,10 @@ pub enum Error {
         actual: Digest,
     },
 
-    #[error("tag {tag:?} not found in {layout}/index.json (tags present: {available})")]
+    #[error("tag {tag:?} not found in {index} (tags present: {available})")]
     TagNotFound {
         tag: String,
-        layout: PathBuf,
+        index: String,
         available: String,
     },
 

@@ -2,6 +2,7 @@
 //! tags, digests, nested indexes and platform choice.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -10,22 +11,13 @@ use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use crate::oci::media::{self, Compression, DocumentKind};
 use crate::oci::reference::Selector;
-use crate::oci::{ImageRef, Layout, Platform};
+use crate::oci::store::{json_blob, ImageStore};
+use crate::oci::{ImageRef, Platform};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const MAX_INDEX_DEPTH: usize = 8;
 
-/// One layer of the chosen manifest, with what is needed to index it.
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerInfo {
-    /// 0 is the bottom layer.
-    pub position: usize,
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub compression: Compression,
-    pub diff_id: Digest,
-}
+pub use crate::layer::LayerInfo;
 
 /// A manifest an index offers for one platform.
 #[derive(Clone, Debug, Serialize)]
@@ -44,9 +36,12 @@ pub struct PlatformChoice {
     pub reason: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Image {
-    pub layout: Layout,
+    /// The reference it was opened from.
+    pub reference: ImageRef,
+    /// Where its documents and blobs are read.
+    pub store: Arc<dyn ImageStore>,
     pub manifest_digest: Digest,
     pub manifest_media_type: String,
     pub config_digest: Digest,
@@ -58,15 +53,19 @@ pub struct Image {
 impl Image {
     /// Resolve `reference`; `platform` overrides the host platform.
     pub fn open(reference: &ImageRef, platform: Option<&Platform>) -> Result<Image> {
-        let layout = Layout::open(&reference.layout)?;
+        let store = reference.open_store()?;
         let resolver = Resolver {
-            layout: &layout,
+            store: &*store,
             wanted: platform.cloned().unwrap_or_else(Platform::host),
             explicit: platform.is_some(),
         };
         let (manifest_desc, choice) = resolver.choose(&reference.selector)?;
-        let (manifest, _) =
-            layout.json_blob::<Manifest>("manifest", &manifest_desc.digest, manifest_desc.size)?;
+        let (manifest, _) = json_blob::<Manifest>(
+            &*store,
+            "manifest",
+            &manifest_desc.digest,
+            manifest_desc.size,
+        )?;
         let manifest_media_type = manifest
             .media_type
             .clone()
@@ -80,7 +79,8 @@ impl Image {
                 digest: manifest.config.digest,
             });
         }
-        let (config, _) = layout.json_blob::<ImageConfig>(
+        let (config, _) = json_blob::<ImageConfig>(
+            &*store,
             "config",
             &manifest.config.digest,
             manifest.config.size,
@@ -143,7 +143,8 @@ impl Image {
             };
         }
         Ok(Image {
-            layout,
+            reference: reference.clone(),
+            store,
             manifest_digest: manifest_desc.digest,
             manifest_media_type,
             config_digest: manifest.config.digest,
@@ -155,7 +156,7 @@ impl Image {
 }
 
 struct Resolver<'a> {
-    layout: &'a Layout,
+    store: &'a dyn ImageStore,
     wanted: Platform,
     explicit: bool,
 }
@@ -163,11 +164,11 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     /// Find the manifest descriptor the selector and platform name.
     fn choose(&self, selector: &Selector) -> Result<(Descriptor, PlatformChoice)> {
-        let top = self.layout.index()?;
+        let top = self.store.index()?;
         if top.manifests.is_empty() {
             return Err(Error::NoManifest(format!(
-                "{}/index.json lists no manifests",
-                self.layout.root().display()
+                "{} lists no manifests",
+                self.store.index_location()
             )));
         }
         let start = match selector {
@@ -175,7 +176,7 @@ impl Resolver<'_> {
                 Some(desc) => desc.clone(),
                 None => self.describe_blob(d)?,
             },
-            Selector::Tag(tag) => self.by_tag(&top, tag)?,
+            Selector::Tag(tag) => self.by_tag(&top, &self.store.normalize_tag(tag))?,
             Selector::Default if top.manifests.len() == 1 => top.manifests[0].clone(),
             Selector::Default => match self.by_tag(&top, "latest") {
                 Ok(desc) => desc,
@@ -204,7 +205,7 @@ impl Resolver<'_> {
             .collect();
         Err(Error::TagNotFound {
             tag: tag.to_string(),
-            layout: self.layout.root().to_path_buf(),
+            index: self.store.index_location(),
             available: if tags.is_empty() {
                 "none".to_string()
             } else {
@@ -216,12 +217,7 @@ impl Resolver<'_> {
     /// A digest given by the user that index.json does not list: learn its
     /// kind from the blob itself.
     fn describe_blob(&self, digest: &Digest) -> Result<Descriptor> {
-        let size = std::fs::metadata(self.layout.blob_path(digest))
-            .map_err(|_| Error::MissingBlob {
-                digest: *digest,
-                layout: self.layout.root().to_path_buf(),
-            })?
-            .len();
+        let size = self.store.blob(digest, None)?.size();
         Ok(Descriptor {
             media_type: self.sniff_kind(digest, size)?.to_string(),
             digest: *digest,
@@ -232,9 +228,7 @@ impl Resolver<'_> {
     }
 
     fn sniff_kind(&self, digest: &Digest, size: u64) -> Result<&'static str> {
-        let (value, _) = self
-            .layout
-            .json_blob::<serde_json::Value>("document", digest, size)?;
+        let (value, _) = json_blob::<serde_json::Value>(self.store, "document", digest, size)?;
         if let Some(m) = value.get("mediaType").and_then(|m| m.as_str()) {
             match media::document_kind(m) {
                 DocumentKind::Index => return Ok(media::OCI_INDEX),
@@ -392,25 +386,21 @@ impl Resolver<'_> {
         if depth >= MAX_INDEX_DEPTH || !seen.insert(desc.digest) {
             return Err(Error::IndexLoop(MAX_INDEX_DEPTH, desc.digest));
         }
-        Ok(self
-            .layout
-            .json_blob::<Index>("index", &desc.digest, desc.size)?
-            .0)
+        Ok(json_blob::<Index>(self.store, "index", &desc.digest, desc.size)?.0)
     }
 
     /// A manifest listed without a platform: its config says what it is.
     /// An artifact (any other config type) has no platform.
     fn platform_from_config(&self, desc: &Descriptor) -> Result<Platform> {
-        let (manifest, _) =
-            self.layout
-                .json_blob::<Manifest>("manifest", &desc.digest, desc.size)?;
+        let (manifest, _) = json_blob::<Manifest>(self.store, "manifest", &desc.digest, desc.size)?;
         if !matches!(
             manifest.config.media_type.as_str(),
             "" | media::OCI_CONFIG | media::DOCKER_CONFIG
         ) {
             return Ok(Platform::new("unknown", "unknown", None));
         }
-        let (config, _) = self.layout.json_blob::<ImageConfig>(
+        let (config, _) = json_blob::<ImageConfig>(
+            self.store,
             "config",
             &manifest.config.digest,
             manifest.config.size,

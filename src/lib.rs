@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) only parses arguments; everything it does lives
 //! here so the tests exercise the same code.
 
+pub mod blob;
 pub mod bundle;
 pub mod cache;
 pub mod cli;

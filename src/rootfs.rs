@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::blob::Blob;
 use crate::cache::{Cache, CacheEntry};
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -58,17 +59,21 @@ impl Rootfs {
         let started = Instant::now();
         let image = Image::open(reference, opts.platform.as_ref())?;
         let cache = Cache::locate(opts.cache_dir.as_deref())?;
-        let entries = index_layers(&image, &cache, opts)?;
+        let blobs = image
+            .layers
+            .iter()
+            .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
+            .collect::<Result<Vec<Blob>>>()?;
+        let entries = index_layers(&image, &blobs, &cache, opts)?;
         let mut stats = OpenStats::default();
         let mut indexes = Vec::with_capacity(entries.len());
         let mut readers = Vec::with_capacity(entries.len());
-        for (layer, entry) in image.layers.iter().zip(entries) {
+        for (blob, entry) in blobs.into_iter().zip(entries) {
             if entry.built {
                 stats.layers_indexed += 1;
             } else {
                 stats.layers_from_cache += 1;
             }
-            let blob = image.layout.open_blob(&layer.digest, layer.size)?;
             readers.push(LayerReader::open(&entry.dir, &entry.index, blob)?);
             indexes.push(entry.index);
         }
@@ -124,7 +129,12 @@ impl Rootfs {
 }
 
 /// Index every layer through the cache, up to one thread per core.
-fn index_layers(image: &Image, cache: &Cache, opts: &OpenOptions) -> Result<Vec<CacheEntry>> {
+fn index_layers(
+    image: &Image,
+    blobs: &[Blob],
+    cache: &Cache,
+    opts: &OpenOptions,
+) -> Result<Vec<CacheEntry>> {
     let progress = if opts.progress {
         Progress::new()
     } else {
@@ -145,7 +155,7 @@ fn index_layers(image: &Image, cache: &Cache, opts: &OpenOptions) -> Result<Vec<
                     break;
                 };
                 let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
-                let result = cache.entry(&image.layout, layer, &bar, opts.gzip_span);
+                let result = cache.entry(&*blobs[i], layer, &bar, opts.gzip_span);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
             });
         }

@@ -272,9 +272,10 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
     let config_json = spec::to_json(&spec)?;
 
     let cache = rootfs.cache.root().to_path_buf();
-    let layout_root = rootfs.image.layout.root();
-    let layout_root = fs::canonicalize(layout_root).at(layout_root)?;
-    let pinned = format!("{}@{}", layout_root.display(), rootfs.image.manifest_digest);
+    let pinned = rootfs
+        .image
+        .reference
+        .pinned(&rootfs.image.manifest_digest)?;
 
     if create_dir {
         fs::create_dir(&opts.dir).at(&opts.dir)?;

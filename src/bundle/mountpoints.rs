@@ -20,6 +20,7 @@ use super::spec::MountPoint;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::media;
+use crate::oci::store::json_blob;
 use crate::rootfs::Rootfs;
 use crate::union::{NodeKind, Tree};
 
@@ -127,8 +128,17 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
 
     let mut layers = Vec::with_capacity(image.layers.len() + 1);
     for layer in &image.layers {
-        let source = image.layout.blob_path(&layer.digest);
-        let source = fs::canonicalize(&source).at(&source)?;
+        let blob = image.store.blob(&layer.digest, Some(layer.size))?;
+        let Some(source) = blob.whole_file() else {
+            return Err(Error::Archive {
+                path: image.reference.path().to_path_buf(),
+                reason: "this image lacks mount points (/proc, /dev, …) that a bundle needs, \
+                         and the layer holding them cannot be added to an image read from an \
+                         archive yet; copy it to a layout first (skopeo copy … oci:DIR)"
+                    .to_string(),
+            });
+        };
+        let source = fs::canonicalize(source).at(source)?;
         let link = blobs.join(layer.digest.hex());
         if fs::symlink_metadata(&link).is_err() {
             std::os::unix::fs::symlink(&source, &link).at(&link)?;
@@ -149,15 +159,14 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
 
     // The image's own config, byte for byte but for one more diff_id (and
     // history entry), so everything else about the image is unchanged.
-    let config_path = image.layout.blob_path(&image.config_digest);
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(&config_path).at(&config_path)?).map_err(|e| {
-            Error::BadJson {
-                what: "config",
-                path: config_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let config_blob = image.store.blob(&image.config_digest, None)?;
+    let config_path = std::path::PathBuf::from(config_blob.location());
+    let (mut config, _) = json_blob::<serde_json::Value>(
+        &*image.store,
+        "config",
+        &image.config_digest,
+        config_blob.size(),
+    )?;
     let diff_ids = config
         .pointer_mut("/rootfs/diff_ids")
         .and_then(|d| d.as_array_mut())

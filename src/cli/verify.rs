@@ -25,7 +25,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let _ = writeln!(err, "ok      config   {}", image.config_digest);
     for layer in &image.layers {
         let label = format!("layer {}/{}", layer.position + 1, image.layers.len());
-        let blob = match image.layout.open_blob(&layer.digest, layer.size) {
+        let blob = match image.store.blob(&layer.digest, Some(layer.size)) {
             Ok(b) => b,
             Err(e) => {
                 let _ = writeln!(err, "FAILED  {label}: {e}");
@@ -34,8 +34,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             }
         };
         let bar = progress.layer_bar(label.clone(), layer.size);
-        let check = check_layer(layer, blob, &bar)
-            .map_err(|e| Error::io(image.layout.blob_path(&layer.digest), e))?;
+        let check = check_layer(layer, &*blob, &bar).map_err(|e| Error::io(blob.location(), e))?;
         bar.finish_and_clear();
         let mut layer_problems = Vec::new();
         if check.blob_digest != layer.digest {

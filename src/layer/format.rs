@@ -11,7 +11,7 @@ use crate::layer::entry::{EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::tar::MAX_PATH_BYTES;
-use crate::oci::media::Compression;
+use crate::layer::Compression;
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the

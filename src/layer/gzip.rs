@@ -4,9 +4,8 @@
 //! flate2 cannot resume mid-stream, so both sides drive zlib-rs through its
 //! zlib-compatible API (`Z_BLOCK`, `inflatePrime`, `inflateSetDictionary`).
 
-use std::fs::File;
+use crate::blob::BlobSource;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 
 use libz_rs_sys::{
     inflate, inflateEnd, inflateInit2_, inflatePrime, inflateReset2, inflateSetDictionary,
@@ -286,7 +285,7 @@ fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// Decode one gzip span from the blob into `out` (exactly `span.out_len` bytes).
-pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
+pub fn decode_span(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
     let mut z = match &span.start {
         SpanStart::GzipMember => Inflater::new(GZIP_WINDOW_BITS)?,
         SpanStart::GzipBlock {

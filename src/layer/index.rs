@@ -4,20 +4,20 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::FileExt;
 
 use indicatif::ProgressBar;
 use sha2::{Digest as _, Sha256};
 
+use crate::blob::BlobSource;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::LayerInfo;
 use crate::layer::entry::TarEntry;
 use crate::layer::gzip::GzipIndexer;
 use crate::layer::spans::{Span, SpanBuilder, SpanStart};
 use crate::layer::tar::{TarError, TarReader};
 use crate::layer::zstd::ZstdIndexer;
-use crate::oci::media::Compression;
+use crate::layer::Compression;
+use crate::layer::LayerInfo;
 
 /// Everything we know about one layer after the pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
 /// stream (zstd writes large frames into it); plain tar needs none.
 pub fn build_index(
     layer: &LayerInfo,
-    blob: File,
+    blob: &dyn BlobSource,
     data: Option<File>,
     bar: &ProgressBar,
     gzip_span: u64,
@@ -49,10 +49,9 @@ pub fn build_index(
         reason,
     };
     let mut head = [0u8; 4];
-    let head_len = blob
-        .read_at(&mut head, 0)
-        .map_err(|e| fail(format!("cannot read blob: {e}")))?;
-    let sniffed = crate::oci::media::Compression::sniff(&head[..head_len]);
+    let head_len = read_head(blob, &mut head)
+        .map_err(|e| fail(format!("cannot read blob {}: {e}", blob.location())))?;
+    let sniffed = Compression::sniff(&head[..head_len]);
     if head_len > 0 && sniffed != layer.compression {
         return Err(fail(format!(
             "media type {} says {} but the blob starts like {}",
@@ -72,7 +71,7 @@ pub fn build_index(
         )));
     }
 
-    let hashing = HashingReader::new(&blob, bar.clone());
+    let hashing = HashingReader::new(blob.stream(), bar.clone());
     let decoder = match layer.compression {
         Compression::None => Decoder::Plain(PlainIndexer {
             inner: hashing,
@@ -91,7 +90,7 @@ pub fn build_index(
         Ok(ok) => ok,
         Err(e) => {
             // A damaged blob explains a failed parse better than the parse error does.
-            check_blob_digest(layer, &blob)?;
+            check_blob_digest(layer, blob)?;
             return Err(e);
         }
     };
@@ -167,8 +166,20 @@ fn read_tar<'a>(
     Ok((entries, tar_hasher))
 }
 
-fn check_blob_digest(layer: &LayerInfo, blob: &File) -> Result<()> {
-    let mut hashing = HashingReader::new(blob, ProgressBar::hidden());
+/// The first bytes of a blob, up to `head.len()` (fewer only at its end).
+fn read_head(blob: &dyn BlobSource, head: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match blob.read_at(&mut head[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+fn check_blob_digest(layer: &LayerInfo, blob: &dyn BlobSource) -> Result<()> {
+    let mut hashing = HashingReader::new(blob.stream(), ProgressBar::hidden());
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Layer {
         layer: layer.position,
         digest: layer.digest,
@@ -190,18 +201,16 @@ fn expect_blob_digest(layer: &LayerInfo, actual: Digest) -> Result<()> {
 
 /// Reads the blob front to back, hashing it and moving the progress bar.
 pub(crate) struct HashingReader<'a> {
-    file: &'a File,
-    pos: u64,
+    inner: Box<dyn Read + Send + 'a>,
     pub(crate) hasher: Sha256,
     count: u64,
     bar: ProgressBar,
 }
 
 impl<'a> HashingReader<'a> {
-    pub(crate) fn new(file: &'a File, bar: ProgressBar) -> Self {
+    pub(crate) fn new(inner: Box<dyn Read + Send + 'a>, bar: ProgressBar) -> Self {
         HashingReader {
-            file,
-            pos: 0,
+            inner,
             hasher: Sha256::new(),
             count: 0,
             bar,
@@ -211,8 +220,7 @@ impl<'a> HashingReader<'a> {
 
 impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
+        let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
         self.bar.inc(n as u64);

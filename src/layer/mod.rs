@@ -1,6 +1,8 @@
 //! One layer blob: its tar entries, its random-access spans, the one-pass
 //! indexer that finds both, the binary index file and the byte reader.
 
+pub mod compression;
+pub mod descriptor;
 pub mod entry;
 pub mod format;
 pub mod gzip;
@@ -11,6 +13,8 @@ pub mod tar;
 pub mod verify;
 pub mod zstd;
 
+pub use compression::Compression;
+pub use descriptor::LayerInfo;
 pub use entry::{EntryKind, TarEntry};
 pub use index::LayerIndex;
 pub use reader::LayerReader;

@@ -14,85 +14,58 @@
 //! 25 MiB after reading the Debian test image), and a 32-bit address space
 //! cannot hold a multi-GiB layer. Only the one-byte-per-span `spans` file is
 //! mapped. A span is checked through a buffer the first time, and read with
-//! `pread` after that. The mapped path is kept for comparison in tests.
+//! `pread` after that.
+//!
+//! The blob is a [`BlobSource`]: a layout file, an archive member or any
+//! other source; the reader never learns which.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::MmapMut;
 
+use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
-use crate::oci::media::Compression;
+use crate::layer::Compression;
 
 const LOCK_STRIPES: usize = 64;
-
-/// Whole-file mappings: off, see the module comment.
-const MAP_WHOLE_FILES: bool = false;
 
 pub struct LayerReader {
     digest: Digest,
     spans: Vec<Span>,
-    blob: File,
-    /// Plain tar on 64-bit targets: the blob, mapped.
-    blob_map: Option<Mmap>,
+    blob: Blob,
     data: Option<DataCache>,
-    /// Whether bytes come from mappings (`blob_map`, `DataCache::map`) or pread.
-    mapped: bool,
     verified: Vec<AtomicBool>,
     locks: Vec<Mutex<()>>,
 }
 
 struct DataCache {
-    file: File,
-    /// On 64-bit targets: `file`, mapped.
-    map: Option<Mmap>,
+    file: std::fs::File,
     present: MmapMut,
 }
 
 impl LayerReader {
-    /// `dir` is the layer's cache directory; `blob` the open layer blob.
-    pub fn open(dir: &Path, index: &LayerIndex, blob: File) -> Result<LayerReader> {
-        Self::open_with(dir, index, blob, MAP_WHOLE_FILES)
-    }
-
-    fn open_with(dir: &Path, index: &LayerIndex, blob: File, mapped: bool) -> Result<LayerReader> {
-        let mut blob_map = None;
+    /// `dir` is the layer's cache directory; `blob` the layer blob.
+    pub fn open(dir: &Path, index: &LayerIndex, blob: Blob) -> Result<LayerReader> {
         let mut data = None;
-        if index.uncompressed_size > 0 {
-            if index.compression == Compression::None {
-                if mapped {
-                    // SAFETY: blobs are content-addressed and never written by us;
-                    // reads check the file's length first, so a blob truncated
-                    // behind our back is an error, not SIGBUS.
-                    blob_map = Some(unsafe { Mmap::map(&blob) }.at(dir)?);
-                }
-            } else {
+        if index.uncompressed_size > 0 && index.compression != Compression::None {
+            {
                 let data_path = dir.join("data");
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&data_path)
                     .at(&data_path)?;
-                let map = if mapped {
-                    // SAFETY: data files are never truncated (see cache.rs); we
-                    // only pwrite whole spans before marking them present.
-                    Some(unsafe { Mmap::map(&file) }.at(&data_path)?)
-                } else {
-                    None
-                };
-                let data_len = match &map {
-                    Some(map) => map.len() as u64,
-                    None => file.metadata().at(&data_path)?.len(),
-                };
+                let data_len = file.metadata().at(&data_path)?.len();
                 let spans_path = dir.join("spans");
                 let spans_file = OpenOptions::new()
                     .read(true)
@@ -107,16 +80,14 @@ impl LayerReader {
                         reason: "data or spans file has the wrong size".to_string(),
                     });
                 }
-                data = Some(DataCache { file, map, present });
+                data = Some(DataCache { file, present });
             }
         }
         Ok(LayerReader {
             digest: index.digest,
             spans: index.spans.clone(),
             blob,
-            blob_map,
             data,
-            mapped,
             verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
@@ -133,12 +104,7 @@ impl LayerReader {
             let from = pos - self.spans[i].out_offset;
             let n = (self.spans[i].out_len - from).min((buf.len() - done) as u64) as usize;
             let out = &mut buf[done..done + n];
-            if self.mapped {
-                let bytes = self.span_bytes(i)?;
-                out.copy_from_slice(&bytes[from as usize..from as usize + n]);
-            } else {
-                self.read_span(i, from, out)?;
-            }
+            self.read_span(i, from, out)?;
             done += n;
         }
         Ok(done)
@@ -151,50 +117,6 @@ impl LayerReader {
             offset: span.out_offset,
             reason,
         }
-    }
-
-    /// A span's bytes in the mappings, checked on first use.
-    fn span_bytes(&self, i: usize) -> Result<&[u8]> {
-        let span = &self.spans[i];
-        let (start, end) = (
-            span.out_offset as usize,
-            (span.out_offset + span.out_len) as usize,
-        );
-        if let Some(map) = &self.blob_map {
-            let blob_len = self.blob.metadata().map(|m| m.len()).unwrap_or(0);
-            if blob_len < span.in_offset + span.out_len || map.len() < end {
-                return Err(self.damaged(
-                    span,
-                    "the blob is shorter than when it was indexed".to_string(),
-                ));
-            }
-            let bytes = &map[start..end];
-            if !self.verified[i].load(Ordering::Acquire) {
-                self.check_blob_span(span, bytes)?;
-                self.verified[i].store(true, Ordering::Release);
-            }
-            return Ok(bytes);
-        }
-        let data = self.data_cache(span)?;
-        let Some(map) = &data.map else {
-            return Err(self.damaged(span, "the data cache is not mapped".to_string()));
-        };
-        let bytes = &map[start..end];
-        if self.verified[i].load(Ordering::Acquire) {
-            return Ok(bytes);
-        }
-        let _guard = self.lock(i);
-        if self.verified[i].load(Ordering::Acquire) {
-            return Ok(bytes);
-        }
-        if present_flag(&data.present, i).load(Ordering::Acquire) == 1
-            && crc32(0, bytes) == span.crc32
-        {
-            self.verified[i].store(true, Ordering::Release);
-            return Ok(bytes);
-        }
-        self.decode_into_cache(i, data)?;
-        Ok(bytes)
     }
 
     /// Copy `out.len()` bytes of span `i`, from `from` within it, with pread:
@@ -251,11 +173,11 @@ impl LayerReader {
         let mut fresh = vec![0u8; self.span_len(span)?];
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
-                gzip::decode_span(&self.blob, span, &mut fresh)
+                gzip::decode_span(&*self.blob, span, &mut fresh)
             }
-            SpanStart::ZstdFrame { .. } => zstd::decode_span(&self.blob, span, &mut fresh),
+            SpanStart::ZstdFrame { .. } => zstd::decode_span(&*self.blob, span, &mut fresh),
             SpanStart::Materialized { .. } => {
-                zstd::redecode_materialized(&self.blob, span, &mut fresh)
+                zstd::redecode_materialized(&*self.blob, span, &mut fresh)
             }
             SpanStart::Blob => Err(io::Error::other("plain span in a compressed layer")),
         };
@@ -279,12 +201,6 @@ impl LayerReader {
             return Err(self.damaged(span, "the blob changed since it was indexed".to_string()));
         }
         Ok(())
-    }
-
-    fn data_cache(&self, span: &Span) -> Result<&DataCache> {
-        self.data
-            .as_ref()
-            .ok_or_else(|| self.damaged(span, "no data cache for this layer".to_string()))
     }
 
     /// A span's length as a buffer size; only a 32-bit target can refuse one.
@@ -332,8 +248,8 @@ mod tests {
 
     use super::*;
     use crate::cache::{Cache, CacheEntry};
-    use crate::image::LayerInfo;
-    use crate::oci::Layout;
+    use crate::layer::LayerInfo;
+    use crate::oci::{ImageStore, Layout};
 
     /// A tar of two files of pseudo-random text (small deflate blocks, so
     /// many gzip checkpoints), so a read from a wrong offset cannot match.
@@ -396,17 +312,15 @@ mod tests {
         };
         let layout = Layout::open(&layout_dir).unwrap();
         let cache = Cache::locate(Some(&root.join("cache"))).unwrap();
+        let blob = layout.open_blob(&digest, Some(blob.len() as u64)).unwrap();
         cache
-            .entry(&layout, &layer, &ProgressBar::hidden(), 64 << 10)
+            .entry(&blob, &layer, &ProgressBar::hidden(), 64 << 10)
             .unwrap()
     }
 
-    fn blob_file(root: &Path, entry: &CacheEntry) -> File {
-        File::open(
-            root.join("layout/blobs/sha256")
-                .join(entry.index.digest.hex()),
-        )
-        .unwrap()
+    fn blob_source(root: &Path, entry: &CacheEntry) -> Blob {
+        let layout = Layout::open(&root.join("layout")).unwrap();
+        layout.blob(&entry.index.digest, None).unwrap()
     }
 
     /// Reads that start and end anywhere, across span boundaries too.
@@ -424,7 +338,7 @@ mod tests {
     }
 
     #[test]
-    fn pread_reads_equal_mapped_reads_and_the_tar_for_every_compression() {
+    fn reads_anywhere_equal_the_tar_for_every_compression() {
         let tar = sample_tar();
         for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let work = tempfile::tempdir().unwrap();
@@ -433,15 +347,15 @@ mod tests {
                 entry.index.spans.len() > 3,
                 "{compression:?}: too few spans"
             );
-            let open = |mapped| {
-                let blob = blob_file(work.path(), &entry);
-                LayerReader::open_with(&entry.dir, &entry.index, blob, mapped).unwrap()
+            let open = || {
+                let blob = blob_source(work.path(), &entry);
+                LayerReader::open(&entry.dir, &entry.index, blob).unwrap()
             };
-            // The pread reader goes first, so it is the one decoding spans.
-            let (pread, mapped) = (open(false), open(true));
+            // The first reader decodes the spans, the second finds them cached.
+            let (pread, mapped) = (open(), open());
             for (offset, len) in read_ranges(tar.len() as u64) {
                 let want = &tar[offset as usize..offset as usize + len];
-                for (name, reader) in [("pread", &pread), ("mapped", &mapped)] {
+                for (name, reader) in [("decoding", &pread), ("cached", &mapped)] {
                     let mut buf = vec![0u8; len];
                     assert_eq!(reader.read_at(offset, &mut buf).unwrap(), len);
                     assert!(
@@ -468,19 +382,19 @@ mod tests {
             &tar,
             Compression::Gzip,
         );
-        let reader = |mapped| {
-            let blob = blob_file(work.path(), &entry);
-            LayerReader::open_with(&entry.dir, &entry.index, blob, mapped).unwrap()
+        let reader = || {
+            let blob = blob_source(work.path(), &entry);
+            LayerReader::open(&entry.dir, &entry.index, blob).unwrap()
         };
         let mut buf = vec![0u8; tar.len()];
-        reader(false).read_at(0, &mut buf).unwrap();
+        reader().read_at(0, &mut buf).unwrap();
         let data = std::fs::OpenOptions::new()
             .write(true)
             .open(entry.dir.join("data"))
             .unwrap();
         data.write_all_at(&[0xee; 100], 1 << 20).unwrap();
         let mut again = vec![0u8; tar.len()];
-        reader(false).read_at(0, &mut again).unwrap();
+        reader().read_at(0, &mut again).unwrap();
         assert!(again == tar, "a damaged span was served");
         assert!(
             std::fs::read(entry.dir.join("data")).unwrap() == tar,
@@ -500,8 +414,7 @@ mod tests {
         let blob = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         blob.write_all_at(b"changed", 2 << 20).unwrap();
         let reader =
-            LayerReader::open_with(&entry.dir, &entry.index, File::open(&path).unwrap(), false)
-                .unwrap();
+            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap();
         let mut buf = vec![0u8; 4096];
         assert_eq!(reader.read_at(0, &mut buf).unwrap(), 4096);
         assert_eq!(&buf[..], &tar[..4096]);

@@ -388,6 +388,9 @@ pub struct TarReader<R> {
     last_path: Vec<u8>,
     done: bool,
     scratch: Vec<u8>,
+    /// Skips entry data by seeking instead of reading, where the stream
+    /// can: listing an archive's members then reads only its headers.
+    seek_past: Option<fn(&mut R, u64) -> io::Result<()>>,
 }
 
 impl<R: Read> TarReader<R> {
@@ -400,6 +403,7 @@ impl<R: Read> TarReader<R> {
             done: false,
             // As large as the indexer's read buffer, so skipped data bypasses it.
             scratch: vec![0u8; 256 * 1024],
+            seek_past: None,
         }
     }
 
@@ -665,6 +669,11 @@ impl<R: Read> TarReader<R> {
 
     /// Read past `n` bytes; fewer is an "unexpected EOF" error.
     fn skip(&mut self, mut n: u64) -> Result<(), String> {
+        if let Some(seek_past) = self.seek_past {
+            seek_past(&mut self.inner, n).map_err(|e| printable(&e))?;
+            self.pos += n;
+            return Ok(());
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = loop {
             if n == 0 {
@@ -684,6 +693,22 @@ impl<R: Read> TarReader<R> {
         };
         self.scratch = scratch;
         result
+    }
+}
+
+impl<R: Read + io::Seek> TarReader<R> {
+    /// A reader that seeks past entry data rather than reading it, for
+    /// listing the members of an archive file. (Seeking past the end is
+    /// not an error; the next header read is, and callers check each
+    /// member's range against the file's length.)
+    pub fn seeking(inner: R) -> TarReader<R> {
+        let mut reader = TarReader::new(inner);
+        reader.scratch = Vec::new();
+        reader.seek_past = Some(|inner, n| {
+            let n = i64::try_from(n).map_err(io::Error::other)?;
+            inner.seek(io::SeekFrom::Current(n)).map(|_| ())
+        });
+        reader
     }
 }
 

@@ -1,16 +1,16 @@
 //! `verify`: recompute a layer's blob digest and diff_id from scratch,
 //! ignoring the cache, with plain sequential decoders.
 
-use std::fs::File;
 use std::io::{self, Read};
 
 use indicatif::ProgressBar;
 use sha2::{Digest as _, Sha256};
 
+use crate::blob::BlobSource;
 use crate::digest::Digest;
-use crate::image::LayerInfo;
 use crate::layer::index::HashingReader;
-use crate::oci::media::Compression;
+use crate::layer::Compression;
+use crate::layer::LayerInfo;
 
 /// What one layer's check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +22,12 @@ pub struct LayerCheck {
     pub decode_error: Option<String>,
 }
 
-pub fn check_layer(layer: &LayerInfo, blob: File, bar: &ProgressBar) -> io::Result<LayerCheck> {
-    let mut blob_hash = HashingReader::new(&blob, bar.clone());
+pub fn check_layer(
+    layer: &LayerInfo,
+    blob: &dyn BlobSource,
+    bar: &ProgressBar,
+) -> io::Result<LayerCheck> {
+    let mut blob_hash = HashingReader::new(blob.stream(), bar.clone());
     let mut tar_hash = Sha256::new();
     let mut total = 0u64;
     let result = {

@@ -6,6 +6,7 @@
 //! `zstd`'s default output) cannot be entered in the middle, so its output is
 //! written to the cache's data file during the pass instead.
 
+use crate::blob::BlobSource;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -152,7 +153,7 @@ impl<R: Read> Read for ZstdIndexer<R> {
 
 /// Decode a materialised span again from its frame's start: slow, used only
 /// to repair a damaged cache.
-pub fn redecode_materialized(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
+pub fn redecode_materialized(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
     };
@@ -167,7 +168,7 @@ pub fn redecode_materialized(blob: &File, span: &Span, out: &mut [u8]) -> io::Re
 }
 
 struct BlobReader<'a> {
-    blob: &'a File,
+    blob: &'a dyn BlobSource,
     pos: u64,
 }
 
@@ -180,7 +181,7 @@ impl Read for BlobReader<'_> {
 }
 
 /// Decode one frame span from the blob into `out` (exactly `span.out_len` bytes).
-pub fn decode_span(blob: &File, span: &Span, out: &mut [u8]) -> io::Result<()> {
+pub fn decode_span(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
     let SpanStart::ZstdFrame { in_len } = span.start else {
         return Err(io::Error::other("not a zstd frame span"));
     };

@@ -4,15 +4,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use std::sync::Arc;
 
+use crate::blob::{Blob, FileRange};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::manifest::Index;
-
-/// JSON documents larger than this are refused before they are read: real
-/// manifests and configs are kilobytes, and a hostile one must not eat memory.
-pub const MAX_JSON_BYTES: u64 = 8 << 20;
+use crate::oci::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -74,67 +72,45 @@ impl Layout {
     }
 
     /// Open a blob and check its size against the descriptor's.
-    pub fn open_blob(&self, digest: &Digest, expected_size: u64) -> Result<File> {
+    pub fn open_blob(&self, digest: &Digest, expected_size: Option<u64>) -> Result<FileRange> {
         let path = self.blob_path(digest);
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::MissingBlob {
                     digest: *digest,
-                    layout: self.root.clone(),
+                    location: self.root.display().to_string(),
                 })
             }
             Err(e) => return Err(Error::io(path, e)),
         };
         let actual = file.metadata().at(&path)?.len();
-        if actual != expected_size {
+        if let Some(expected) = expected_size.filter(|&e| e != actual) {
             return Err(Error::BlobSize {
                 digest: *digest,
-                expected: expected_size,
+                expected,
                 actual,
             });
         }
-        Ok(file)
-    }
-
-    pub fn index(&self) -> Result<Index> {
-        let path = self.root.join("index.json");
-        let bytes = read_bounded(&path, MAX_JSON_BYTES)?;
-        parse_json("index", &path, &bytes)
-    }
-
-    /// Read a small JSON blob, verify its size and digest, and parse it.
-    pub fn json_blob<T: DeserializeOwned>(
-        &self,
-        what: &'static str,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<(T, Vec<u8>)> {
-        if size > MAX_JSON_BYTES {
-            return Err(Error::BadJson {
-                what,
-                path: self.blob_path(digest),
-                reason: format!("{size} bytes is larger than the {MAX_JSON_BYTES}-byte limit"),
-            });
-        }
-        let file = self.open_blob(digest, size)?;
-        let mut bytes = Vec::with_capacity(size as usize);
-        file.take(size)
-            .read_to_end(&mut bytes)
-            .at(self.blob_path(digest))?;
-        let actual = Digest::of(&bytes);
-        if actual != *digest {
-            return Err(Error::DigestMismatch {
-                what: what.to_string(),
-                digest: *digest,
-                actual,
-            });
-        }
-        let value = parse_json(what, &self.blob_path(digest), &bytes)?;
-        Ok((value, bytes))
+        Ok(FileRange::whole(file, path, *digest, actual))
     }
 }
 
+impl ImageStore for Layout {
+    fn index(&self) -> Result<Index> {
+        let path = self.root.join("index.json");
+        let bytes = read_bounded(&path, MAX_JSON_BYTES)?;
+        parse_json("index", &path.display().to_string(), &bytes)
+    }
+
+    fn blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob> {
+        Ok(Arc::new(self.open_blob(digest, size)?))
+    }
+
+    fn index_location(&self) -> String {
+        self.root.join("index.json").display().to_string()
+    }
+}
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -156,12 +132,4 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(bytes)
-}
-
-fn parse_json<T: DeserializeOwned>(what: &'static str, path: &Path, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::BadJson {
-        what,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
 }

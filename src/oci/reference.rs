@@ -1,10 +1,16 @@
-//! Image references as skopeo and umoci spell them for local layouts:
-//! `[oci:]PATH`, `[oci:]PATH:TAG` and `[oci:]PATH@sha256:HEX`.
+//! Image references as skopeo spells them for local images:
+//! `[oci:]PATH[:TAG|@sha256:HEX]` for a layout directory,
+//! `oci-archive:FILE[:TAG]` for a tar of one, and
+//! `docker-archive:FILE[:REPO:TAG]` for what `docker save` writes. A plain
+//! path to a regular file is either kind of archive, told by its contents.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::oci::archive::{self, DockerArchive, OciArchive};
+use crate::oci::{ImageStore, Layout};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -14,9 +20,19 @@ pub enum Selector {
     Digest(Digest),
 }
 
+/// What holds the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `oci:PATH` or a plain path: a layout directory, or an archive file
+    /// of either kind (told apart when it is opened).
+    Path(PathBuf),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageRef {
-    pub layout: PathBuf,
+    pub transport: Transport,
     pub selector: Selector,
 }
 
@@ -26,39 +42,107 @@ impl ImageRef {
             reference: text.to_string(),
             reason: reason.to_string(),
         };
-        let body = text.strip_prefix("oci:").unwrap_or(text);
-        if body.is_empty() {
-            return Err(bad("the layout path is empty"));
-        }
-        if let Some((path, digest)) = body.rsplit_once('@') {
+        if let Some(body) = text.strip_prefix("docker-archive:") {
+            // skopeo splits at the first colon: the rest is REPO:TAG, whose
+            // registry part may hold a port.
+            let (path, selector) = match split_digest(body)? {
+                Some((path, digest)) => (path, Selector::Digest(digest)),
+                None => match body.split_once(':') {
+                    Some((_, "")) => return Err(bad("the name after ':' is empty")),
+                    Some((path, name)) => (path, Selector::Tag(name.to_string())),
+                    None => (body, Selector::Default),
+                },
+            };
             if path.is_empty() {
-                return Err(bad("the layout path is empty"));
+                return Err(bad("the archive path is empty"));
             }
             return Ok(ImageRef {
-                layout: PathBuf::from(path),
-                selector: Selector::Digest(Digest::parse(digest)?),
+                transport: Transport::DockerArchive(PathBuf::from(path)),
+                selector,
             });
         }
-        // A colon followed by no slash is a tag; `./a:b/c` is a path.
-        if let Some((path, tag)) = body.rsplit_once(':') {
-            if !tag.contains('/') {
-                if path.is_empty() {
-                    return Err(bad("the layout path is empty"));
-                }
-                if tag.is_empty() {
-                    return Err(bad("the tag after ':' is empty"));
-                }
-                return Ok(ImageRef {
-                    layout: PathBuf::from(path),
-                    selector: Selector::Tag(tag.to_string()),
-                });
-            }
+        let (body, archive) = match text.strip_prefix("oci-archive:") {
+            Some(body) => (body, true),
+            None => (text.strip_prefix("oci:").unwrap_or(text), false),
+        };
+        let what = if archive {
+            "the archive path is empty"
+        } else {
+            "the layout path is empty"
+        };
+        let (path, selector) = path_and_selector(body).map_err(|reason| bad(&reason))?;
+        if path.is_empty() {
+            return Err(bad(what));
         }
+        let path = PathBuf::from(path);
         Ok(ImageRef {
-            layout: PathBuf::from(body),
-            selector: Selector::Default,
+            transport: if archive {
+                Transport::OciArchive(path)
+            } else {
+                Transport::Path(path)
+            },
+            selector,
         })
     }
+
+    /// The file or directory that holds the image.
+    pub fn path(&self) -> &Path {
+        match &self.transport {
+            Transport::Path(p) | Transport::OciArchive(p) | Transport::DockerArchive(p) => p,
+        }
+    }
+
+    /// Open what holds the image.
+    pub fn open_store(&self) -> Result<Arc<dyn ImageStore>> {
+        Ok(match &self.transport {
+            Transport::Path(path) if is_regular_file(path) => archive::open(path)?,
+            Transport::Path(path) => Arc::new(Layout::open(path)?),
+            Transport::OciArchive(path) => Arc::new(OciArchive::open(path)?),
+            Transport::DockerArchive(path) => Arc::new(DockerArchive::open(path)?),
+        })
+    }
+
+    /// The same image pinned to one manifest, with an absolute path: what a
+    /// daemon started later must open, whatever tags have moved since.
+    pub fn pinned(&self, manifest: &Digest) -> Result<String> {
+        let path = std::fs::canonicalize(self.path()).at(self.path())?;
+        let prefix = match &self.transport {
+            Transport::Path(_) => "oci",
+            Transport::OciArchive(_) => "oci-archive",
+            Transport::DockerArchive(_) => "docker-archive",
+        };
+        Ok(format!("{prefix}:{}@{manifest}", path.display()))
+    }
+}
+
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// `PATH@sha256:HEX`, when the text ends in a digest.
+fn split_digest(body: &str) -> Result<Option<(&str, Digest)>> {
+    match body.rsplit_once('@') {
+        Some((path, digest)) if digest.contains(':') => Ok(Some((path, Digest::parse(digest)?))),
+        _ => Ok(None),
+    }
+}
+
+/// `PATH`, `PATH:TAG` or `PATH@DIGEST`, as for layouts.
+fn path_and_selector(body: &str) -> std::result::Result<(&str, Selector), String> {
+    if let Some((path, digest)) = body.rsplit_once('@') {
+        let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
+        return Ok((path, Selector::Digest(digest)));
+    }
+    // A colon followed by no slash is a tag; `./a:b/c` is a path.
+    if let Some((path, tag)) = body.rsplit_once(':') {
+        if !tag.contains('/') {
+            if tag.is_empty() && !path.is_empty() {
+                return Err("the tag after ':' is empty".to_string());
+            }
+            return Ok((path, Selector::Tag(tag.to_string())));
+        }
+    }
+    Ok((body, Selector::Default))
 }
 
 #[cfg(test)]
@@ -72,14 +156,14 @@ mod tests {
         assert_eq!(
             ImageRef::parse("img").unwrap(),
             ImageRef {
-                layout: "img".into(),
+                transport: Transport::Path("img".into()),
                 selector: Selector::Default
             }
         );
         assert_eq!(
             ImageRef::parse("oci:/srv/img:v1.2").unwrap(),
             ImageRef {
-                layout: "/srv/img".into(),
+                transport: Transport::Path("/srv/img".into()),
                 selector: Selector::Tag("v1.2".into())
             }
         );
@@ -92,15 +176,55 @@ mod tests {
         assert_eq!(
             ImageRef::parse("./dir:with/colon").unwrap(),
             ImageRef {
-                layout: "./dir:with/colon".into(),
+                transport: Transport::Path("./dir:with/colon".into()),
                 selector: Selector::Default
             }
         );
     }
 
     #[test]
+    fn archive_references_parse_as_skopeo_writes_them() {
+        assert_eq!(
+            ImageRef::parse("docker-archive:/tmp/a.tar:localhost:5000/busybox:1.36").unwrap(),
+            ImageRef {
+                transport: Transport::DockerArchive("/tmp/a.tar".into()),
+                selector: Selector::Tag("localhost:5000/busybox:1.36".into()),
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("docker-archive:a.tar").unwrap(),
+            ImageRef {
+                transport: Transport::DockerArchive("a.tar".into()),
+                selector: Selector::Default,
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("oci-archive:dir/a.tar:v1").unwrap(),
+            ImageRef {
+                transport: Transport::OciArchive("dir/a.tar".into()),
+                selector: Selector::Tag("v1".into()),
+            }
+        );
+        assert_eq!(
+            ImageRef::parse(&format!("docker-archive:a.tar@sha256:{HEX}"))
+                .unwrap()
+                .selector,
+            Selector::Digest(Digest::parse(&format!("sha256:{HEX}")).unwrap())
+        );
+    }
+
+    #[test]
     fn empty_parts_are_errors() {
-        for bad in ["", "oci:", ":tag", "img:", "img@sha256:abc"] {
+        for bad in [
+            "",
+            "oci:",
+            ":tag",
+            "img:",
+            "img@sha256:abc",
+            "oci-archive:",
+            "docker-archive:",
+            "docker-archive:a.tar:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -1,0 +1,19 @@
+//! What the layer stage is given about one layer: plain values, with no
+//! knowledge of where the image came from.
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::layer::Compression;
+
+/// One layer of the chosen manifest, with what is needed to index it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerInfo {
+    /// 0 is the bottom layer.
+    pub position: usize,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub compression: Compression,
+    pub diff_id: Digest,
+}

@@ -1,0 +1,78 @@
+//! Where an image's documents and blobs are kept: an OCI layout directory,
+//! an `oci-archive` or `docker save` tarball, later a registry. Image
+//! resolution sees only this trait; the layer stage sees only the blobs.
+
+use serde::de::DeserializeOwned;
+
+use crate::blob::Blob;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::oci::manifest::Index;
+
+/// JSON documents larger than this are refused before they are read: real
+/// manifests and configs are kilobytes, and a hostile one must not eat memory.
+pub const MAX_JSON_BYTES: u64 = 8 << 20;
+
+pub trait ImageStore: Send + Sync {
+    /// The store's top-level index: `index.json`, or one made from an
+    /// archive's `manifest.json`.
+    fn index(&self) -> Result<Index>;
+
+    /// The blob `digest`; when `size` is given, a blob of another size is
+    /// an error. A missing blob is [`Error::MissingBlob`].
+    fn blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob>;
+
+    /// Where the top-level index was read, for messages (`DIR/index.json`).
+    fn index_location(&self) -> String;
+
+    /// A tag as the store spells its names (`docker save` archives name
+    /// images `docker.io/library/busybox:latest`, whatever the user typed).
+    fn normalize_tag(&self, tag: &str) -> String {
+        tag.to_string()
+    }
+}
+
+/// Read a small JSON blob, verify its size and digest, and parse it.
+pub fn json_blob<T: DeserializeOwned>(
+    store: &dyn ImageStore,
+    what: &'static str,
+    digest: &Digest,
+    size: u64,
+) -> Result<(T, Vec<u8>)> {
+    if size > MAX_JSON_BYTES {
+        let location = store
+            .blob(digest, None)
+            .map_or_else(|_| format!("blob {digest}"), |b| b.location());
+        return Err(Error::BadJson {
+            what,
+            path: location.into(),
+            reason: format!("{size} bytes is larger than the {MAX_JSON_BYTES}-byte limit"),
+        });
+    }
+    let blob = store.blob(digest, Some(size))?;
+    let mut bytes = vec![0u8; size as usize];
+    blob.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io(blob.location(), e))?;
+    let actual = Digest::of(&bytes);
+    if actual != *digest {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            digest: *digest,
+            actual,
+        });
+    }
+    let value = parse_json(what, &blob.location(), &bytes)?;
+    Ok((value, bytes))
+}
+
+pub fn parse_json<T: DeserializeOwned>(
+    what: &'static str,
+    location: &str,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::BadJson {
+        what,
+        path: location.into(),
+        reason: e.to_string(),
+    })
+}
