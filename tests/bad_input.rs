@@ -477,12 +477,19 @@ fn oci_layout_that_is_not_json_is_named() {
 }
 
 #[test]
-fn a_regular_file_is_not_a_layout() {
+fn a_regular_file_that_is_no_tar_is_neither_layout_nor_archive() {
+    // A regular file is read as an image archive (docker-archive or
+    // oci-archive); one that is not even a tar says so.
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("image.tar");
     std::fs::write(&file, b"not a directory").unwrap();
     let image = file.display().to_string();
     ocimount(&tmp.path().join("cache"), &["ls", image.as_str()]).fails_with(&[&format!(
+        "image archive {image}: not a readable tar: unexpected EOF: the archive ends inside a header"
+    )]);
+    // With the layout transport named, it is still not a layout.
+    let named = format!("oci:{image}");
+    ocimount(&tmp.path().join("cache"), &["ls", named.as_str()]).fails_with(&[&format!(
         "{image} is not an OCI image layout: it is not a directory"
     )]);
 }

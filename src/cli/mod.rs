@@ -20,10 +20,12 @@ mod verify;
 /// Mount an OCI image layout as a read-only directory, or look inside it
 /// without mounting.
 ///
-/// IMAGE is a local OCI image layout (a directory with `oci-layout` and
-/// `index.json`), written as PATH, PATH:TAG or PATH@sha256:DIGEST, with an
-/// optional `oci:` prefix as in skopeo and umoci. Layers are indexed once into
-/// a shared cache; later commands reuse the index.
+/// IMAGE is written as skopeo writes it: a local OCI image layout (a
+/// directory with `oci-layout` and `index.json`) as PATH, PATH:TAG or
+/// PATH@sha256:DIGEST, optionally `oci:PATH…`; `oci-archive:FILE[:TAG]`;
+/// `docker-archive:FILE[:REPO:TAG]` (what `docker save` writes); or a plain
+/// path to either kind of archive. Archives are read in place. Layers are
+/// indexed once into a shared cache; later commands reuse the index.
 ///
 /// Exit status: 0 on success, 1 when the command failed (the message says
 /// why and names the file or layer), 2 for a usage error.
@@ -77,7 +79,8 @@ pub enum Command {
 /// The image and platform every command takes.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The image: PATH, PATH:TAG or PATH@sha256:DIGEST (optionally oci:PATH...)
+    /// The image: PATH[:TAG|@sha256:DIGEST] (optionally oci:PATH…),
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], or an archive FILE
     #[arg(value_name = "IMAGE")]
     pub image: String,
 

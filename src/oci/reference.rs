@@ -23,9 +23,11 @@ pub enum Selector {
 /// What holds the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// `oci:PATH` or a plain path: a layout directory, or an archive file
-    /// of either kind (told apart when it is opened).
+    /// A plain path: a layout directory, or an archive file of either kind
+    /// (told apart when it is opened).
     Path(PathBuf),
+    /// `oci:PATH`: a layout directory and nothing else, as in skopeo.
+    Layout(PathBuf),
     OciArchive(PathBuf),
     DockerArchive(PathBuf),
 }
@@ -61,9 +63,12 @@ impl ImageRef {
                 selector,
             });
         }
-        let (body, archive) = match text.strip_prefix("oci-archive:") {
-            Some(body) => (body, true),
-            None => (text.strip_prefix("oci:").unwrap_or(text), false),
+        let (body, archive, layout) = match text.strip_prefix("oci-archive:") {
+            Some(body) => (body, true, false),
+            None => match text.strip_prefix("oci:") {
+                Some(body) => (body, false, true),
+                None => (text, false, false),
+            },
         };
         let what = if archive {
             "the archive path is empty"
@@ -78,6 +83,8 @@ impl ImageRef {
         Ok(ImageRef {
             transport: if archive {
                 Transport::OciArchive(path)
+            } else if layout {
+                Transport::Layout(path)
             } else {
                 Transport::Path(path)
             },
@@ -88,7 +95,10 @@ impl ImageRef {
     /// The file or directory that holds the image.
     pub fn path(&self) -> &Path {
         match &self.transport {
-            Transport::Path(p) | Transport::OciArchive(p) | Transport::DockerArchive(p) => p,
+            Transport::Path(p)
+            | Transport::Layout(p)
+            | Transport::OciArchive(p)
+            | Transport::DockerArchive(p) => p,
         }
     }
 
@@ -96,7 +106,7 @@ impl ImageRef {
     pub fn open_store(&self) -> Result<Arc<dyn ImageStore>> {
         Ok(match &self.transport {
             Transport::Path(path) if is_regular_file(path) => archive::open(path)?,
-            Transport::Path(path) => Arc::new(Layout::open(path)?),
+            Transport::Path(path) | Transport::Layout(path) => Arc::new(Layout::open(path)?),
             Transport::OciArchive(path) => Arc::new(OciArchive::open(path)?),
             Transport::DockerArchive(path) => Arc::new(DockerArchive::open(path)?),
         })
@@ -107,7 +117,7 @@ impl ImageRef {
     pub fn pinned(&self, manifest: &Digest) -> Result<String> {
         let path = std::fs::canonicalize(self.path()).at(self.path())?;
         let prefix = match &self.transport {
-            Transport::Path(_) => "oci",
+            Transport::Path(_) | Transport::Layout(_) => "oci",
             Transport::OciArchive(_) => "oci-archive",
             Transport::DockerArchive(_) => "docker-archive",
         };
@@ -163,7 +173,7 @@ mod tests {
         assert_eq!(
             ImageRef::parse("oci:/srv/img:v1.2").unwrap(),
             ImageRef {
-                transport: Transport::Path("/srv/img".into()),
+                transport: Transport::Layout("/srv/img".into()),
                 selector: Selector::Tag("v1.2".into())
             }
         );
