@@ -358,3 +358,34 @@ fn platforms_of_a_multi_arch_image_mount_their_own_content() {
         assert_eq!(text.trim(), expected);
     }
 }
+
+#[test]
+fn a_mount_by_tag_hands_its_daemon_the_manifest_digest_not_the_tag() {
+    // The parent resolves the tag and indexes; the daemon must serve that
+    // manifest even if the tag moves before it starts, so it is given the
+    // image pinned to the digest, as an argument.
+    let cache = tempfile::tempdir().unwrap();
+    let image = format!("{}:latest", layout("debian-gzip"));
+    let m = Mounted::new(cache.path(), &image, &[]);
+    let pid = m.daemon_pid();
+    let listing = ok(&ocimount(cache.path(), &["mounts"]));
+    let manifest = listing
+        .split('\t')
+        .nth(3)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no manifest in {listing}"))
+        .to_string();
+    assert!(manifest.starts_with("sha256:"), "{listing}");
+    assert!(listing.contains(&format!("\t{image}\t")), "{listing}");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let canonical = Path::new(&layout("debian-gzip")).canonicalize().unwrap();
+    let pinned = format!("oci:{}@{manifest}", canonical.display());
+    let at = args.iter().position(|a| a == "--pinned").expect("--pinned");
+    assert_eq!(args[at + 1], pinned, "{args:?}");
+    assert!(args.iter().any(|a| a == "daemon"), "{args:?}");
+    assert!(!args.iter().any(|a| a == "--foreground"), "{args:?}");
+}

@@ -74,6 +74,9 @@ pub enum Command {
     /// Run a command in the image with runc or crun, then remove everything
     /// (exit status: the container's).
     Run(run::RunArgs),
+    /// The mount daemon that `mount` starts (internal).
+    #[command(hide = true)]
+    Daemon(mount::DaemonCliArgs),
 }
 
 /// The image and platform every command takes.
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mounts => mount::run_mounts(&cli.cache),
         Command::Bundle(a) => bundle::run(a, &cli.cache),
         Command::Run(a) => run::run(a, &cli.cache),
+        Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
     }
 }
 

@@ -5,7 +5,7 @@ use clap::Args;
 use crate::cache::Cache;
 use crate::cli::ImageArgs;
 use crate::error::Result;
-use crate::mount::{list_mounts, mount, umount, MountRequest};
+use crate::mount::{list_mounts, mount, run_daemon, umount, DaemonArgs, MountFlags, MountRequest};
 use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
@@ -15,8 +15,8 @@ pub struct MountArgs {
     /// Empty directory to mount the rootfs on
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// Stay attached and log to stderr (RUST_LOG sets the level) instead of
-    /// running a background daemon that logs into the cache
+    /// Serve in this process, logging to stderr (RUST_LOG sets the level),
+    /// instead of a background daemon that logs into the cache
     #[arg(short, long)]
     pub foreground: bool,
     /// Let other users in (needed by runc in a user namespace)
@@ -26,6 +26,31 @@ pub struct MountArgs {
     #[arg(long)]
     pub suid: bool,
     /// Honour device nodes (mounts are nodev otherwise)
+    #[arg(long)]
+    pub dev: bool,
+}
+
+/// The daemon `mount` starts: every input is an argument.
+#[derive(Debug, Args)]
+pub struct DaemonCliArgs {
+    /// The image pinned to its manifest digest (…@sha256:…)
+    #[arg(long, value_name = "IMAGE")]
+    pub pinned: String,
+    /// The image as the user named it, for the fsname and `ocimount mounts`
+    #[arg(long)]
+    pub name: String,
+    /// Where to write `ready` or `error: …` once the mount is up or failed
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<i32>,
+    /// Log file (stdout and stderr go there)
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub allow_other: bool,
+    #[arg(long)]
+    pub suid: bool,
     #[arg(long)]
     pub dev: bool,
 }
@@ -55,6 +80,22 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
         dev: args.dev,
     };
     mount(&req)
+}
+
+pub fn run_daemon_command(args: &DaemonCliArgs, cache: &Option<PathBuf>) -> Result<()> {
+    run_daemon(&DaemonArgs {
+        pinned: args.pinned.clone(),
+        name: args.name.clone(),
+        dir: args.dir.clone(),
+        cache_dir: cache.clone(),
+        ready_fd: args.ready_fd,
+        log: args.log.clone(),
+        flags: MountFlags {
+            allow_other: args.allow_other,
+            suid: args.suid,
+            dev: args.dev,
+        },
+    })
 }
 
 pub fn run_umount(args: &UmountArgs, cache: &Option<PathBuf>) -> Result<()> {
