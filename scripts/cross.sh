@@ -115,6 +115,8 @@ run_tests() {
   "${cargo_test[@]}" --no-run "${SUITE[@]}"
   log "$t: built in $(($(date +%s) - start)) s; testing under qemu-$(qemu_name "$t")"
   "${cargo_test[@]}" "${SUITE[@]}" -- --test-threads="${TEST_THREADS:-2}"
+  # The cross-build index test, ignored where there is no other build.
+  "${cargo_test[@]}" --test arm -- --ignored --test-threads="${TEST_THREADS:-2}"
   log "$t: all passed in $(($(date +%s) - start)) s"
 }
 

@@ -60,10 +60,7 @@ pub trait BlobSource: Send + Sync {
     /// The blob front to back. Sources with a cheaper sequential path (one
     /// HTTP GET, say) override this; the default reads at offsets.
     fn stream(&self) -> Box<dyn Read + Send + '_> {
-        Box::new(SequentialReader {
-            source: self,
-            pos: 0,
-        })
+        Box::new(BlobCursor::new(self, 0))
     }
 }
 
@@ -76,12 +73,19 @@ impl fmt::Debug for dyn BlobSource {
     }
 }
 
-struct SequentialReader<'a, S: ?Sized> {
+/// A blob read front to back from `pos`, through `read_at`.
+pub struct BlobCursor<'a, S: ?Sized> {
     source: &'a S,
     pos: u64,
 }
 
-impl<S: BlobSource + ?Sized> Read for SequentialReader<'_, S> {
+impl<'a, S: BlobSource + ?Sized> BlobCursor<'a, S> {
+    pub fn new(source: &'a S, pos: u64) -> Self {
+        BlobCursor { source, pos }
+    }
+}
+
+impl<S: BlobSource + ?Sized> Read for BlobCursor<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.source.read_at(buf, self.pos)?;
         self.pos += n as u64;

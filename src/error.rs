@@ -121,6 +121,9 @@ pub enum Error {
     #[error("{path}: {reason}")]
     BadPath { path: String, reason: String },
 
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("layer {digest}: damaged data at uncompressed offset {offset}: {reason}")]
     DamagedSpan {
         digest: Digest,

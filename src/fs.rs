@@ -13,6 +13,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
 use crate::union::{Node, NodeId, NodeKind, ROOT};
 
@@ -125,6 +126,24 @@ impl ImageFs {
 
 /// Answer an xattr request: the size when asked for it, ERANGE when the
 /// caller's buffer is too small.
+/// Run one request's work so that a panic in it (a bug, or input nothing
+/// checked) fails that request with an error rather than taking the worker
+/// thread, and with it the mount, down. The shared state is only ever
+/// locked through poison-tolerant guards, so the mount goes on serving.
+fn guarded<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            Err(Error::Internal(format!("a request panicked: {what}")))
+        }
+    }
+}
+
 fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
     if size == 0 {
         reply.size(value.len() as u32);
@@ -208,7 +227,7 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::EINVAL);
         };
         let mut buf = vec![0u8; size.min(MAX_READ) as usize];
-        match self.rootfs.read_file(id_of(ino), offset, &mut buf) {
+        match guarded(|| self.rootfs.read_file(id_of(ino), offset, &mut buf)) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => {
                 tracing::error!(ino = ino.0, offset, "read failed: {e}");
@@ -322,6 +341,24 @@ impl Filesystem for ImageFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_a_request_becomes_its_error_and_the_next_request_works() {
+        let lock = std::sync::Mutex::new(0u32);
+        let err = guarded(|| -> Result<u32> {
+            let _held = lock.lock().unwrap();
+            panic!("span table out of bounds");
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "internal error: a request panicked: span table out of bounds"
+        );
+        assert_eq!(err.errno(), libc::EIO);
+        // The poisoned lock is still usable the way the reader uses its locks.
+        let next = guarded(|| Ok(*lock.lock().unwrap_or_else(|p| p.into_inner()) + 1));
+        assert_eq!(next.unwrap(), 1);
+    }
 
     #[test]
     fn extreme_mtimes_do_not_panic() {

@@ -15,7 +15,7 @@ use crate::oci::store::{json_blob, ImageStore};
 use crate::oci::{ImageRef, Platform};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const MAX_INDEX_DEPTH: usize = 8;
+use crate::limits::MAX_INDEX_DEPTH;
 
 pub use crate::layer::LayerInfo;
 

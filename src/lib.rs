@@ -14,6 +14,7 @@ pub mod export;
 pub mod fs;
 pub mod image;
 pub mod layer;
+pub mod limits;
 pub mod mount;
 pub mod oci;
 pub mod progress;

@@ -16,14 +16,7 @@ use crate::layer::entry::{EntryKind, TarEntry};
 pub type NodeId = u32;
 pub const ROOT: NodeId = 0;
 
-/// Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
-const MAX_SYMLINK_HOPS: u32 = 40;
-/// Path components a layer may walk while it is merged: a fixed allowance
-/// plus this many per entry. Real layers need a few per entry; a crafted
-/// one (thousands of deep entries behind 40-hop symlink chains) would
-/// otherwise take hours.
-const WALK_STEPS_BASE: u64 = 4 << 20;
-const WALK_STEPS_PER_ENTRY: u64 = 128;
+use crate::limits::{MAX_SYMLINK_HOPS, WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";

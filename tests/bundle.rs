@@ -964,30 +964,38 @@ fn rootless_run_as_root() {
     scratch.assert_clean();
 }
 
-/// The same as an unprivileged user (nobody), when this host lets one use
+/// The same as an unprivileged user (nobody), on a host that lets one use
 /// FUSE (/dev/fuse rw for others, as Debian's udev rules make it).
 #[test]
 fn rootless_run_as_an_unprivileged_user() {
-    use std::os::unix::fs::PermissionsExt;
-    // Debian's udev rules make /dev/fuse 0666; this machine has 0600. Open
-    // it up for the test and put the old mode back afterwards, even on failure.
-    struct RestoreMode(u32);
-    impl Drop for RestoreMode {
-        fn drop(&mut self) {
-            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
-        }
-    }
-    let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
-    let _restore = RestoreMode(mode);
-    std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode | 0o666)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    // This machine's /dev/fuse is 0600. Rather than open the host's device
+    // to everyone while other tests run, the run gets a mount namespace of
+    // its own in which a 0666 node of the same device covers /dev/fuse.
     let scratch = Scratch::new();
+    let rdev = std::fs::metadata("/dev/fuse").unwrap().rdev();
+    let node = scratch.path().join("fuse-0666");
+    let made = run_bounded(
+        Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(&node)
+            .arg("c")
+            .arg(libc::major(rdev).to_string())
+            .arg(libc::minor(rdev).to_string()),
+        RUN_LIMIT,
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
     let home = scratch.path().join("home");
     std::fs::create_dir(&home).unwrap();
     for p in [scratch.path().to_path_buf(), home.clone(), scratch.tmp()] {
         let _ = std::os::unix::fs::chown(&p, Some(65534), Some(65534));
     }
     let out = run_bounded(
-        Command::new("setpriv")
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /dev/fuse && exec "$@""#)
+            .arg(&node)
+            .arg("setpriv")
             .args([
                 "--reuid=65534",
                 "--regid=65534",

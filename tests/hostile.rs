@@ -1637,3 +1637,29 @@ fn fuzz_seeds_and_regressions_pass_their_checks() {
     harness::remove_scratch_dir();
     assert!(checked >= 20, "only {checked} inputs found under fuzz/");
 }
+
+/// An xattr value larger than Linux's XATTR_SIZE_MAX cannot exist on any
+/// file system; the merged tree would hold it in memory for every entry.
+#[test]
+fn an_xattr_value_over_64_kib_is_refused() {
+    let big = vec![b'v'; 65537];
+    let tar = Tar::default()
+        .pax(&[("SCHILY.xattr.user.big", &big[..])])
+        .file("f", b"f\n")
+        .finish();
+    let img = Img::plain(tar);
+    // The PAX header that carries it is the entry named.
+    img.refused(&img.entry_error(
+        0,
+        "PaxHeaders/x",
+        "the xattr user.big has a 65537-byte value (limit 65536)",
+    ));
+    // At the limit it is kept, byte for byte.
+    let fits = vec![b'w'; 65536];
+    let tar = Tar::default()
+        .pax(&[("SCHILY.xattr.user.fits", &fits[..])])
+        .file("f", b"f\n")
+        .finish();
+    let img = Img::plain(tar);
+    assert_eq!(img.run("ls", &[]).ok(), lines(&["f"]));
+}

@@ -10,8 +10,8 @@ use crate::digest::Digest;
 use crate::layer::entry::{EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
-use crate::layer::tar::MAX_PATH_BYTES;
 use crate::layer::Compression;
+use crate::limits::{MAX_PATH_BYTES, MAX_SPAN_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the
@@ -187,6 +187,14 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         if out_offset != expected_offset || out_len == 0 {
             return Err("spans do not tile the stream".to_string());
         }
+        check_span(
+            &start,
+            compression,
+            in_offset,
+            out_offset,
+            out_len,
+            compressed_size,
+        )?;
         expected_offset = out_offset.checked_add(out_len).ok_or("span overflow")?;
         spans.push(Span {
             out_offset,
@@ -249,6 +257,53 @@ fn check_entry(
     }
     if xattrs.iter().any(|(k, _)| k.is_empty() || k.contains(&0)) {
         return bad("xattr name");
+    }
+    Ok(())
+}
+
+/// What the indexer guarantees of a span, checked again on load: the
+/// reader allocates `out_len` bytes and seeks the blob by these numbers.
+fn check_span(
+    start: &SpanStart,
+    compression: Compression,
+    in_offset: u64,
+    out_offset: u64,
+    out_len: u64,
+    compressed_size: u64,
+) -> Result<(), String> {
+    let bad = |what: &str| Err(format!("a span has a bad {what}"));
+    let fits = |end: Option<u64>| end.is_some_and(|end| end <= compressed_size);
+    let kind_fits = match start {
+        SpanStart::Blob => compression == Compression::None,
+        SpanStart::Materialized { .. } => compression != Compression::None,
+        SpanStart::ZstdFrame { .. } => compression == Compression::Zstd,
+        SpanStart::GzipMember | SpanStart::GzipBlock { .. } => compression == Compression::Gzip,
+    };
+    if !kind_fits {
+        return bad("kind for the layer's compression");
+    }
+    match start {
+        SpanStart::Blob if in_offset != out_offset || !fits(out_offset.checked_add(out_len)) => {
+            return bad("blob range")
+        }
+        SpanStart::Materialized { frame_out } if *frame_out > out_offset => {
+            return bad("frame start")
+        }
+        SpanStart::ZstdFrame { in_len }
+            if *in_len == 0 || !fits(in_offset.checked_add(*in_len)) =>
+        {
+            return bad("frame range")
+        }
+        SpanStart::GzipBlock { bits, .. } if *bits > 7 => return bad("bit offset"),
+        _ if in_offset > compressed_size => return bad("blob offset"),
+        _ => {}
+    }
+    // Gzip spans end where a deflate block does, however far that is.
+    let gzip = matches!(start, SpanStart::GzipMember | SpanStart::GzipBlock { .. });
+    if !gzip && out_len > MAX_SPAN_BYTES {
+        return Err(format!(
+            "a span of {out_len} bytes is over the {MAX_SPAN_BYTES}-byte limit"
+        ));
     }
     Ok(())
 }
@@ -395,7 +450,7 @@ mod tests {
                     out_len: 512,
                     in_offset: 60,
                     crc32: 3,
-                    start: SpanStart::ZstdFrame { in_len: 7 },
+                    start: SpanStart::GzipMember,
                 },
                 Span {
                     out_offset: 2560,
@@ -446,4 +501,118 @@ mod tests {
             "index format version 99, this build reads 2"
         );
     }
+
+    /// Re-encode `index` after `change`, then decode it: what the loader
+    /// says of an index that a damaged or hostile cache could hold.
+    fn decode_changed(change: impl FnOnce(&mut LayerIndex)) -> Result<LayerIndex, String> {
+        let mut index = sample();
+        change(&mut index);
+        decode(&encode(&index), &index.digest)
+    }
+
+    #[test]
+    fn spans_the_reader_cannot_trust_are_refused_on_load() {
+        fn zstd_frame(in_len: u64) -> SpanStart {
+            SpanStart::ZstdFrame { in_len }
+        }
+        type Change = Box<dyn FnOnce(&mut LayerIndex)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|ix| ix.spans[2].start = zstd_frame(7)),
+                "a span has a bad kind for the layer's compression",
+            ),
+            (
+                Box::new(|ix| {
+                    ix.compression = Compression::Zstd;
+                    for span in &mut ix.spans[..3] {
+                        span.start = zstd_frame(50);
+                    }
+                }),
+                "a span has a bad frame range",
+            ),
+            (
+                Box::new(|ix| ix.spans[3].start = SpanStart::Materialized { frame_out: 2561 }),
+                "a span has a bad frame start",
+            ),
+            (
+                Box::new(|ix| {
+                    ix.spans[1].start = SpanStart::GzipBlock {
+                        bits: 8,
+                        prime: 0,
+                        window: vec![],
+                    }
+                }),
+                "a span has a bad bit offset",
+            ),
+            (
+                Box::new(|ix| ix.spans[3].in_offset = 100),
+                "a span has a bad blob offset",
+            ),
+            (
+                Box::new(|ix| {
+                    ix.compression = Compression::None;
+                    ix.compressed_size = 3072;
+                    for span in &mut ix.spans {
+                        span.start = SpanStart::Blob;
+                        span.in_offset = span.out_offset;
+                    }
+                    ix.spans[3].in_offset = 2561;
+                }),
+                "a span has a bad blob range",
+            ),
+        ];
+        for (change, want) in cases {
+            assert_eq!(decode_changed(change).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn an_index_with_an_oversized_span_is_rebuilt() {
+        // A materialised span is read whole into memory: one over the limit
+        // makes the loader refuse the index (so it is built again).
+        let err = decode_changed(|ix| {
+            ix.uncompressed_size = 2560 + MAX_SPAN_BYTES + 1;
+            ix.spans[3].out_len = MAX_SPAN_BYTES + 1;
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "a span of {} bytes is over the {MAX_SPAN_BYTES}-byte limit",
+                MAX_SPAN_BYTES + 1
+            )
+        );
+    }
+
+    /// The format, pinned byte for byte: a change to the layout that does
+    /// not bump VERSION fails here.
+    #[test]
+    fn the_encoding_is_pinned() {
+        let hex: String = encode(&sample())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex, PINNED_SAMPLE_HEX,
+            "the index layout changed: bump VERSION"
+        );
+    }
+
+    const PINNED_SAMPLE_HEX: &str = concat!(
+        "4f43494d4944580002000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b89601000000000000cfb8155a90aebae315675cbf",
+        "04612de4f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb0163000000000000",
+        "00000c00000000000002000000000000000a0000006574632f70617373776400",
+        "ed090000e80300002e160000fbffffffffffffff070000000a00000000000000",
+        "0002000000000000000000000000000000000000020000000600000075736572",
+        "2e61040000000062696e1300000073656375726974792e6361706162696c6974",
+        "790200000001020500000062696e2f7803ed090000e80300002e160000fbffff",
+        "ffffffffff070000000a0000000000000000020000000000000a000000657463",
+        "2f70617373776400000000000000000000000004000000000000000000000000",
+        "0000000004000000000000000000000000000001000000030004000000000000",
+        "0004000000000000280000000000000002000000040305110000000909090909",
+        "090909090909090909090909000800000000000000020000000000003c000000",
+        "000000000300000003000a000000000000000200000000000046000000000000",
+        "000400000001000a000000000000",
+    );
 }

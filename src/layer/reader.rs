@@ -46,6 +46,8 @@ pub struct LayerReader {
     data: Option<DataCache>,
     verified: Vec<AtomicBool>,
     locks: Vec<Mutex<()>>,
+    /// Whether a span could not be stored (said once in the log).
+    store_failed: AtomicBool,
 }
 
 struct DataCache {
@@ -90,6 +92,7 @@ impl LayerReader {
             data,
             verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            store_failed: AtomicBool::new(false),
         })
     }
 
@@ -188,11 +191,22 @@ impl LayerReader {
                 "decoded bytes do not match the index (the blob changed?)".to_string(),
             ));
         }
-        data.file
-            .write_all_at(&fresh, span.out_offset)
-            .map_err(|e| self.damaged(span, format!("cannot write the data cache: {e}")))?;
-        present_flag(&data.present, i).store(1, Ordering::Release);
-        self.verified[i].store(true, Ordering::Release);
+        match data.file.write_all_at(&fresh, span.out_offset) {
+            Ok(()) => {
+                present_flag(&data.present, i).store(1, Ordering::Release);
+                self.verified[i].store(true, Ordering::Release);
+            }
+            // A full cache disk costs speed, not service: the span is served
+            // from memory and decoded again when next read.
+            Err(e) => {
+                if !self.store_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        layer = %self.digest,
+                        "cannot write the data cache ({e}); serving decoded spans from memory until it can"
+                    );
+                }
+            }
+        }
         Ok(fresh)
     }
 

@@ -15,13 +15,8 @@ use crate::layer::entry::{EntryKind, TarEntry};
 
 const BLOCK: u64 = 512;
 
-/// PAX (`x`, `g`) and GNU long name/link (`L`, `K`) headers larger than
-/// this are refused, as Go does: real ones are a few hundred bytes.
-pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
-
-/// Paths and link targets longer than Linux's `PATH_MAX` cannot be created
-/// by any runtime; refusing them also bounds the work a path can cause.
-pub const MAX_PATH_BYTES: usize = 4095;
+pub use crate::limits::{MAX_EXTENSION_BYTES, MAX_PATH_BYTES};
+use crate::limits::{MAX_NAME_BYTES, MAX_XATTR_VALUE_BYTES};
 
 /// Why a layer's tar stream was refused, with the entry it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +68,17 @@ pub fn normalize_path(raw: &[u8], dotdot: DotDot) -> Result<Vec<u8>, String> {
                 }
             },
             _ => {
-                // NAME_MAX; a whiteout may carry the 4-byte `.wh.` on top.
-                let limit = if part.starts_with(b".wh.") { 259 } else { 255 };
+                // A whiteout may carry the 4-byte `.wh.` on top of NAME_MAX.
+                let limit = if part.starts_with(b".wh.") {
+                    MAX_NAME_BYTES + 4
+                } else {
+                    MAX_NAME_BYTES
+                };
                 if part.len() > limit {
-                    return Err(format!("a name is {} bytes long (limit 255)", part.len()));
+                    return Err(format!(
+                        "a name is {} bytes long (limit {MAX_NAME_BYTES})",
+                        part.len()
+                    ));
                 }
                 parts.push(part);
             }
@@ -292,6 +294,20 @@ fn parse_pax(mut data: &[u8]) -> Result<Pax, String> {
         if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
             if name.is_empty() {
                 return Err("an xattr name is empty".to_string());
+            }
+            // XATTR_NAME_MAX and XATTR_SIZE_MAX: no file system holds more.
+            if name.len() > MAX_NAME_BYTES {
+                return Err(format!(
+                    "an xattr name is {} bytes long (limit {MAX_NAME_BYTES})",
+                    name.len()
+                ));
+            }
+            if value.len() > MAX_XATTR_VALUE_BYTES {
+                return Err(format!(
+                    "the xattr {} has a {}-byte value (limit {MAX_XATTR_VALUE_BYTES})",
+                    String::from_utf8_lossy(name),
+                    value.len()
+                ));
             }
             match pax.xattrs.iter_mut().find(|(k, _)| k == name) {
                 Some(slot) => slot.1 = value.to_vec(),

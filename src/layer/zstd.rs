@@ -6,7 +6,7 @@
 //! `zstd`'s default output) cannot be entered in the middle, so its output is
 //! written to the cache's data file during the pass instead.
 
-use crate::blob::BlobSource;
+use crate::blob::{BlobCursor, BlobSource};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -157,27 +157,14 @@ pub fn redecode_materialized(blob: &dyn BlobSource, span: &Span, out: &mut [u8])
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
     };
-    let reader = BlobReader {
-        blob,
-        pos: span.in_offset,
-    };
+    let skip = span
+        .out_offset
+        .checked_sub(frame_out)
+        .ok_or_else(|| io::Error::other("the span starts before its frame"))?;
+    let reader = BlobCursor::new(blob, span.in_offset);
     let mut dec = zstd::stream::read::Decoder::new(reader)?.single_frame();
-    let skip = span.out_offset - frame_out;
     io::copy(&mut (&mut dec).take(skip), &mut io::sink())?;
     dec.read_exact(out)
-}
-
-struct BlobReader<'a> {
-    blob: &'a dyn BlobSource,
-    pos: u64,
-}
-
-impl Read for BlobReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.blob.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Decode one frame span from the blob into `out` (exactly `span.out_len` bytes).

@@ -27,8 +27,7 @@ use crate::oci::manifest::{Descriptor, Index};
 use crate::oci::media;
 use crate::oci::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 
-/// More members than any real archive holds; bounds the member table.
-pub const MAX_ARCHIVE_MEMBERS: usize = 1 << 20;
+use crate::limits::MAX_ARCHIVE_MEMBERS;
 /// Symlinks and hardlinks followed to find one member (`docker save` links
 /// a layer it stores twice).
 const MAX_LINK_HOPS: usize = 16;

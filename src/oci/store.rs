@@ -9,9 +9,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Index;
 
-/// JSON documents larger than this are refused before they are read: real
-/// manifests and configs are kilobytes, and a hostile one must not eat memory.
-pub const MAX_JSON_BYTES: u64 = 8 << 20;
+pub use crate::limits::MAX_JSON_BYTES;
 
 pub trait ImageStore: Send + Sync {
     /// The store's top-level index: `index.json`, or one made from an
