@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
-use crate::union::{Node, NodeId, NodeKind};
+use crate::union::{Node, NodeId, NodeKind, ROOT};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExportStats {
@@ -23,12 +23,12 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
     let mut first_name: HashMap<NodeId, Vec<u8>> = HashMap::new();
     let mut stats = ExportStats::default();
     let io_err = |e: io::Error| Error::io("export output", e);
-    for (path, id) in rootfs.tree.walk() {
+    rootfs.tree.visit(ROOT, |path, id| -> Result<()> {
         let node = rootfs.tree.node(id);
         let mut name = if path.is_empty() {
             b".".to_vec()
         } else {
-            path.clone()
+            path.to_vec()
         };
         let mut header = tar::Header::new_gnu();
         set_metadata(&mut header, node);
@@ -42,9 +42,9 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
                 builder
                     .append_link(&mut header, &name_os, OsStr::from_bytes(first))
                     .map_err(io_err)?;
-                continue;
+                return Ok(());
             }
-            first_name.insert(id, path.clone());
+            first_name.insert(id, path.to_vec());
         }
         match &node.kind {
             NodeKind::Dir { .. } => {
@@ -101,7 +101,8 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
                     .map_err(io_err)?;
             }
         }
-    }
+        Ok(())
+    })?;
     builder
         .into_inner()
         .map_err(io_err)?

@@ -286,23 +286,54 @@ impl Tree {
         self.get(dir)?.children()?.get(name).copied()
     }
 
-    /// Every name in the tree, depth-first in byte order, with its node.
+    /// Visit `from` and every name below it, depth-first in byte order (a
+    /// directory before its children), with its path relative to `from`
+    /// (empty for `from` itself). One path buffer is reused and the stack
+    /// holds one iterator a level, so memory grows with the depth, not with
+    /// the sum of every path: a tree 100,000 directories deep costs what a
+    /// flat one does, and nothing recurses.
+    pub fn visit<E>(
+        &self,
+        from: NodeId,
+        mut f: impl FnMut(&[u8], NodeId) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut path = Vec::new();
+        f(&path, from)?;
+        type Level<'a> = (
+            std::collections::btree_map::Iter<'a, Vec<u8>, NodeId>,
+            usize,
+        );
+        let mut stack: Vec<Level<'_>> = Vec::new();
+        if let Some(children) = self.node(from).children() {
+            stack.push((children.iter(), 0));
+        }
+        while let Some((children, base)) = stack.last_mut() {
+            let base = *base;
+            let Some((name, &child)) = children.next() else {
+                stack.pop();
+                continue;
+            };
+            path.truncate(base);
+            if base > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+            f(&path, child)?;
+            if let Some(grandchildren) = self.node(child).children() {
+                stack.push((grandchildren.iter(), path.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every path of the tree with its node, collected (see `visit`, which
+    /// does not hold them all): for tests and small trees.
     pub fn walk(&self) -> Vec<(Vec<u8>, NodeId)> {
         let mut out = Vec::with_capacity(self.nodes.len());
-        let mut stack: Vec<(Vec<u8>, NodeId)> = vec![(Vec::new(), ROOT)];
-        while let Some((path, id)) = stack.pop() {
-            if let Some(children) = self.node(id).children() {
-                for (name, &child) in children.iter().rev() {
-                    let mut p = path.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(name);
-                    stack.push((p, child));
-                }
-            }
-            out.push((path, id));
-        }
+        let _ = self.visit(ROOT, |path, id| {
+            out.push((path.to_vec(), id));
+            Ok::<(), ()>(())
+        });
         out
     }
 }

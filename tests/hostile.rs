@@ -1663,3 +1663,73 @@ fn an_xattr_value_over_64_kib_is_refused() {
     let img = Img::plain(tar);
     assert_eq!(img.run("ls", &[]).ok(), lines(&["f"]));
 }
+
+/// Entries are at most PATH_MAX long, but symlinked parents let a layer
+/// build a tree far deeper: each link points at the deepest directory so
+/// far, and an entry below it adds 500 levels. Listing and exporting such
+/// a tree must not recurse (a 256 KiB stack is plenty) nor hold every full
+/// path at once.
+#[test]
+fn a_tree_5500_deep_through_symlinked_parents_lists_and_exports_on_a_small_stack() {
+    const LEVELS: usize = 500;
+    const LINKS: usize = 10;
+    let chain = vec!["d"; LEVELS].join("/");
+    // Names past 100 bytes go in PAX records, as real tars write them.
+    let dir = |tar: Tar, path: String| tar.pax(&[("path", path.as_bytes())]).dir("x");
+    let mut tar = dir(Tar::default(), format!("a0/{chain}"));
+    for k in 1..=LINKS {
+        let target = if k == 1 {
+            format!("a0/{chain}")
+        } else {
+            format!("s{}/{chain}", k - 1)
+        };
+        tar = tar
+            .pax(&[("linkpath", target.as_bytes())])
+            .symlink(&format!("s{k}"), "x");
+        tar = dir(tar, format!("s{k}/{chain}"));
+    }
+    let img = Img::plain(tar.finish());
+    let small_stack = |args: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -s 256 && exec '{}' --cache '{}' {args}",
+                env!("CARGO_BIN_EXE_ocimount"),
+                img.cache.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let depth = LEVELS * (LINKS + 1);
+    let deepest = format!("a0{}", "/d".repeat(depth));
+    let listing = small_stack(&format!("ls -R '{}' /", img.image()));
+    let listing = String::from_utf8(listing).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 1 + depth + LINKS);
+    assert_eq!(lines[0], "a0");
+    assert!(
+        lines[depth] == deepest,
+        "the deepest path is not listed last"
+    );
+    assert_eq!(lines[depth + 1], "s1");
+    assert_eq!(lines[depth + LINKS], "s9");
+
+    let exported = small_stack(&format!("export '{}' -o -", img.image()));
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(&exported[..]);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        names.push(entry.path().unwrap().display().to_string());
+    }
+    assert_eq!(names.len(), 2 + depth + LINKS, "with ./");
+    assert!(
+        names[depth + 1] == format!("{deepest}/"),
+        "the deepest directory is not exported last"
+    );
+}

@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
 use crate::error::Result;
-use crate::union::{Node, NodeId, NodeKind, Tree};
+use crate::union::{Node, NodeId, NodeKind};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -28,39 +28,33 @@ pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
     let id = tree.resolve(args.path.as_bytes(), true)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut lines = Vec::new();
-    match tree.node(id).children() {
-        None => lines.push((args.path.as_bytes().to_vec(), id)),
-        Some(children) if !args.recursive => {
-            lines.extend(children.iter().map(|(name, &child)| (name.clone(), child)));
-        }
-        Some(_) => collect_recursive(tree, id, Vec::new(), &mut lines),
-    }
-    for (name, child) in lines {
-        let line = if args.long {
-            long_line(tree.node(child), &name)
+    // Lines are written as they are found, never collected: a listing of
+    // a million entries costs no more memory than the tree itself.
+    let mut print = |name: &[u8], child: NodeId| -> Result<()> {
+        if args.long {
+            out.write_all(&long_line(tree.node(child), name))
         } else {
-            name
-        };
-        out.write_all(&line).map_err(stdout_error)?;
-        out.write_all(b"\n").map_err(stdout_error)?;
+            out.write_all(name)
+        }
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(stdout_error)
+    };
+    match tree.node(id).children() {
+        None => print(args.path.as_bytes(), id)?,
+        Some(children) if !args.recursive => {
+            for (name, &child) in children {
+                print(name, child)?;
+            }
+        }
+        Some(_) => tree.visit(id, |path, child| {
+            if path.is_empty() {
+                Ok(())
+            } else {
+                print(path, child)
+            }
+        })?,
     }
     out.flush().map_err(stdout_error)
-}
-
-fn collect_recursive(tree: &Tree, dir: NodeId, prefix: Vec<u8>, out: &mut Vec<(Vec<u8>, NodeId)>) {
-    let Some(children) = tree.node(dir).children() else {
-        return;
-    };
-    for (name, &child) in children {
-        let mut path = prefix.clone();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
-        out.push((path.clone(), child));
-        collect_recursive(tree, child, path, out);
-    }
 }
 
 /// `ls -ln`-style line: numeric owners, since the host's names mean nothing here.
