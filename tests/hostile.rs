@@ -1733,3 +1733,33 @@ fn a_tree_5500_deep_through_symlinked_parents_lists_and_exports_on_a_small_stack
         "the deepest directory is not exported last"
     );
 }
+
+/// One zero block is not the end of an archive in Go's reader: a header
+/// after it is an error (GNU tar would skip the zero block and go on, so
+/// a member could be seen by one tool and not by another). A zero block
+/// then the end, or two zero blocks then anything, end it cleanly.
+#[test]
+fn a_header_after_a_single_zero_block_is_refused_as_go_refuses_it() {
+    let mut hidden = Tar::default().file("a", b"a\n").0;
+    let at = hidden.len();
+    hidden.resize(at + 512, 0);
+    let hidden = Tar(hidden).file("b", b"b\n").finish();
+    let img = Img::plain(hidden);
+    img.refused(&img.layer_error(
+        0,
+        &format!(
+            "the zero block at offset {at} is followed by a header (one zero block is not the end of an archive)"
+        ),
+    ));
+
+    let mut one_block = Tar::default().file("a", b"a\n").0;
+    one_block.resize(one_block.len() + 512, 0);
+    assert_eq!(
+        Img::plain(one_block).ls_lr(),
+        format!("-rw-r--r--   1     0     0          2 {T} a\n")
+    );
+
+    let mut trailing = Tar::default().file("a", b"a\n").finish();
+    trailing.extend_from_slice(&Tar::default().file("b", b"b\n").finish());
+    assert_eq!(Img::plain(trailing).run("ls", &[]).ok(), lines(&["a"]));
+}

@@ -450,7 +450,29 @@ impl<R: Read> TarReader<R> {
             })?;
             if got == 0 || block.iter().all(|&b| b == 0) {
                 // No end-of-archive blocks at all is tolerated, as by GNU tar
-                // and Go; whatever follows the first zero block is not ours.
+                // and Go. After a zero block, Go reads one more: the end, or
+                // a second zero block, ends the archive (whatever follows is
+                // not ours); a header there is an error, and so is a torn
+                // block. We read as Go does, not as the more lenient GNU tar.
+                if got > 0 {
+                    let mut next = [0u8; 512];
+                    let more = self.read_full(&mut next).map_err(|e| {
+                        TarError::stream(format!("reading a tar header: {}", printable(&e)))
+                    })?;
+                    if more > 0 && more < next.len() {
+                        return Err(TarError::stream(format!(
+                            "unexpected EOF: the archive ends inside the end-of-archive blocks, at offset {}",
+                            self.pos
+                        )));
+                    }
+                    if more > 0 && next.iter().any(|&b| b != 0) {
+                        return Err(TarError::stream(format!(
+                            "the zero block at offset {} is followed by a header (one zero \
+                             block is not the end of an archive)",
+                            self.pos - 1024
+                        )));
+                    }
+                }
                 if !pending.is_empty() {
                     return Err(TarError::stream(
                         "an extension header is not followed by a member before the end of the archive",
