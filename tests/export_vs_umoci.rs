@@ -1,6 +1,7 @@
 //! `ocimount export`, extracted with tar, must equal `umoci unpack` of the
 //! same real multi-layer images (gzip, zstd, multi-frame zstd, multi-member
-//! gzip, plain tar, Docker media types), compared by treecmp.py.
+//! gzip, plain tar, Docker media types), compared by the test support's
+//! treecmp (tests/support/treecmp.rs).
 
 mod support;
 

@@ -9,8 +9,8 @@
 //! digest and size mismatches, truncated streams, garbage JSON, `..`, bare
 //! `.wh.` and damaged caches (tests/bad_input.rs); the public hostile tar
 //! fixtures (tests/public_fixtures.rs); union rules at the library level
-//! (tests/union_cases.rs). Fixtures are read from ../shared/testdata (see
-//! its HOSTILE_CASES.md), the rest is generated here.
+//! (tests/union_cases.rs). Public fixtures are read from tests/fixtures
+//! (see its ATTRIBUTION.md), the rest is generated here.
 
 mod common;
 mod support;
@@ -231,14 +231,6 @@ fn lines(text: &[&str]) -> String {
     text.iter().map(|l| format!("{l}\n")).collect()
 }
 
-/// The shared test data corpus, beside the repository.
-fn shared(rel: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata")
-        .join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 const T: &str = "2023-11-14 22:13";
 
 // ------------------------------------------------------------------ peak memory
@@ -441,7 +433,7 @@ fn huge_global_pax_header_and_gnu_long_link_are_refused() {
 /// libarchive's 4 GiB global header in a 2 KiB file.
 #[test]
 fn libarchive_pax_g_large_is_refused() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_pax_g_large.tar",
     ));
     img.refused(&img.entry_error(
@@ -508,7 +500,7 @@ fn scrapy_bombs_are_not_tar_and_are_refused_in_bounded_memory() {
         ("bomb-gzip.bin", OCI_LAYER_GZIP),
         ("bomb-zstd.bin", OCI_LAYER_ZSTD),
     ] {
-        let blob = shared(&format!("scrapy/tests/sample_data/compressed/{file}"));
+        let blob = read_fixture(&format!("scrapy/tests/sample_data/compressed/{file}"));
         let img = Img::new(&[layer_as_is(&blob, media_type)]);
         let run = bomb_run(&img, &["ls"], file);
         run.fails_with(&[]);
@@ -546,7 +538,7 @@ fn gzip_inside_gzip_is_not_a_tar() {
 /// claiming 4 GiB, then a frame header, then nothing.
 #[test]
 fn zstd_skippable_frame_of_4_gib_in_12_bytes_is_a_clean_truncation() {
-    let blob = shared("libarchive/decoded/libarchive/test/test_read_filter_zstd_raw_loop");
+    let blob = read_fixture("libarchive/decoded/libarchive/test/test_read_filter_zstd_raw_loop");
     let img = Img::new(&[(blob, OCI_LAYER_ZSTD, [0u8; 32])]);
     img.refused(&img.layer_error(
         0,
@@ -610,7 +602,7 @@ fn size_overflowing_63_bits_is_refused() {
 #[test]
 fn negative_pax_size_is_refused() {
     // libarchive's oss-fuzz 48467 archive: "size=-19769411113659727436".
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_invalid_pax_size.tar",
     ));
     img.refused(&img.entry_error(
@@ -716,7 +708,8 @@ fn uid_beyond_32_bits_is_refused() {
 /// libarchive's `V` header with a negative size used to loop forever.
 #[test]
 fn libarchive_volume_header_with_negative_size_is_refused() {
-    let tar = shared("libarchive/decoded/libarchive/test/test_read_format_tar_V_negative_size.tar");
+    let tar =
+        read_fixture("libarchive/decoded/libarchive/test/test_read_format_tar_V_negative_size.tar");
     let img = Img::plain(tar);
     img.refused(&img.entry_error(
         0,
@@ -729,7 +722,7 @@ fn libarchive_volume_header_with_negative_size_is_refused() {
 /// timestamp-overflow archive; its first entry is `tmp/f.txt`).
 #[test]
 fn libarchive_timestamp_overflow_lists_its_file() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_timestamp_overflow.tar",
     ));
     assert_eq!(
@@ -743,7 +736,7 @@ fn libarchive_timestamp_overflow_lists_its_file() {
 
 #[test]
 fn libarchive_malformed_pax_acl_is_refused() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_acl_oob_read.tar",
     ));
     img.refused(&img.entry_error(0, "PaxHeader/file", "malformed PAX record"));
@@ -752,7 +745,7 @@ fn libarchive_malformed_pax_acl_is_refused() {
 /// A layer of only a global PAX header: an empty layer.
 #[test]
 fn libarchive_global_header_only_is_an_empty_layer() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_empty_pax.tar",
     ));
     assert_eq!(img.ls_lr(), "");
@@ -760,7 +753,7 @@ fn libarchive_global_header_only_is_an_empty_layer() {
 
 #[test]
 fn redundant_gnu_long_names_are_refused() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_gtar_redundant_L.tar",
     ));
     img.refused(&img.entry_error(
@@ -802,7 +795,7 @@ fn two_pax_headers_for_one_member_are_refused() {
 /// them); the long path must be found, as Go finds it.
 #[test]
 fn go_broken_tar_gnu_header_with_ustar_prefix_keeps_its_path() {
-    let img = Img::plain(shared("go-archive/testdata/broken.tar"));
+    let img = Img::plain(read_fixture("go-archive/testdata/broken.tar"));
     let listing = img.run("ls", &["-R"]).ok();
     assert!(
         listing.lines().any(|l| l
@@ -888,7 +881,7 @@ fn a_component_over_255_bytes_is_refused() {
 /// tar-split's "fat long link": 5 MiB files behind GNU long names.
 #[test]
 fn tar_split_fat_long_link_lists_its_files() {
-    let blob = shared("tar-split/tar/asm/testdata/fatlonglink.tar.gz");
+    let blob = read_fixture("tar-split/tar/asm/testdata/fatlonglink.tar.gz");
     let img = Img::new(&[layer_as_is(&blob, OCI_LAYER_GZIP)]);
     let listing = img.run("ls", &["-R"]).ok();
     let files: Vec<&str> = listing.lines().filter(|l| l.contains("asdf.")).collect();
@@ -936,7 +929,7 @@ fn a_file_naming_the_root_is_refused() {
 /// Two archives back to back: only the first is read, as Docker and Go do.
 #[test]
 fn a_second_concatenated_archive_is_not_read() {
-    let img = Img::plain(shared(
+    let img = Img::plain(read_fixture(
         "libarchive/decoded/libarchive/test/test_read_format_tar_concatenated.tar",
     ));
     assert_eq!(img.run("ls", &["-R"]).ok(), lines(&["file1"]));
@@ -957,7 +950,7 @@ fn entries_after_the_end_of_archive_are_not_in_the_tree() {
 #[test]
 fn missing_and_extra_end_blocks_are_tolerated() {
     for name in ["notenoughnils", "extranils"] {
-        let blob = shared(&format!("tar-split/tar/asm/testdata/{name}.tar.gz"));
+        let blob = read_fixture(&format!("tar-split/tar/asm/testdata/{name}.tar.gz"));
         let img = Img::new(&[layer_as_is(&blob, OCI_LAYER_GZIP)]);
         assert_eq!(
             img.ls_lr(),
@@ -1004,7 +997,9 @@ fn absolute_names_are_rerooted() {
 /// libarchive's leading-slash archive: `/foo/file` and a hardlink to it.
 #[test]
 fn leading_slash_names_and_their_hardlink_share_an_inode() {
-    let img = Img::plain(shared("libarchive/decoded/tar/test/test_leading_slash.tar"));
+    let img = Img::plain(read_fixture(
+        "libarchive/decoded/tar/test/test_leading_slash.tar",
+    ));
     assert_eq!(
         img.ls_lr(),
         lines(&[
@@ -1029,7 +1024,7 @@ fn duplicate_entries_last_one_wins() {
         "-rw-r--r--   1  1000  1000          6 2014-09-04 20:18 file",
     ];
     for (i, want) in expected.iter().enumerate() {
-        let img = Img::plain(shared(&format!("{dir}/collision-{i}.tar")));
+        let img = Img::plain(read_fixture(&format!("{dir}/collision-{i}.tar")));
         assert_eq!(img.ls_lr(), lines(&[want]), "collision-{i}");
     }
 }

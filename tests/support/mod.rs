@@ -1,13 +1,18 @@
 //! Shared by the integration tests that use real images: the umoci-built
 //! corpus (built once, cached in target/test-images), bounded command runs,
-//! tree comparison with the shared treecmp.py, and mounts that always clean
-//! up after themselves.
+//! tree comparison (treecmp.rs), and mounts that always clean up after
+//! themselves.
 #![allow(dead_code)]
+
+pub mod treecmp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use treecmp::{assert_same_tree, treecmp};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ocimount");
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -130,28 +135,6 @@ pub fn corpus() -> &'static Corpus {
             .collect();
         Corpus { root, images }
     })
-}
-
-/// `treecmp.py REF CANDIDATE`: its report, and whether the trees are equal.
-pub fn treecmp(reference: &Path, candidate: &Path) -> (bool, String) {
-    let script = Path::new(REPO).join("../shared/tools/treecmp.py");
-    let out = run_bounded(
-        Command::new("python3")
-            .arg(script)
-            .arg(reference)
-            .arg(candidate),
-        Duration::from_secs(600),
-    );
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-pub fn assert_same_tree(reference: &Path, candidate: &Path) {
-    let (same, report) = treecmp(reference, candidate);
-    assert!(same, "trees differ:\n{report}");
-    assert!(report.contains(" 0 differences"), "{report}");
 }
 
 /// A mount made by `ocimount mount`, unmounted (and its daemon gone) on
