@@ -444,4 +444,57 @@ mod tests {
             "{err}"
         );
     }
+
+    /// What "never wrong bytes" means, pinned: a process checks each span
+    /// against the index's CRC-32 the first time it reads it, and reads it
+    /// straight from the file after that. A cache file changed behind a
+    /// live reader's back is served as it now is by that reader (ocimount
+    /// itself only ever writes a span it has just decoded and checked);
+    /// every other reader, and the same one after a remount, checks the
+    /// span again and repairs it.
+    #[test]
+    fn a_data_file_changed_after_its_first_read_is_caught_by_the_next_reader() {
+        let tar = sample_tar();
+        let work = tempfile::tempdir().unwrap();
+        let entry = indexed(
+            work.path(),
+            &compress(&tar, Compression::Gzip),
+            &tar,
+            Compression::Gzip,
+        );
+        let open = || {
+            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap()
+        };
+        let first = open();
+        let mut buf = vec![0u8; 4096];
+        first.read_at(1 << 20, &mut buf).unwrap();
+        assert!(buf == tar[1 << 20..(1 << 20) + 4096]);
+        let data = std::fs::OpenOptions::new()
+            .write(true)
+            .open(entry.dir.join("data"))
+            .unwrap();
+        data.write_all_at(&[0xee; 16], 1 << 20).unwrap();
+        first.read_at(1 << 20, &mut buf).unwrap();
+        assert_eq!(
+            &buf[..16],
+            &[0xee; 16],
+            "the first reader trusts what it checked"
+        );
+        let mut again = vec![0u8; 4096];
+        open().read_at(1 << 20, &mut again).unwrap();
+        assert!(
+            again == tar[1 << 20..(1 << 20) + 4096],
+            "a new reader served a changed span"
+        );
+        let mut repaired = vec![0u8; 16];
+        std::fs::File::open(entry.dir.join("data"))
+            .unwrap()
+            .read_exact_at(&mut repaired, 1 << 20)
+            .unwrap();
+        assert_eq!(
+            repaired,
+            tar[1 << 20..(1 << 20) + 16],
+            "the span was not repaired"
+        );
+    }
 }
