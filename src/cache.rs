@@ -6,6 +6,11 @@
 //!                          /data    the uncompressed stream, sparse, filled span by span
 //!                          /spans   one byte per span: 1 once the span is in `data`
 //!                          /lock    flock(2) held while the entry is built
+//!                          /inuse   shared flock(2) held by every process reading the
+//!                                   layer; `cache rm` and `prune` need it exclusively
+//!                          /used    its mtime: when an image last opened the layer
+//! CACHE/images/<manifest hex>.json  an image opened here: its name and its layers
+//! CACHE/mounts/<key>.json           a live mount (see mount::registry)
 //! ```
 //! `index` is renamed into place last, so its presence means `data` and
 //! `spans` are complete. Files are replaced by rename, never truncated, so
@@ -85,6 +90,7 @@ impl Cache {
     ) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
+        mark_used(&dir.join("used"));
         match load(&dir, layer) {
             Ok(index) => {
                 bar.finish_and_clear();
@@ -114,6 +120,61 @@ impl Cache {
             index,
             built: true,
         })
+    }
+}
+
+/// Set `path`'s mtime to now, creating it: the layer's last use, for
+/// `cache ls` and `prune --older-than`. Best effort: a read-only or full
+/// cache must not stop a read.
+fn mark_used(path: &Path) {
+    let _ = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// A shared flock(2) on `path` (created if need be), held until the file
+/// is dropped: a reader's claim on a layer, which `cache rm` respects.
+pub fn share_lock(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    flock(&f, libc::LOCK_SH, path)?;
+    Ok(f)
+}
+
+/// An exclusive flock(2) on `path`, or `None` when someone holds it.
+pub fn try_exclusive_lock(path: &Path) -> Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    match flock(&f, libc::LOCK_EX | libc::LOCK_NB, path) {
+        Ok(()) => Ok(Some(f)),
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn flock(f: &File, op: libc::c_int, path: &Path) -> Result<()> {
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(path, err));
+        }
     }
 }
 
@@ -253,16 +314,8 @@ impl DirLock {
             .write(true)
             .open(path)
             .at(path)?;
-        loop {
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(DirLock(f));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(path, err));
-            }
-        }
+        flock(&f, libc::LOCK_EX, path)?;
+        Ok(DirLock(f))
     }
 }
 

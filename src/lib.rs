@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod fs;
 pub mod image;
+pub mod inventory;
 pub mod layer;
 pub mod limits;
 pub mod mount;

@@ -65,6 +65,7 @@ impl Rootfs {
             .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
             .collect::<Result<Vec<Blob>>>()?;
         let entries = index_layers(&image, &blobs, &cache, opts)?;
+        crate::inventory::record_image(&cache, &image);
         let mut stats = OpenStats::default();
         let mut indexes = Vec::with_capacity(entries.len());
         let mut readers = Vec::with_capacity(entries.len());

@@ -90,6 +90,14 @@ fn docker_archive_from_skopeo_exports_the_umoci_tree_without_copying_layers() {
     export_and_compare(cache.path(), "debian-gzip", &reference);
     // The layers are plain tar members: served from the archive, so the
     // cache holds indexes only.
+    // Mounted by its plain path, the daemon reopens the same archive.
+    {
+        let mounted = Mounted::new(cache.path(), archive.to_str().unwrap(), &[]);
+        assert_eq!(
+            std::fs::read(mounted.path().join("etc/debian_version")).unwrap(),
+            std::fs::read(corpus().reference("debian-gzip").join("etc/debian_version")).unwrap()
+        );
+    }
     let archive_len = std::fs::metadata(&archive).unwrap().len();
     let cached = dir_bytes(cache.path());
     assert!(

@@ -383,7 +383,7 @@ fn a_mount_by_tag_hands_its_daemon_the_manifest_digest_not_the_tag() {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let canonical = Path::new(&layout("debian-gzip")).canonicalize().unwrap();
-    let pinned = format!("oci:{}@{manifest}", canonical.display());
+    let pinned = format!("{}@{manifest}", canonical.display());
     let at = args.iter().position(|a| a == "--pinned").expect("--pinned");
     assert_eq!(args[at + 1], pinned, "{args:?}");
     assert!(args.iter().any(|a| a == "daemon"), "{args:?}");

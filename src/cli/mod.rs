@@ -9,6 +9,7 @@ use crate::oci::{ImageRef, Platform};
 use crate::rootfs::{OpenOptions, Rootfs};
 
 mod bundle;
+mod cache;
 mod cat;
 mod export;
 mod inspect;
@@ -74,6 +75,8 @@ pub enum Command {
     /// Run a command in the image with runc or crun, then remove everything
     /// (exit status: the container's).
     Run(run::RunArgs),
+    /// What the cache holds and who uses it; prune it or remove a layer.
+    Cache(cache::CacheArgs),
     /// The mount daemon that `mount` starts (internal).
     #[command(hide = true)]
     Daemon(mount::DaemonCliArgs),
@@ -125,6 +128,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(a) => bundle::run(a, &cli.cache),
         Command::Run(a) => run::run(a, &cli.cache),
         Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
+        Command::Cache(a) => cache::run(a, &cli.cache),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct LayerReader {
     locks: Vec<Mutex<()>>,
     /// Whether a span could not be stored (said once in the log).
     store_failed: AtomicBool,
+    /// A shared lock on the layer's `inuse` file while this reader lives.
+    _in_use: std::fs::File,
 }
 
 struct DataCache {
@@ -58,6 +60,7 @@ struct DataCache {
 impl LayerReader {
     /// `dir` is the layer's cache directory; `blob` the layer blob.
     pub fn open(dir: &Path, index: &LayerIndex, blob: Blob) -> Result<LayerReader> {
+        let in_use = crate::cache::share_lock(&dir.join("inuse"))?;
         let mut data = None;
         if index.uncompressed_size > 0 && index.compression != Compression::None {
             {
@@ -93,6 +96,7 @@ impl LayerReader {
             verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             store_failed: AtomicBool::new(false),
+            _in_use: in_use,
         })
     }
 

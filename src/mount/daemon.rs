@@ -162,6 +162,12 @@ pub fn serve(mut rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
         image: setup.name.clone(),
         manifest: rootfs.image.manifest_digest.to_string(),
         log: setup.log.clone(),
+        layers: rootfs
+            .image
+            .layers
+            .iter()
+            .map(|l| l.digest.to_string())
+            .collect(),
     };
     let fs = ImageFs::new(Arc::new(rootfs));
     let mut session = match fuser::Session::new(fs, dir, &fuse_config(&setup.name, &setup.flags)) {

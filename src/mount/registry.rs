@@ -20,6 +20,9 @@ pub struct MountRecord {
     pub image: String,
     pub manifest: String,
     pub log: Option<PathBuf>,
+    /// The layer digests it serves.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// Live mounts from this cache's registry; stale records are removed.

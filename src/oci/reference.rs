@@ -117,11 +117,13 @@ impl ImageRef {
     pub fn pinned(&self, manifest: &Digest) -> Result<String> {
         let path = std::fs::canonicalize(self.path()).at(self.path())?;
         let prefix = match &self.transport {
-            Transport::Path(_) | Transport::Layout(_) => "oci",
-            Transport::OciArchive(_) => "oci-archive",
-            Transport::DockerArchive(_) => "docker-archive",
+            // A plain path stays plain: it may be a layout or an archive.
+            Transport::Path(_) => "",
+            Transport::Layout(_) => "oci:",
+            Transport::OciArchive(_) => "oci-archive:",
+            Transport::DockerArchive(_) => "docker-archive:",
         };
-        Ok(format!("{prefix}:{}@{manifest}", path.display()))
+        Ok(format!("{prefix}{}@{manifest}", path.display()))
     }
 }
 

@@ -1,0 +1,341 @@
+//! What the cache holds and who uses it, and taking it back: the work
+//! behind `ocimount cache ls`, `du`, `prune` and `rm`.
+//!
+//! Every process that reads a layer holds a shared flock on the layer's
+//! `inuse` file (see `LayerReader::open`), so a layer some mount or command
+//! is reading is never pruned or removed under it: the exclusive lock that
+//! pruning takes is simply not granted. Pruning drops decoded data by
+//! punching holes in `data` and clearing the span flags, so the index stays
+//! valid and an evicted span is decoded again when next read.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{try_exclusive_lock, Cache};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image::Image;
+use crate::mount::list_mounts;
+
+/// An image opened with this cache, as `CACHE/images/<manifest hex>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The image pinned to its manifest (`oci:/abs/path@sha256:…`).
+    pub image: String,
+    pub manifest: String,
+    pub layers: Vec<String>,
+}
+
+/// Note that `image` was opened here, for `cache ls`. Best effort: a
+/// read-only or full cache must not stop a command.
+pub fn record_image(cache: &Cache, image: &Image) {
+    let Ok(pinned) = image.reference.pinned(&image.manifest_digest) else {
+        return;
+    };
+    let record = ImageRecord {
+        image: pinned,
+        manifest: image.manifest_digest.to_string(),
+        layers: image.layers.iter().map(|l| l.digest.to_string()).collect(),
+    };
+    let dir = cache.root().join("images");
+    let path = dir.join(format!("{}.json", image.manifest_digest.hex()));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        image.manifest_digest.hex(),
+        std::process::id()
+    ));
+    let _ = fs::create_dir_all(&dir)
+        .and_then(|()| fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default()))
+        .and_then(|()| fs::rename(&tmp, &path));
+    let _ = fs::remove_file(&tmp);
+}
+
+/// One layer of the cache and what uses it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerUsage {
+    pub digest: String,
+    /// Bytes of its index file.
+    pub index_bytes: u64,
+    /// Decoded bytes held on disk (allocated in its sparse `data` file).
+    pub decoded_bytes: u64,
+    /// When an image last opened it, in seconds since the epoch.
+    pub last_used: u64,
+    /// The images recorded here that have it.
+    pub images: Vec<String>,
+    /// The mount points of the live mounts that serve it.
+    pub mounts: Vec<PathBuf>,
+    /// Whether some process reads it right now (a mount, a `cat`, …).
+    pub in_use: bool,
+}
+
+/// Totals for `cache du`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CacheTotals {
+    pub layers: usize,
+    pub images: usize,
+    pub mounts: usize,
+    pub index_bytes: u64,
+    pub decoded_bytes: u64,
+    /// Everything the cache directory holds on disk.
+    pub disk_bytes: u64,
+}
+
+fn layers_root(cache: &Cache) -> PathBuf {
+    cache.root().join("layers").join("sha256")
+}
+
+fn image_records(cache: &Cache) -> Vec<(PathBuf, ImageRecord)> {
+    let dir = cache.root().join("images");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            if let Some(record) = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ImageRecord>(&b).ok())
+            {
+                out.push((path, record));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.image.cmp(&b.1.image));
+    out
+}
+
+fn mtime_secs(path: &Path) -> Option<u64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+/// Every layer directory of the cache, by digest.
+fn layer_dirs(cache: &Cache) -> Vec<(Digest, PathBuf)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(layers_root(cache))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Ok(digest) = Digest::parse(&format!("sha256:{name}")) {
+            out.push((digest, entry.path()));
+        }
+    }
+    out.sort_by_key(|(d, _)| d.to_string());
+    out
+}
+
+/// `cache ls`: every layer with its size, last use and users.
+pub fn layers(cache: &Cache) -> Result<Vec<LayerUsage>> {
+    let images = image_records(cache);
+    let mounts = list_mounts(cache);
+    let mut out = Vec::new();
+    for (digest, dir) in layer_dirs(cache) {
+        let name = digest.to_string();
+        let in_use = try_exclusive_lock(&dir.join("inuse"))?.is_none();
+        out.push(LayerUsage {
+            index_bytes: fs::metadata(dir.join("index")).map_or(0, |m| m.len()),
+            decoded_bytes: allocated(&dir.join("data")),
+            last_used: mtime_secs(&dir.join("used"))
+                .or_else(|| mtime_secs(&dir.join("index")))
+                .unwrap_or(0),
+            images: images
+                .iter()
+                .filter(|(_, r)| r.layers.contains(&name))
+                .map(|(_, r)| r.image.clone())
+                .collect(),
+            mounts: mounts
+                .iter()
+                .filter(|m| m.layers.contains(&name))
+                .map(|m| m.dir.clone())
+                .collect(),
+            in_use,
+            digest: name,
+        });
+    }
+    Ok(out)
+}
+
+/// `cache du`: the totals.
+pub fn totals(cache: &Cache) -> Result<CacheTotals> {
+    let layers = layers(cache)?;
+    Ok(CacheTotals {
+        layers: layers.len(),
+        images: image_records(cache).len(),
+        mounts: list_mounts(cache).len(),
+        index_bytes: layers.iter().map(|l| l.index_bytes).sum(),
+        decoded_bytes: layers.iter().map(|l| l.decoded_bytes).sum(),
+        disk_bytes: disk_usage(cache.root()),
+    })
+}
+
+fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
+}
+
+/// What `prune` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Layers whose decoded data was dropped (and, with `all`, their index).
+    pub pruned: Vec<String>,
+    /// Layers left alone because something reads them.
+    pub in_use: Vec<String>,
+    pub bytes_freed: u64,
+}
+
+/// `cache prune`: drop the decoded data of every layer nothing reads (and
+/// last used before `older_than` ago, when given). With `all`, remove those
+/// layers altogether, index included, and the records of images left with
+/// no layer here.
+pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<PruneReport> {
+    let cutoff = older_than.map(|age| {
+        SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let mut report = PruneReport::default();
+    for layer in layers(cache)? {
+        if cutoff.is_some_and(|cutoff| layer.last_used >= cutoff) {
+            continue;
+        }
+        let dir = layers_root(cache).join(layer.digest.trim_start_matches("sha256:"));
+        let Some(_claim) = try_exclusive_lock(&dir.join("inuse"))? else {
+            report.in_use.push(layer.digest);
+            continue;
+        };
+        let freed = if all {
+            let before = disk_usage(&dir) + allocated(&dir);
+            remove_layer_dir(&dir)?;
+            before
+        } else {
+            drop_decoded(&dir)?
+        };
+        if freed > 0 || all {
+            report.bytes_freed += freed;
+            report.pruned.push(layer.digest);
+        }
+    }
+    if all {
+        forget_images_without_layers(cache);
+    }
+    Ok(report)
+}
+
+/// `cache rm DIGEST`: remove one layer, unless something reads it.
+pub fn remove(cache: &Cache, digest: &Digest) -> Result<u64> {
+    let dir = layers_root(cache).join(digest.hex());
+    if !dir.is_dir() {
+        return Err(Error::Cache {
+            path: dir,
+            reason: format!("layer {digest} is not in this cache"),
+        });
+    }
+    let Some(_claim) = try_exclusive_lock(&dir.join("inuse"))? else {
+        let name = digest.to_string();
+        let users: Vec<String> = list_mounts(cache)
+            .into_iter()
+            .filter(|m| m.layers.contains(&name))
+            .map(|m| format!("{} (pid {})", m.dir.display(), m.pid))
+            .collect();
+        let by = if users.is_empty() {
+            "a running ocimount command".to_string()
+        } else {
+            format!("the mount at {}", users.join(", "))
+        };
+        return Err(Error::Cache {
+            path: dir,
+            reason: format!("layer {digest} is in use by {by}; unmount it first"),
+        });
+    };
+    let freed = disk_usage(&dir) + allocated(&dir);
+    remove_layer_dir(&dir)?;
+    forget_images_without_layers(cache);
+    Ok(freed)
+}
+
+/// Rename the directory out of the way first, so no process ever sees a
+/// half-removed entry under the layer's name.
+fn remove_layer_dir(dir: &Path) -> Result<()> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doomed = dir.with_file_name(format!(".removing-{name}-{}", std::process::id()));
+    fs::rename(dir, &doomed).at(dir)?;
+    fs::remove_dir_all(&doomed).at(&doomed)
+}
+
+/// Punch the decoded bytes out of `data` (keeping its size, so the index
+/// stays valid and nothing mapped is truncated) and clear every span flag.
+fn drop_decoded(dir: &Path) -> Result<u64> {
+    let data_path = dir.join("data");
+    let before = allocated(&data_path);
+    if before == 0 {
+        return Ok(0);
+    }
+    let spans_path = dir.join("spans");
+    if let Ok(spans) = fs::OpenOptions::new().write(true).open(&spans_path) {
+        let len = spans.metadata().at(&spans_path)?.len();
+        spans
+            .write_all_at(&vec![0u8; len as usize], 0)
+            .at(&spans_path)?;
+    }
+    let data = fs::OpenOptions::new()
+        .write(true)
+        .open(&data_path)
+        .at(&data_path)?;
+    punch_hole(&data, &data_path)?;
+    Ok(before.saturating_sub(allocated(&data_path)))
+}
+
+fn punch_hole(file: &File, path: &Path) -> Result<()> {
+    let len = file.metadata().at(path)?.len();
+    // SAFETY: fallocate on an fd we own, within its length.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            len as libc::off_t,
+        )
+    };
+    if r != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn forget_images_without_layers(cache: &Cache) {
+    let present: BTreeMap<String, ()> = layer_dirs(cache)
+        .into_iter()
+        .map(|(d, _)| (d.to_string(), ()))
+        .collect();
+    for (path, record) in image_records(cache) {
+        if !record.layers.iter().any(|l| present.contains_key(l)) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}

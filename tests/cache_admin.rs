@@ -1,0 +1,248 @@
+//! `ocimount cache ls|du|prune|rm` against real images and real mounts:
+//! each layer is listed with the images and mounts that use it, totals add
+//! up to what is on disk, a layer something reads is never removed, and
+//! pruned data is decoded again, byte for byte, when next read.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{corpus, ocimount, ok, run_bounded, Mounted};
+
+fn layout(name: &str) -> String {
+    corpus().image(name).layout.to_str().unwrap().to_string()
+}
+
+fn json(cache: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(&ocimount(cache, args))).unwrap()
+}
+
+/// The layer digests and pinned name of `image`, from `inspect --json`.
+fn layers_of(cache: &Path, image: &str, platform: &str) -> (Vec<String>, String) {
+    let info = json(cache, &["inspect", "--json", "--platform", platform, image]);
+    let layers = info["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let canonical = Path::new(image).canonicalize().unwrap();
+    let pinned = format!(
+        "{}@{}",
+        canonical.display(),
+        info["manifest"].as_str().unwrap()
+    );
+    (layers, pinned)
+}
+
+fn layer_dir(cache: &Path, digest: &str) -> PathBuf {
+    cache
+        .join("layers/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+fn listed<'a>(list: &'a Value, digest: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["digest"] == digest)
+        .unwrap_or_else(|| panic!("{digest} not listed"))
+}
+
+fn fails(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
+#[test]
+fn cache_ls_names_each_layers_images_and_mounts_and_du_adds_them_up() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let debian = layout("debian-gzip");
+    let multi = layout("multiarch");
+    let (debian_layers, debian_name) = layers_of(cache, &debian, "linux/amd64");
+    let (multi_layers, multi_name) = layers_of(cache, &multi, "linux/arm64");
+    let mounted = Mounted::new(cache, &multi, &["--platform", "linux/arm64"]);
+
+    let list = json(cache, &["cache", "ls", "--json"]);
+    let mut all: Vec<&String> = debian_layers.iter().chain(&multi_layers).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(list.as_array().unwrap().len(), all.len());
+    let mount_dir = mounted.path().canonicalize().unwrap();
+    for digest in &debian_layers {
+        let layer = listed(&list, digest);
+        assert_eq!(
+            layer["images"],
+            serde_json::json!([debian_name]),
+            "{digest}"
+        );
+        assert_eq!(layer["mounts"], serde_json::json!([]), "{digest}");
+        assert_eq!(layer["in_use"], false, "{digest}");
+        let index_len = std::fs::metadata(layer_dir(cache, digest).join("index"))
+            .unwrap()
+            .len();
+        assert_eq!(layer["index_bytes"], index_len, "{digest}");
+    }
+    for digest in &multi_layers {
+        let layer = listed(&list, digest);
+        assert_eq!(layer["images"], serde_json::json!([multi_name]), "{digest}");
+        assert_eq!(layer["mounts"], serde_json::json!([mount_dir]), "{digest}");
+        assert_eq!(layer["in_use"], true, "{digest}");
+    }
+
+    // Read one file so some decoded data is held, then total it all.
+    ok(&ocimount(cache, &["cat", &debian, "/usr/bin/bash"]));
+    let list = json(cache, &["cache", "ls", "--json"]);
+    let du = json(cache, &["cache", "du", "--json"]);
+    let sum = |field: &str| -> u64 {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l[field].as_u64().unwrap())
+            .sum()
+    };
+    let decoded: u64 = all
+        .iter()
+        .map(|d| {
+            std::fs::metadata(layer_dir(cache, d).join("data")).map_or(0, |m| m.blocks() * 512)
+        })
+        .sum();
+    assert!(decoded > 1 << 20, "reading bash decoded {decoded} bytes");
+    assert_eq!(du["decoded_bytes"], decoded);
+    assert_eq!(du["decoded_bytes"], sum("decoded_bytes"));
+    assert_eq!(du["index_bytes"], sum("index_bytes"));
+    assert_eq!(du["layers"], all.len());
+    assert_eq!(du["images"], 2);
+    assert_eq!(du["mounts"], 1);
+    assert!(du["disk_bytes"].as_u64().unwrap() >= decoded);
+    let text = ok(&ocimount(cache, &["cache", "du"]));
+    assert!(
+        text.starts_with(&format!("{} layers, 2 images, 1 live mounts\n", all.len())),
+        "{text}"
+    );
+}
+
+#[test]
+fn cache_rm_refuses_a_mounted_layer_and_removes_an_unused_one() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let debian = layout("debian-gzip");
+    let tiny = layout("tiny-opaque");
+    let (debian_layers, _) = layers_of(cache, &debian, "linux/amd64");
+    let (tiny_layers, _) = layers_of(cache, &tiny, "linux/amd64");
+    let before = ok(&ocimount(cache, &["ls", "-lR", &tiny, "/"]));
+    let mounted = Mounted::new(cache, &debian, &[]);
+    let pid = mounted.daemon_pid();
+
+    let out = ocimount(cache, &["cache", "rm", &debian_layers[0]]);
+    fails(
+        &out,
+        &format!(
+            "layer {} is in use by the mount at {} (pid {pid}); unmount it first",
+            debian_layers[0],
+            mounted.path().canonicalize().unwrap().display()
+        ),
+    );
+    assert!(layer_dir(cache, &debian_layers[0]).join("index").is_file());
+
+    let out = ok(&ocimount(cache, &["cache", "rm", &tiny_layers[0]]));
+    assert!(
+        out.starts_with(&format!("removed {}, ", tiny_layers[0])),
+        "{out}"
+    );
+    assert!(!layer_dir(cache, &tiny_layers[0]).exists());
+    // Indexed again on next use, with the same result.
+    assert_eq!(ok(&ocimount(cache, &["ls", "-lR", &tiny, "/"])), before);
+
+    fails(
+        &ocimount(
+            cache,
+            &[
+                "cache",
+                "rm",
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+        ),
+        "is not in this cache",
+    );
+}
+
+#[test]
+fn prune_drops_decoded_data_keeps_indexes_and_all_spares_what_is_mounted() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let debian = layout("debian-gzip");
+    let tiny = layout("tiny-opaque");
+    let (debian_layers, _) = layers_of(cache, &debian, "linux/amd64");
+    let (tiny_layers, _) = layers_of(cache, &tiny, "linux/amd64");
+    let bash = ocimount(cache, &["cat", &debian, "/usr/bin/bash"]);
+    let reference = std::fs::read(corpus().reference("debian-gzip").join("usr/bin/bash")).unwrap();
+    assert!(bash.status.success() && bash.stdout == reference);
+    let held = |d: &String| {
+        std::fs::metadata(layer_dir(cache, d).join("data")).map_or(0, |m| m.blocks() * 512)
+    };
+    // The layers holding decoded data now: the one with bash, at least.
+    let holding: Vec<&String> = debian_layers.iter().filter(|d| held(d) > 0).collect();
+    assert!(!holding.is_empty());
+
+    // An old layer only: the debian layers were used just now.
+    let old = layer_dir(cache, holding[0]).join("used");
+    let touched = run_bounded(
+        Command::new("touch").args(["-d", "10 days ago"]).arg(&old),
+        Duration::from_secs(10),
+    );
+    assert!(touched.status.success());
+    let out = ok(&ocimount(cache, &["cache", "prune", "--older-than", "7d"]));
+    assert!(
+        out.starts_with("dropped the decoded data of 1 layer(s), "),
+        "{out}"
+    );
+    assert_eq!(held(holding[0]), 0, "{out}");
+    for d in &holding[1..] {
+        assert!(held(d) > 0, "{d} was pruned though used just now");
+    }
+
+    let out = ok(&ocimount(cache, &["cache", "prune"]));
+    assert!(out.starts_with("dropped the decoded data of "), "{out}");
+    for d in &debian_layers {
+        assert_eq!(held(d), 0, "{d} still holds data");
+        assert!(
+            layer_dir(cache, d).join("index").is_file(),
+            "{d} lost its index"
+        );
+    }
+    // Decoded again, byte for byte.
+    let again = ocimount(cache, &["cat", &debian, "/usr/bin/bash"]);
+    assert!(again.status.success() && again.stdout == reference);
+
+    let _mounted = Mounted::new(cache, &tiny, &[]);
+    let out = ok(&ocimount(cache, &["cache", "prune", "--all"]));
+    assert!(
+        out.starts_with(&format!("removed {} layer(s), ", debian_layers.len())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("kept {} layer(s) in use", tiny_layers.len())),
+        "{out}"
+    );
+    for d in &debian_layers {
+        assert!(!layer_dir(cache, d).exists(), "{d} was not removed");
+    }
+    for d in &tiny_layers {
+        assert!(
+            layer_dir(cache, d).join("index").is_file(),
+            "{d} was removed while mounted"
+        );
+    }
+    let du = json(cache, &["cache", "du", "--json"]);
+    assert_eq!(
+        du["images"], 1,
+        "the debian image record outlived its layers"
+    );
+}
