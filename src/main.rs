@@ -3,7 +3,21 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = ocimount::cli::Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let helper = argv
+        .first()
+        .is_some_and(ocimount::cli::mount_helper::is_helper);
+    let cli = if helper {
+        match ocimount::cli::mount_helper::translate(&argv) {
+            Ok(args) => ocimount::cli::Cli::parse_from(args),
+            Err(e) => {
+                eprintln!("mount.fuse.ocimount: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        ocimount::cli::Cli::parse()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

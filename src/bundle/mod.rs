@@ -317,6 +317,7 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
                 ..opts.open.clone()
             },
             foreground: false,
+            quiet: !opts.open.progress,
             // As root, the container's user is anyone: let every user in
             // (the kernel still checks permissions: default_permissions).
             // Unprivileged, the container runs as the caller, who needs no

@@ -39,6 +39,9 @@ pub struct BundleArgs {
     /// With --remove: detach a busy rootfs anyway
     #[arg(long, requires = "remove")]
     pub lazy: bool,
+    /// Print nothing but errors and warnings (no progress, no `bundle ready` line)
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
@@ -61,6 +64,7 @@ pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
         open: OpenOptions {
             platform: args.platform.as_deref().map(Platform::parse).transpose()?,
             cache_dir: cache.clone(),
+            progress: !args.quiet,
             ..OpenOptions::default()
         },
         rootless: args.rootless,
@@ -71,6 +75,9 @@ pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
     let made = bundle::create(&opts)?;
     for w in &made.warnings {
         eprintln!("ocimount: warning: {w}");
+    }
+    if args.quiet {
+        return Ok(());
     }
     eprintln!(
         "bundle ready at {dir}: runc run -b {dir} ID (remove it with: ocimount bundle --remove {dir})",

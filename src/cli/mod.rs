@@ -12,9 +12,11 @@ mod bundle;
 mod cache;
 mod cat;
 mod export;
+mod generate;
 mod inspect;
 mod ls;
 mod mount;
+pub mod mount_helper;
 mod run;
 mod verify;
 
@@ -77,6 +79,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// What the cache holds and who uses it; prune it or remove a layer.
     Cache(cache::CacheArgs),
+    /// Shell completions and man pages, from these definitions.
+    Generate(generate::GenerateArgs),
     /// The mount daemon that `mount` starts (internal).
     #[command(hide = true)]
     Daemon(mount::DaemonCliArgs),
@@ -129,6 +133,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a, &cli.cache),
         Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
         Command::Cache(a) => cache::run(a, &cli.cache),
+        Command::Generate(a) => generate::run(a),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct MountArgs {
     /// Honour device nodes (mounts are nodev otherwise)
     #[arg(long)]
     pub dev: bool,
+    /// Print nothing but errors (no progress, no `mounted …` line)
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// The daemon `mount` starts: every input is an argument.
@@ -72,9 +75,11 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
         open: OpenOptions {
             platform: args.image.platform()?,
             cache_dir: cache.clone(),
+            progress: !args.quiet,
             ..OpenOptions::default()
         },
         foreground: args.foreground,
+        quiet: args.quiet,
         allow_other: args.allow_other,
         suid: args.suid,
         dev: args.dev,

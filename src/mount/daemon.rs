@@ -96,7 +96,10 @@ fn fuse_config(name: &str, flags: &MountFlags) -> Config {
     config.mount_options = vec![
         MountOption::RO,
         MountOption::FSName(format!("ocimount:{}", name.replace([',', ' '], "_"))),
-        MountOption::Subtype("ocimount".to_string()),
+        // The kernel takes `subtype` itself (fuser passes it only to
+        // fusermount3): mountinfo then says `fuse.ocimount`, as mount(8)
+        // and fstab expect.
+        MountOption::CUSTOM("subtype=ocimount".to_string()),
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
         if flags.suid {

@@ -37,6 +37,8 @@ pub struct MountRequest {
     pub dir: PathBuf,
     pub open: OpenOptions,
     pub foreground: bool,
+    /// No progress and no `mounted …` line: errors only.
+    pub quiet: bool,
     pub allow_other: bool,
     pub suid: bool,
     pub dev: bool,
@@ -159,6 +161,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     drop(write_end);
     let message = read_with_timeout(&mut read_end, DAEMON_START_TIMEOUT);
     match message.as_deref().map(str::trim) {
+        Some("ready") if req.quiet => Ok(()),
         Some("ready") => {
             eprintln!(
                 "mounted {} at {} (daemon pid {}, log {})",
