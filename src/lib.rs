@@ -15,11 +15,13 @@ pub mod fs;
 pub mod image;
 pub mod inventory;
 pub mod layer;
+pub mod layer_changes;
 pub mod limits;
 pub mod mount;
 pub mod oci;
 pub mod progress;
 pub mod rootfs;
+pub mod tree_diff;
 pub mod union;
 
 pub use digest::Digest;

@@ -54,6 +54,21 @@ pub struct Rootfs {
     pub stats: OpenStats,
 }
 
+/// An image with every layer indexed (through the cache) and no tree:
+/// what `layers` needs.
+pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
+    let image = Image::open(reference, opts.platform.as_ref())?;
+    let cache = Cache::locate(opts.cache_dir.as_deref())?;
+    let blobs = image
+        .layers
+        .iter()
+        .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
+        .collect::<Result<Vec<Blob>>>()?;
+    let entries = index_layers(&image, &blobs, &cache, opts)?;
+    crate::inventory::record_image(&cache, &image);
+    Ok((image, entries.into_iter().map(|e| e.index).collect()))
+}
+
 impl Rootfs {
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();

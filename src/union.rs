@@ -364,7 +364,7 @@ impl NodeStore for Builder {
     }
 }
 
-enum Action<'e> {
+pub(crate) enum Action<'e> {
     Opaque(&'e [u8]),
     Whiteout(&'e [u8], &'e [u8]),
     Skip,
@@ -378,7 +378,7 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
+pub(crate) fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
     let (parent, name) = split_parent(path);
     if parent
         .split(|&b| b == b'/')

@@ -683,7 +683,10 @@ fn run_debian_with_runc_and_crun() {
         );
         // The rootfs is the read-only, suid FUSE mount, and setuid works.
         let root = probe_field(&out, "rootmount");
-        assert!(root.contains(" fuse.ocimount ") && root.contains(" ro,"), "{root}");
+        assert!(
+            root.contains(" fuse.ocimount ") && root.contains(" ro,"),
+            "{root}"
+        );
         assert!(!root.contains("nosuid"), "{root}");
         assert_eq!(probe_field(&out, "nnp"), "NoNewPrivs:0");
         scratch.assert_clean();

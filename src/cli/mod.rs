@@ -11,9 +11,11 @@ use crate::rootfs::{OpenOptions, Rootfs};
 mod bundle;
 mod cache;
 mod cat;
+mod diff;
 mod export;
 mod generate;
 mod inspect;
+mod layers;
 mod ls;
 mod mount;
 pub mod mount_helper;
@@ -77,6 +79,11 @@ pub enum Command {
     /// Run a command in the image with runc or crun, then remove everything
     /// (exit status: the container's).
     Run(run::RunArgs),
+    /// What each layer adds, changes and deletes, and the bytes later layers
+    /// hide ("wasted"), from the indexes alone.
+    Layers(layers::LayersArgs),
+    /// Paths added, removed and changed between two images (or two tags).
+    Diff(diff::DiffArgs),
     /// What the cache holds and who uses it; prune it or remove a layer.
     Cache(cache::CacheArgs),
     /// Shell completions and man pages, from these definitions.
@@ -133,6 +140,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a, &cli.cache),
         Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
         Command::Cache(a) => cache::run(a, &cli.cache),
+        Command::Layers(a) => layers::run(a, &cli.cache),
+        Command::Diff(a) => diff::run(a, &cli.cache),
         Command::Generate(a) => generate::run(a),
     }
 }
