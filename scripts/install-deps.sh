@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages ocimount's tests and tools need. Idempotent.
 set -euo pipefail
-packages=(fuse3 umoci skopeo mmdebstrap runc crun zstd pigz attr python3 tar gzip)
+packages=(fuse3 umoci skopeo mmdebstrap runc crun podman zstd pigz attr python3 tar gzip)
 # scripts/bench.sh and its smoke test: the peers, the ratarmount venv, `vagrant validate`
 packages+=(fuse-overlayfs python3-venv vagrant vagrant-libvirt)
 missing=()
