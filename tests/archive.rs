@@ -394,3 +394,91 @@ fn a_classic_docker_save_archive_reads_layers_through_its_symlinks() {
         &format!("docker-archive:{}", classic.display()),
     );
 }
+
+/// An archive made of these members (name, data or a symlink target).
+fn craft(path: &Path, members: &[(&str, Result<&[u8], &str>)]) {
+    let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, content) in members {
+        let mut header = tar::Header::new_gnu();
+        // Written raw: the tar crate refuses some of these names itself.
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(0o644);
+        match content {
+            Ok(data) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(data.len() as u64);
+                header.set_cksum();
+                builder.append(&header, *data).unwrap();
+            }
+            Err(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_link_name(target).unwrap();
+                header.set_cksum();
+                builder.append(&header, &[][..]).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap();
+}
+
+#[test]
+fn hostile_archives_fail_with_what_is_wrong() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"]}}"#;
+    let manifest =
+        |layer: &str| format!(r#"[{{"Config":"c.json","RepoTags":["x:1"],"Layers":["{layer}"]}}]"#);
+    let cases: Vec<(&str, Vec<(&str, Result<&[u8], &str>)>, String)> = vec![
+        (
+            "dotdot.tar",
+            vec![("../escape", Ok(&b"x"[..]))],
+            "not a readable tar at member ../escape: the path contains '..'".to_string(),
+        ),
+        (
+            "loop.tar",
+            vec![
+                ("manifest.json", Ok(Box::leak(manifest("a/layer.tar").into_bytes().into_boxed_slice()))),
+                ("c.json", Ok(&config[..])),
+                ("a/layer.tar", Err("../b/layer.tar")),
+                ("b/layer.tar", Err("../a/layer.tar")),
+            ],
+            "image 0: layer a/layer.tar is not in the archive".to_string(),
+        ),
+        (
+            "missing-config.tar",
+            vec![("manifest.json", Ok(Box::leak(manifest("l.tar").into_bytes().into_boxed_slice())))],
+            "it has no c.json".to_string(),
+        ),
+        (
+            "garbage-manifest.tar",
+            vec![("manifest.json", Ok(&b"[{\"Config\": 7}]"[..]))],
+            "(member manifest.json): invalid type: integer `7`, expected a string".to_string(),
+        ),
+        (
+            "no-blob.tar",
+            vec![
+                ("oci-layout", Ok(&br#"{"imageLayoutVersion":"1.0.0"}"#[..])),
+                ("index.json", Ok(&br#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef","size":2}]}"#[..])),
+            ],
+            "blob sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef is missing from".to_string(),
+        ),
+    ];
+    for (name, members, want) in cases {
+        let path = work.path().join(name);
+        craft(&path, &members);
+        let stderr = fails_with(
+            &ocimount(cache.path(), &["ls", path.to_str().unwrap(), "/"]),
+            &want,
+        );
+        assert!(stderr.contains(path.to_str().unwrap()), "{name}: {stderr}");
+    }
+    // A manifest.json over the JSON limit is refused before it is read.
+    let huge = work.path().join("huge.tar");
+    let big = vec![b' '; (8 << 20) + 1];
+    craft(&huge, &[("manifest.json", Ok(&big[..]))]);
+    fails_with(
+        &ocimount(cache.path(), &["ls", huge.to_str().unwrap(), "/"]),
+        "manifest.json is 8388609 bytes, larger than the 8388608-byte limit",
+    );
+}
