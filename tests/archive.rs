@@ -395,8 +395,12 @@ fn a_classic_docker_save_archive_reads_layers_through_its_symlinks() {
     );
 }
 
-/// An archive made of these members (name, data or a symlink target).
-fn craft(path: &Path, members: &[(&str, Result<&[u8], &str>)]) {
+/// One member of a crafted archive: its name, and its data or (`Err`) the
+/// target of a symlink.
+type Member<'a> = (&'a str, Result<&'a [u8], &'a str>);
+
+/// An archive made of these members.
+fn craft(path: &Path, members: &[Member<'_>]) {
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     for (name, content) in members {
         let mut header = tar::Header::new_gnu();
@@ -429,7 +433,7 @@ fn hostile_archives_fail_with_what_is_wrong() {
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"]}}"#;
     let manifest =
         |layer: &str| format!(r#"[{{"Config":"c.json","RepoTags":["x:1"],"Layers":["{layer}"]}}]"#);
-    let cases: Vec<(&str, Vec<(&str, Result<&[u8], &str>)>, String)> = vec![
+    let cases: Vec<(&str, Vec<Member<'_>>, String)> = vec![
         (
             "dotdot.tar",
             vec![("../escape", Ok(&b"x"[..]))],
