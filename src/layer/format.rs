@@ -15,8 +15,10 @@ use crate::layer::Compression;
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the
-/// tar reader reads some archive differently (2: own PAX/GNU reader).
-pub const VERSION: u32 = 2;
+/// tar reader reads some archive differently (2: own PAX/GNU reader; 3:
+/// gzip spans capped at `MAX_SPAN_BYTES`, `Materialized` in gzip layers
+/// naming the checkpoint span before it, so an older index is rebuilt).
+pub const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
 
 pub fn encode(index: &LayerIndex) -> Vec<u8> {
@@ -443,7 +445,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 2"
+            "index format version 99, this build reads 3"
         );
     }
 }
