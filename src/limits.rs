@@ -23,8 +23,11 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_XATTR_VALUE_BYTES: usize = 64 << 10;
 
 /// The uncompressed bytes of one span: decoded whole into memory to check
-/// its CRC before serving, so the bound on a read's memory.
-/// (index load: `an_index_with_an_oversized_span_is_rebuilt`)
+/// its CRC before serving, so the bound on a read's memory. A zstd frame or
+/// a deflate block whose output goes past it is written to the cache's data
+/// file during indexing instead, as `Materialized` spans of `FIXED_SPAN`.
+/// (hostile: `gzip_single_block_of_512_mib_is_read_in_bounded_memory`;
+/// index load: `an_index_with_an_oversized_span_is_rebuilt`)
 pub const MAX_SPAN_BYTES: u64 = 4 << 20;
 
 /// JSON documents (index, manifest, config) larger than this are refused

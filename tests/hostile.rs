@@ -241,6 +241,21 @@ const T: &str = "2023-11-14 22:13";
 /// as last seen in /proc (polled: the kernel's own `ru_maxrss` for a
 /// child also counts the test process it was forked from).
 fn run_limited(cache: &Path, args: &[&str], limit_mib: u64) -> (Run, u64) {
+    run_limited_to(cache, args, limit_mib, |mut out| {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out, &mut v);
+        v
+    })
+}
+
+/// `run_limited`, with stdout given to `stdout` as it comes (to check a
+/// long output without holding it); what that returns is the run's stdout.
+fn run_limited_to(
+    cache: &Path,
+    args: &[&str],
+    limit_mib: u64,
+    stdout: impl FnOnce(std::process::ChildStdout) -> Vec<u8> + Send + 'static,
+) -> (Run, u64) {
     use std::os::unix::process::CommandExt;
     let limit = limit_mib << 20;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocimount"));
@@ -264,13 +279,9 @@ fn run_limited(cache: &Path, args: &[&str], limit_mib: u64) -> (Run, u64) {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let mut out = child.stdout.take().unwrap();
+    let out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut out, &mut v);
-        v
-    });
+    let out_thread = std::thread::spawn(move || stdout(out));
     let err_thread = std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = std::io::Read::read_to_end(&mut err, &mut v);
@@ -490,6 +501,259 @@ fn zstd_single_frame_bomb_is_materialised_in_bounded_memory() {
         lines(&[&format!("-rw-r--r--   1     0     0  134217728 {T} zeros")])
     );
     assert_eq!(img.cat("/zeros").len(), mib << 20);
+}
+
+/// A gzip member of ONE fixed-Huffman deflate block, written by hand. zlib
+/// ends a block every 16K symbols or so, but the format does not, and no
+/// checkpoint can be taken inside a block: runs are (258, distance 1)
+/// matches, 13 bits for 258 bytes, so 512 MiB fit in 3.4 MB.
+struct OneBlock {
+    out: Vec<u8>,
+    bits: u64,
+    nbits: u32,
+    last: Option<u8>,
+    crc: flate2::Crc,
+    sha: Sha256,
+}
+
+impl OneBlock {
+    fn new() -> OneBlock {
+        let mut b = OneBlock {
+            // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown
+            out: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255],
+            bits: 0,
+            nbits: 0,
+            last: None,
+            crc: flate2::Crc::new(),
+            sha: Sha256::new(),
+        };
+        b.put(1, 1); // BFINAL
+        b.put(1, 2); // BTYPE=01, fixed Huffman codes
+        b
+    }
+
+    fn put(&mut self, value: u32, n: u32) {
+        self.bits |= u64::from(value) << self.nbits;
+        self.nbits += n;
+        while self.nbits >= 8 {
+            self.out.push(self.bits as u8);
+            self.bits >>= 8;
+            self.nbits -= 8;
+        }
+    }
+
+    /// Huffman codes are packed from their most significant bit.
+    fn code(&mut self, code: u32, len: u32) {
+        self.put(code.reverse_bits() >> (32 - len), len);
+    }
+
+    fn literal_code(&mut self, b: u8) {
+        match b {
+            0..=143 => self.code(0x30 + u32::from(b), 8),
+            _ => self.code(0x190 + u32::from(b - 144), 9),
+        }
+    }
+
+    fn hash(&mut self, bytes: &[u8]) {
+        self.crc.update(bytes);
+        self.sha.update(bytes);
+    }
+
+    fn literal(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.literal_code(b);
+        }
+        self.hash(bytes);
+        self.last = bytes.last().copied().or(self.last);
+    }
+
+    /// `n` zero bytes.
+    fn zeros(&mut self, mut n: u64) {
+        if n > 0 && self.last != Some(0) {
+            self.literal(&[0]);
+            n -= 1;
+        }
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(zeros.len() as u64) as usize;
+            self.hash(&zeros[..k]);
+            left -= k as u64;
+        }
+        for _ in 0..n / 258 {
+            self.code(0b1100_0101, 8); // length symbol 285: 258 bytes
+            self.code(0, 5); // distance code 0: 1 byte back
+        }
+        for _ in 0..n % 258 {
+            self.literal_code(0);
+        }
+    }
+
+    /// The gzip member and the sha256 of what it holds.
+    fn finish(mut self) -> (Vec<u8>, [u8; 32]) {
+        self.code(0, 7); // end of block
+        if self.nbits > 0 {
+            self.out.push(self.bits as u8);
+        }
+        self.out.extend(self.crc.sum().to_le_bytes());
+        self.out.extend(self.crc.amount().to_le_bytes());
+        (self.out, self.sha.finalize().into())
+    }
+}
+
+/// Size of `/big` in the single-block layer, and where in it the marker is.
+const BLOCK_FILE: u64 = 512 << 20;
+const MARK_AT: u64 = (400 << 20) + 12345;
+const MARK: &[u8] = b"deep inside the block";
+
+/// A tar of `/small` ("hello\n") and `/big` (512 MiB of zeros with `MARK`
+/// at `MARK_AT`) as one gzip member of one deflate block.
+fn single_block_layer() -> LayerSpec {
+    let head = Tar::default()
+        .file("small", b"hello\n")
+        .raw(header(b"big", b'0', BLOCK_FILE, b""), &[])
+        .0;
+    let mut block = OneBlock::new();
+    block.literal(&head);
+    block.zeros(MARK_AT);
+    block.literal(MARK);
+    block.zeros(BLOCK_FILE - MARK_AT - MARK.len() as u64 + 1024);
+    let (blob, diff_id) = block.finish();
+    (blob, OCI_LAYER_GZIP, diff_id)
+}
+
+/// Read `/big` of the single-block layer under the bomb cap, checking its
+/// bytes as they stream past; returns the peak RSS in MiB.
+fn cat_single_block_big(img: &Img) -> u64 {
+    let image = img.image();
+    let (run, peak) = run_limited_to(
+        &img.cache,
+        &["cat", &image, "/big"],
+        BOMB_LIMIT_MIB,
+        |mut out| {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            loop {
+                let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    let pos = at + i as u64;
+                    let want = match pos.checked_sub(MARK_AT) {
+                        Some(k) if k < MARK.len() as u64 => MARK[k as usize],
+                        _ => 0,
+                    };
+                    assert_eq!(b, want, "byte {pos} of /big");
+                }
+                at += n as u64;
+            }
+            assert_eq!(at, BLOCK_FILE, "length of /big");
+            Vec::new()
+        },
+    );
+    assert_no_panic(&run);
+    run.success();
+    peak
+}
+
+/// Issue 11: one deflate block of 512 MiB in a 3.4 MB layer. No checkpoint
+/// exists inside it, so the span from the one before it would be 512 MiB,
+/// decoded whole to read 6 bytes. The span is cut at `MAX_SPAN_BYTES` and
+/// the rest of the block is written to the data file while indexing, so
+/// every read runs in bounded memory.
+#[test]
+fn gzip_single_block_of_512_mib_is_read_in_bounded_memory() {
+    use ocimount::layer::spans::{SpanStart, MAX_SPAN_BYTES};
+    use std::os::unix::fs::MetadataExt;
+    let layer = single_block_layer();
+    assert!(layer.0.len() < 4 << 20, "{} bytes", layer.0.len());
+    let img = Img::new(&[layer]);
+    let image = img.image();
+    for pass in ["indexing", "cached"] {
+        let (run, peak) = run_limited(&img.cache, &["cat", &image, "/small"], BOMB_LIMIT_MIB);
+        eprintln!("cat /small from one 512 MiB block, {pass}: peak RSS about {peak} MiB");
+        assert_no_panic(&run);
+        assert_eq!(run.success(), b"hello\n");
+        assert!(peak < 64, "peak RSS {peak} MiB");
+    }
+    let hex = img.digests[0].strip_prefix("sha256:").unwrap();
+    let dir = img.cache.join("layers/sha256").join(hex);
+    let digest = ocimount::Digest::parse(&img.digests[0]).unwrap();
+    let index =
+        ocimount::layer::format::decode(&std::fs::read(dir.join("index")).unwrap(), &digest)
+            .unwrap();
+    assert!(
+        index.spans.iter().all(|s| s.out_len <= MAX_SPAN_BYTES),
+        "a span is longer than {MAX_SPAN_BYTES} bytes"
+    );
+    let materialized = index
+        .spans
+        .iter()
+        .filter(|s| matches!(s.start, SpanStart::Materialized { .. }))
+        .count();
+    assert!(materialized >= 500, "{materialized} materialised spans");
+    // The zeros the pass wrote are holes.
+    let allocated = std::fs::metadata(dir.join("data")).unwrap().blocks() * 512;
+    assert!(allocated < 16 << 20, "{allocated} bytes of data allocated");
+
+    let peak = cat_single_block_big(&img);
+    eprintln!("cat /big (512 MiB) from one block: peak RSS about {peak} MiB");
+    assert!(peak < 64, "peak RSS {peak} MiB");
+}
+
+/// A damaged or unflagged materialised span of that block is decoded again
+/// from the checkpoint before the block, streaming: the output before the
+/// span is dropped as it comes, in bounded memory.
+#[test]
+fn gzip_single_block_damaged_materialised_spans_are_decoded_again() {
+    use ocimount::layer::spans::SpanStart;
+    use std::os::unix::fs::FileExt;
+    let img = Img::new(&[single_block_layer()]);
+    assert_eq!(img.cat("/small"), b"hello\n");
+    let hex = img.digests[0].strip_prefix("sha256:").unwrap();
+    let dir = img.cache.join("layers/sha256").join(hex);
+    let digest = ocimount::Digest::parse(&img.digests[0]).unwrap();
+    let index =
+        ocimount::layer::format::decode(&std::fs::read(dir.join("index")).unwrap(), &digest)
+            .unwrap();
+    let big = index.entries.iter().find(|e| e.path == b"big").unwrap();
+    let mark = big.data_offset + MARK_AT;
+    let last = index.spans.len() - 1;
+    assert!(matches!(
+        index.spans[last].start,
+        SpanStart::Materialized { .. }
+    ));
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("data"))
+        .unwrap();
+    data.write_all_at(b"garbage over the marker!", mark - 3)
+        .unwrap();
+    let spans = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("spans"))
+        .unwrap();
+    spans.write_all_at(&[0], last as u64).unwrap();
+
+    let started = Instant::now();
+    let peak = cat_single_block_big(&img);
+    eprintln!(
+        "cat /big, two spans decoded again: peak RSS about {peak} MiB, {:?}",
+        started.elapsed()
+    );
+    assert!(peak < 64, "peak RSS {peak} MiB");
+    let mut repaired = vec![0u8; MARK.len() + 6];
+    data.read_exact_at(&mut repaired, mark - 3).unwrap();
+    assert_eq!(&repaired[..3], &[0, 0, 0]);
+    assert_eq!(&repaired[3..3 + MARK.len()], MARK);
+    let mut flag = [9u8];
+    std::fs::File::open(dir.join("spans"))
+        .unwrap()
+        .read_exact_at(&mut flag, last as u64)
+        .unwrap();
+    assert_eq!(flag, [1]);
 }
 
 /// scrapy's bombs (27 KB gzip and 1 KB zstd, 11 MB of HTML each) as

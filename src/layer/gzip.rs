@@ -3,8 +3,16 @@
 //!
 //! flate2 cannot resume mid-stream, so both sides drive zlib-rs through its
 //! zlib-compatible API (`Z_BLOCK`, `inflatePrime`, `inflateSetDictionary`).
+//!
+//! Checkpoints can only be taken between deflate blocks, and one block can
+//! hold any amount of output (512 MiB of zeros fit in a 3.4 MB block). So a
+//! span is cut at `MAX_SPAN_BYTES` even inside a block: the bytes up to there
+//! stay an ordinary span, decoded from its checkpoint on demand, and the rest
+//! of the block is written to the cache's data file during the pass, as
+//! `Materialized` spans that name that checkpoint, until the block ends.
 
 use crate::blob::BlobSource;
+use std::fs::File;
 use std::io::{self, Read, Write};
 
 use libz_rs_sys::{
@@ -12,7 +20,9 @@ use libz_rs_sys::{
     z_stream, zlibVersion, Z_BLOCK, Z_BUF_ERROR, Z_NO_FLUSH, Z_OK, Z_STREAM_END,
 };
 
-use crate::layer::spans::{Span, SpanBuilder, SpanStart};
+use crate::layer::spans::{
+    span_at, write_materialized, Span, SpanBuilder, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES,
+};
 
 /// Deflate back-references reach at most this far.
 const WINDOW: usize = 32 * 1024;
@@ -116,7 +126,8 @@ enum State {
 }
 
 /// Decompresses a (multi-member) gzip stream for the indexing pass and cuts
-/// it into spans of about `span_size` output bytes at deflate block boundaries.
+/// it into spans of about `span_size` output bytes at deflate block
+/// boundaries, none longer than `max_span`.
 pub struct GzipIndexer<R> {
     inner: R,
     z: Inflater,
@@ -129,11 +140,21 @@ pub struct GzipIndexer<R> {
     recent: Vec<u8>,
     spans: SpanBuilder,
     span_size: u64,
+    max_span: u64,
+    /// Output and input offsets of the current checkpoint's span.
+    anchor: (u64, u64),
+    /// Inside a block that went past `max_span` since the checkpoint: the
+    /// output goes to `data` until the block ends.
+    materializing: bool,
+    data: Option<File>,
     state: State,
 }
 
 impl<R: Read> GzipIndexer<R> {
-    pub fn new(inner: R, span_size: u64) -> io::Result<GzipIndexer<R>> {
+    /// `data` is the cache's data file, created empty for this pass: the
+    /// output of a block too long for a span is written there. Without one,
+    /// such a block is an error.
+    pub fn new(inner: R, span_size: u64, data: Option<File>) -> io::Result<GzipIndexer<R>> {
         let mut spans = SpanBuilder::default();
         spans.begin(SpanStart::GzipMember, 0);
         Ok(GzipIndexer {
@@ -146,9 +167,21 @@ impl<R: Read> GzipIndexer<R> {
             last_byte: 0,
             recent: Vec::with_capacity(2 * WINDOW),
             spans,
-            span_size: span_size.max(WINDOW as u64),
+            span_size: span_size.clamp(WINDOW as u64, MAX_SPAN_BYTES),
+            max_span: MAX_SPAN_BYTES,
+            anchor: (0, 0),
+            materializing: false,
+            data,
             state: State::InMember,
         })
+    }
+
+    /// Cap spans at `max_span` (at least 32 KiB) rather than
+    /// `MAX_SPAN_BYTES`: for tests and the fuzzer, to cut blocks often.
+    pub fn with_max_span(mut self, max_span: u64) -> Self {
+        self.max_span = max_span.max(WINDOW as u64);
+        self.span_size = self.span_size.min(self.max_span);
+        self
     }
 
     /// The input reader back, and the spans found.
@@ -163,8 +196,26 @@ impl<R: Read> GzipIndexer<R> {
         Ok(n)
     }
 
-    fn remember(&mut self, out: &[u8]) {
-        self.spans.feed(out);
+    /// Take `out` into the current span (or the data file) and the window.
+    fn remember(&mut self, out: &[u8]) -> io::Result<()> {
+        if self.materializing {
+            let data = self.data.as_ref().ok_or_else(|| {
+                io::Error::other(format!(
+                    "a deflate block near blob offset {} holds more than {} bytes \
+                     and there is no data file to decode it into",
+                    self.in_pos, self.max_span
+                ))
+            })?;
+            write_materialized(data, out, self.spans.out_pos())?;
+            let (frame_out, in_offset) = self.anchor;
+            let piece = FIXED_SPAN.min(self.max_span);
+            self.spans
+                .feed_pieces(out, piece, SpanStart::Materialized { frame_out }, |_| {
+                    in_offset
+                });
+        } else {
+            self.spans.feed(out);
+        }
         if out.len() >= WINDOW {
             self.recent.clear();
             self.recent.extend_from_slice(&out[out.len() - WINDOW..]);
@@ -174,6 +225,13 @@ impl<R: Read> GzipIndexer<R> {
                 self.recent.drain(..self.recent.len() - WINDOW);
             }
         }
+        Ok(())
+    }
+
+    fn begin(&mut self, start: SpanStart) {
+        self.anchor = (self.spans.out_pos(), self.in_pos);
+        self.materializing = false;
+        self.spans.begin(start, self.in_pos);
     }
 
     fn checkpoint(&mut self) -> io::Result<()> {
@@ -189,7 +247,7 @@ impl<R: Read> GzipIndexer<R> {
             prime,
             window: compress_window(window)?,
         };
-        self.spans.begin(start, self.in_pos);
+        self.begin(start);
         Ok(())
     }
 }
@@ -218,7 +276,7 @@ impl<R: Read> Read for GzipIndexer<R> {
                     }
                     self.z.reset(GZIP_WINDOW_BITS)?;
                     self.recent.clear();
-                    self.spans.begin(SpanStart::GzipMember, self.in_pos);
+                    self.begin(SpanStart::GzipMember);
                     self.state = State::InMember;
                 }
                 State::InMember => {
@@ -231,20 +289,36 @@ impl<R: Read> Read for GzipIndexer<R> {
                             ),
                         ));
                     }
-                    let (ret, consumed, produced) =
-                        self.z
-                            .inflate(&self.input[self.in_start..self.in_end], buf, Z_BLOCK);
+                    // A span ends at `max_span`, inside a block if need be;
+                    // the rest of that block is materialised.
+                    let room = self.max_span - self.spans.current_len().min(self.max_span);
+                    if !self.materializing && room == 0 {
+                        self.materializing = true;
+                    }
+                    let out_len = if self.materializing {
+                        buf.len()
+                    } else {
+                        buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))
+                    };
+                    let (ret, consumed, produced) = self.z.inflate(
+                        &self.input[self.in_start..self.in_end],
+                        &mut buf[..out_len],
+                        Z_BLOCK,
+                    );
                     if consumed > 0 {
                         self.last_byte = self.input[self.in_start + consumed - 1];
                     }
                     self.in_start += consumed;
                     self.in_pos += consumed as u64;
-                    self.remember(&buf[..produced]);
+                    self.remember(&buf[..produced])?;
                     match ret {
                         Z_STREAM_END => self.state = State::BetweenMembers,
                         Z_OK | Z_BUF_ERROR => {
                             let at_block_end = self.z.data_type() & 0xc0 == 0x80;
-                            if at_block_end && self.spans.current_len() >= self.span_size {
+                            if at_block_end
+                                && (self.materializing
+                                    || self.spans.current_len() >= self.span_size)
+                            {
                                 self.checkpoint()?;
                             }
                         }
@@ -286,56 +360,261 @@ fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Decode one gzip span from the blob into `out` (exactly `span.out_len` bytes).
 pub fn decode_span(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
-    let mut z = match &span.start {
-        SpanStart::GzipMember => Inflater::new(GZIP_WINDOW_BITS)?,
-        SpanStart::GzipBlock {
-            bits,
-            prime,
-            window,
-        } => {
-            let mut z = Inflater::new(RAW_WINDOW_BITS)?;
-            if *bits > 0 {
-                z.prime(*bits, *prime)?;
-            }
-            z.set_dictionary(&expand_window(window)?)?;
-            z
-        }
-        _ => return Err(io::Error::other("not a gzip span")),
+    SpanDecoder::new(blob, span)?.fill(out)
+}
+
+/// Decode materialised span `spans[i]` again, from the checkpoint its
+/// stretch began at: the bytes before it are decoded into a small buffer
+/// and dropped, so memory stays bounded however long the block is. Slow
+/// (up to a whole block of output per span), used only to repair a
+/// damaged data cache.
+pub fn redecode_materialized(
+    blob: &dyn BlobSource,
+    spans: &[Span],
+    i: usize,
+    out: &mut [u8],
+) -> io::Result<()> {
+    let span = &spans[i];
+    let SpanStart::Materialized { frame_out } = span.start else {
+        return Err(io::Error::other("not a materialised span"));
     };
-    let mut input = vec![0u8; 64 * 1024];
-    let (mut in_start, mut in_end) = (0usize, 0usize);
-    let mut pos = span.in_offset;
-    let mut filled = 0usize;
-    while filled < out.len() {
-        if in_start == in_end {
-            let n = blob.read_at(&mut input, pos)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("blob ends at offset {pos}"),
-                ));
+    let anchor = span_at(spans, frame_out)
+        .filter(|&j| j < i)
+        .map(|j| &spans[j])
+        .filter(|a| {
+            a.out_offset == frame_out
+                && a.in_offset == span.in_offset
+                && matches!(a.start, SpanStart::GzipMember | SpanStart::GzipBlock { .. })
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a materialised span names no checkpoint before it",
+            )
+        })?;
+    let mut dec = SpanDecoder::new(blob, anchor)?;
+    let mut skip = span.out_offset - frame_out;
+    let mut scratch = vec![0u8; INPUT_CHUNK];
+    while skip > 0 {
+        let n = skip.min(scratch.len() as u64) as usize;
+        dec.fill(&mut scratch[..n])?;
+        skip -= n as u64;
+    }
+    dec.fill(out)
+}
+
+/// Inflates from a span's checkpoint, reading the blob as it goes.
+struct SpanDecoder<'a> {
+    blob: &'a dyn BlobSource,
+    z: Inflater,
+    input: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    pos: u64,
+}
+
+impl<'a> SpanDecoder<'a> {
+    fn new(blob: &'a dyn BlobSource, span: &Span) -> io::Result<SpanDecoder<'a>> {
+        let z = match &span.start {
+            SpanStart::GzipMember => Inflater::new(GZIP_WINDOW_BITS)?,
+            SpanStart::GzipBlock {
+                bits,
+                prime,
+                window,
+            } => {
+                let mut z = Inflater::new(RAW_WINDOW_BITS)?;
+                if *bits > 0 {
+                    z.prime(*bits, *prime)?;
+                }
+                z.set_dictionary(&expand_window(window)?)?;
+                z
             }
-            pos += n as u64;
-            (in_start, in_end) = (0, n);
-            if input.len() < INPUT_CHUNK {
-                input.resize(input.len() * 2, 0);
+            _ => return Err(io::Error::other("not a gzip span")),
+        };
+        Ok(SpanDecoder {
+            blob,
+            z,
+            input: vec![0u8; 64 * 1024],
+            in_start: 0,
+            in_end: 0,
+            pos: span.in_offset,
+        })
+    }
+
+    /// The next `out.len()` bytes of output; the member must not end first.
+    fn fill(&mut self, out: &mut [u8]) -> io::Result<()> {
+        let mut filled = 0usize;
+        while filled < out.len() {
+            if self.in_start == self.in_end {
+                let n = self.blob.read_at(&mut self.input, self.pos)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("blob ends at offset {}", self.pos),
+                    ));
+                }
+                self.pos += n as u64;
+                (self.in_start, self.in_end) = (0, n);
+                if self.input.len() < INPUT_CHUNK {
+                    self.input.resize(self.input.len() * 2, 0);
+                }
+            }
+            let (ret, consumed, produced) = self.z.inflate(
+                &self.input[self.in_start..self.in_end],
+                &mut out[filled..],
+                Z_NO_FLUSH,
+            );
+            self.in_start += consumed;
+            filled += produced;
+            match ret {
+                Z_OK | Z_BUF_ERROR => {}
+                Z_STREAM_END if filled == out.len() => {}
+                Z_STREAM_END => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "gzip member ends before the span does",
+                    ))
+                }
+                code => return Err(zerr("inflate failed", code)),
             }
         }
-        let (ret, consumed, produced) =
-            z.inflate(&input[in_start..in_end], &mut out[filled..], Z_NO_FLUSH);
-        in_start += consumed;
-        filled += produced;
-        match ret {
-            Z_OK | Z_BUF_ERROR => {}
-            Z_STREAM_END if filled == out.len() => {}
-            Z_STREAM_END => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "gzip member ends before the span does",
-                ))
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::MemoryBlob;
+    use crate::layer::spans::crc32;
+    use std::os::unix::fs::FileExt;
+
+    fn text(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                b' ' + (seed >> 58) as u8
+            })
+            .collect()
+    }
+
+    fn gzip(members: &[&[u8]]) -> Vec<u8> {
+        let mut blob = Vec::new();
+        for m in members {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            enc.write_all(m).unwrap();
+            blob.extend(enc.finish().unwrap());
+        }
+        blob
+    }
+
+    /// Index `blob`, returning the output and the spans.
+    fn index(
+        blob: &[u8],
+        span_size: u64,
+        max_span: Option<u64>,
+        data: Option<File>,
+    ) -> io::Result<(Vec<u8>, Vec<Span>)> {
+        let mut indexer = GzipIndexer::new(blob, span_size, data)?;
+        if let Some(max) = max_span {
+            indexer = indexer.with_max_span(max);
+        }
+        let mut out = Vec::new();
+        indexer.read_to_end(&mut out)?;
+        Ok((out, indexer.into_parts().1))
+    }
+
+    #[test]
+    fn ordinary_streams_keep_their_checkpoints() {
+        let plain = text(3 << 20, 7);
+        let blob = gzip(&[&plain[..1 << 20], &plain[1 << 20..]]);
+        let (out, spans) = index(&blob, 64 << 10, None, None).unwrap();
+        assert!(out == plain);
+        assert!(spans.len() > 10);
+        assert!(spans
+            .iter()
+            .all(|s| !matches!(s.start, SpanStart::Materialized { .. })));
+        let (_, uncapped) = index(&blob, 64 << 10, Some(u64::MAX), None).unwrap();
+        assert_eq!(spans, uncapped);
+    }
+
+    #[test]
+    fn long_blocks_are_cut_and_materialised() {
+        let max = 128 << 10;
+        let mut one = text(200_000, 1);
+        one.resize(one.len() + (10 << 20), 0);
+        one.extend(text(300_000, 2));
+        let mut two = vec![0u8; 3 << 20];
+        two.extend(text(100_000, 3));
+        let blob = gzip(&[&one, &two]);
+        let plain = [one, two].concat();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let data = File::create_new(&path).unwrap();
+        let (out, spans) = index(&blob, 64 << 10, Some(max), data.try_clone().ok()).unwrap();
+        assert!(out == plain);
+        data.set_len(out.len() as u64).unwrap();
+        let materialized = spans
+            .iter()
+            .filter(|s| matches!(s.start, SpanStart::Materialized { .. }))
+            .count();
+        assert!(materialized > 50, "{materialized} materialised spans");
+        let source = MemoryBlob::new(blob.clone(), "test".to_string());
+        let mut at = 0;
+        for (i, span) in spans.iter().enumerate() {
+            assert_eq!(span.out_offset, at);
+            assert!(span.out_len > 0 && span.out_len <= max, "{span:?}");
+            at += span.out_len;
+            let want = &out[span.out_offset as usize..at as usize];
+            assert_eq!(crc32(0, want), span.crc32);
+            let mut got = vec![0u8; span.out_len as usize];
+            if matches!(span.start, SpanStart::Materialized { .. }) {
+                data.read_exact_at(&mut got, span.out_offset).unwrap();
+                assert!(got == want, "materialised span {i} in the data file");
+                got.fill(0xaa);
+                redecode_materialized(&source, &spans, i, &mut got).unwrap();
+                assert!(got == want, "materialised span {i} decoded again");
+            } else {
+                decode_span(&source, span, &mut got).unwrap();
+                assert!(got == want, "span {i} from its checkpoint");
             }
-            code => return Err(zerr("inflate failed", code)),
+        }
+        assert_eq!(at, plain.len() as u64);
+    }
+
+    #[test]
+    fn a_long_block_without_a_data_file_is_an_error() {
+        let blob = gzip(&[&vec![0u8; 1 << 20]]);
+        let err = index(&blob, 64 << 10, Some(64 << 10), None).unwrap_err();
+        assert!(
+            err.to_string().contains("holds more than 65536 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_materialised_span_without_its_checkpoint_is_refused() {
+        let span = |out_offset, start| Span {
+            out_offset,
+            out_len: 10,
+            in_offset: 0,
+            crc32: 0,
+            start,
+        };
+        let spans = [
+            span(0, SpanStart::GzipMember),
+            span(10, SpanStart::Materialized { frame_out: 10 }),
+            span(20, SpanStart::Materialized { frame_out: 30 }),
+        ];
+        let source = MemoryBlob::new(Vec::new(), "test".to_string());
+        for i in [1, 2] {
+            let err = redecode_materialized(&source, &spans, i, &mut [0u8; 10]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "a materialised span names no checkpoint before it"
+            );
         }
     }
-    Ok(())
 }

@@ -35,7 +35,8 @@ pub struct LayerIndex {
 pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
 
 /// Index one layer. `data` is the cache's data file for the uncompressed
-/// stream (zstd writes large frames into it); plain tar needs none.
+/// stream, created empty (zstd writes large frames into it, gzip the part
+/// of a deflate block past `MAX_SPAN_BYTES`); plain tar needs none.
 pub fn build_index(
     layer: &LayerInfo,
     blob: &dyn BlobSource,
@@ -77,9 +78,9 @@ pub fn build_index(
             inner: hashing,
             spans: SpanBuilder::default(),
         }),
-        Compression::Gzip => {
-            Decoder::Gzip(GzipIndexer::new(hashing, gzip_span).map_err(|e| fail(e.to_string()))?)
-        }
+        Compression::Gzip => Decoder::Gzip(
+            GzipIndexer::new(hashing, gzip_span, data).map_err(|e| fail(e.to_string()))?,
+        ),
         Compression::Zstd => {
             let data = data.ok_or_else(|| fail("zstd layers need a data file".to_string()))?;
             Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)

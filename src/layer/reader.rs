@@ -3,7 +3,10 @@
 //! Compressed layers: a span is decoded once (gzip from its checkpoint, zstd
 //! by frame), checked against the CRC-32 the verified indexing pass took,
 //! written to the cache's sparse `data` file, marked in `spans`, and served
-//! from there. Plain tar is served straight from the blob.
+//! from there. Plain tar is served straight from the blob. No span is longer
+//! than `MAX_SPAN_BYTES`, so a whole one can be decoded into memory;
+//! `Materialized` spans (the tail of a long zstd frame or deflate block) are
+//! in `data` from the indexing pass on, and decoded again only to repair it.
 //! Every span is checked once per process before its bytes are served, so a
 //! damaged cache is repaired and a damaged blob fails with an error, never
 //! with wrong bytes.
@@ -41,6 +44,7 @@ const LOCK_STRIPES: usize = 64;
 
 pub struct LayerReader {
     digest: Digest,
+    compression: Compression,
     spans: Vec<Span>,
     blob: Blob,
     data: Option<DataCache>,
@@ -90,6 +94,7 @@ impl LayerReader {
         }
         Ok(LayerReader {
             digest: index.digest,
+            compression: index.compression,
             spans: index.spans.clone(),
             blob,
             data,
@@ -183,6 +188,9 @@ impl LayerReader {
                 gzip::decode_span(&*self.blob, span, &mut fresh)
             }
             SpanStart::ZstdFrame { .. } => zstd::decode_span(&*self.blob, span, &mut fresh),
+            SpanStart::Materialized { .. } if self.compression == Compression::Gzip => {
+                gzip::redecode_materialized(&*self.blob, &self.spans, i, &mut fresh)
+            }
             SpanStart::Materialized { .. } => {
                 zstd::redecode_materialized(&*self.blob, span, &mut fresh)
             }

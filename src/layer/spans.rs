@@ -8,13 +8,19 @@
 /// Plain and materialised streams are cut into spans of this size.
 pub const FIXED_SPAN: u64 = 1 << 20;
 
+/// The cap on one span's decoded bytes (see `crate::limits`).
+pub use crate::limits::MAX_SPAN_BYTES;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpanStart {
     /// Plain tar: the bytes are the blob's own, at the same offset.
     Blob,
-    /// Written to the cache's data file during indexing (large zstd frames).
-    /// `in_offset` is where the frame starts in the blob and `frame_out` where
-    /// its output starts, so a damaged copy can be decoded again.
+    /// Written to the cache's data file during indexing: part of a zstd
+    /// frame, or of a deflate block, whose output exceeds `MAX_SPAN_BYTES`.
+    /// zstd: `in_offset` is where the frame starts in the blob and
+    /// `frame_out` where its output starts. gzip: `frame_out` is the start of
+    /// the span of the last checkpoint before it (`in_offset` is that span's
+    /// too). Either way a damaged copy can be decoded again from there.
     Materialized { frame_out: u64 },
     /// A zstd frame starts at `in_offset` and is `in_len` bytes long.
     ZstdFrame { in_len: u64 },
@@ -78,21 +84,28 @@ impl SpanBuilder {
 
     /// Feed bytes that are cut into `FIXED_SPAN` pieces, each its own span;
     /// `in_offset_of` gives a piece's input offset from its output offset.
-    pub fn feed_fixed(
+    pub fn feed_fixed(&mut self, data: &[u8], start: SpanStart, in_offset_of: impl Fn(u64) -> u64) {
+        self.feed_pieces(data, FIXED_SPAN, start, in_offset_of);
+    }
+
+    /// `feed_fixed` with pieces of `piece` bytes.
+    pub fn feed_pieces(
         &mut self,
         mut data: &[u8],
+        piece: u64,
         start: SpanStart,
         in_offset_of: impl Fn(u64) -> u64,
     ) {
+        let piece = piece.max(1);
         while !data.is_empty() {
             let need_new = match &self.current {
-                Some(s) => s.start != start || s.out_len >= FIXED_SPAN,
+                Some(s) => s.start != start || s.out_len >= piece,
                 None => true,
             };
             if need_new {
                 self.begin(start.clone(), in_offset_of(self.out_pos));
             }
-            let room = FIXED_SPAN - self.current.as_ref().map_or(0, |s| s.out_len);
+            let room = piece - self.current.as_ref().map_or(0, |s| s.out_len);
             let take = (room as usize).min(data.len());
             self.feed(&data[..take]);
             data = &data[take..];
@@ -120,6 +133,38 @@ impl SpanBuilder {
         self.close();
         self.spans
     }
+}
+
+/// Write materialised output to the cache's data file at `offset`, leaving
+/// holes for runs of zero pages: the file is created empty for the indexing
+/// pass, so they read as zeros already (and a bomb of zeros stays sparse).
+pub fn write_materialized(file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let write = |from: usize, to: usize| {
+        file.write_all_at(&bytes[from..to], offset + from as u64)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot write the cache's data file: {e}"))
+            })
+    };
+    let mut run: Option<usize> = None;
+    let mut at = 0;
+    for chunk in bytes.chunks(PAGE) {
+        let zero = chunk.iter().fold(0u8, |a, &b| a | b) == 0;
+        match (zero, run) {
+            (true, Some(from)) => {
+                write(from, at)?;
+                run = None;
+            }
+            (false, None) => run = Some(at),
+            _ => {}
+        }
+        at += chunk.len();
+    }
+    if let Some(from) = run {
+        write(from, at)?;
+    }
+    Ok(())
 }
 
 /// The index of the span holding `offset`, if any.
@@ -156,6 +201,24 @@ mod tests {
         assert_eq!(span_at(&spans, FIXED_SPAN), Some(1));
         assert_eq!(span_at(&spans, 2 * FIXED_SPAN + 9), Some(2));
         assert_eq!(span_at(&spans, 2 * FIXED_SPAN + 10), None);
+    }
+
+    #[test]
+    fn materialized_writes_leave_zero_pages_as_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let file = std::fs::File::create_new(&path).unwrap();
+        let mut bytes = vec![0u8; 64 << 20];
+        bytes[5000] = 1;
+        let tail = bytes.len() - 3;
+        bytes[tail] = 2;
+        write_materialized(&file, &bytes[..100], 0).unwrap();
+        write_materialized(&file, &bytes[100..], 100).unwrap();
+        file.set_len(bytes.len() as u64).unwrap();
+        assert!(std::fs::read(&path).unwrap() == bytes);
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated < 1 << 20, "{allocated} bytes allocated");
     }
 
     #[test]

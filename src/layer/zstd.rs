@@ -1,7 +1,7 @@
 //! Zstd: an indexing decoder that records the frame table, and the frame
 //! decoder used to serve a span.
 //!
-//! Frames up to `MAX_FRAME_SPAN` of output become spans of their own and are
+//! Frames up to `MAX_SPAN_BYTES` of output become spans of their own and are
 //! decoded again on demand. A larger frame (typically the single frame of
 //! `zstd`'s default output) cannot be entered in the middle, so its output is
 //! written to the cache's data file during the pass instead.
@@ -9,13 +9,12 @@
 use crate::blob::{BlobCursor, BlobSource};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
-use crate::layer::spans::{Span, SpanBuilder, SpanStart};
+use crate::layer::spans::{write_materialized, Span, SpanBuilder, SpanStart, MAX_SPAN_BYTES};
 
-pub const MAX_FRAME_SPAN: usize = 4 << 20;
+const MAX_FRAME_SPAN: usize = MAX_SPAN_BYTES as usize;
 const INPUT_CHUNK: usize = 256 * 1024;
 
 fn corrupt(e: io::Error, at: u64) -> io::Error {
@@ -80,11 +79,7 @@ impl<R: Read> ZstdIndexer<R> {
     }
 
     fn materialize(&mut self, out: &[u8]) -> io::Result<()> {
-        self.data
-            .write_all_at(out, self.spans.out_pos())
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot write the cache's data file: {e}"))
-            })?;
+        write_materialized(&self.data, out, self.spans.out_pos())?;
         let (frame_start, frame_out) = (self.frame_start, self.frame_out);
         self.spans
             .feed_fixed(out, SpanStart::Materialized { frame_out }, |_| frame_start);
