@@ -40,7 +40,7 @@ impl Meta {
             gid: e.gid,
             mtime: e.mtime,
             mtime_nsec: e.mtime_nsec,
-            xattrs: e.xattrs.clone(),
+            xattrs: e.xattrs().to_vec(),
         }
     }
 
@@ -421,7 +421,7 @@ impl Builder {
             .entries
             .iter()
             .filter(|e| e.kind == EntryKind::Dir)
-            .map(|e| e.path.as_slice())
+            .map(|e| &*e.path)
             .collect();
         for e in layer.entries {
             let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
@@ -489,7 +489,7 @@ impl Builder {
                     parent,
                 )
             }
-            EntryKind::Hardlink => self.hardlink_target(&e.link)?,
+            EntryKind::Hardlink => self.hardlink_target(e.link())?,
             EntryKind::File => self.new_node(
                 NodeKind::File {
                     layer: layer.position as u32,
@@ -501,23 +501,23 @@ impl Builder {
             ),
             EntryKind::Symlink => self.new_node(
                 NodeKind::Symlink {
-                    target: e.link.clone(),
+                    target: e.link().to_vec(),
                 },
                 Meta::of(e),
                 parent,
             ),
             EntryKind::CharDevice => self.new_node(
                 NodeKind::CharDevice {
-                    major: e.dev_major,
-                    minor: e.dev_minor,
+                    major: e.device().0,
+                    minor: e.device().1,
                 },
                 Meta::of(e),
                 parent,
             ),
             EntryKind::BlockDevice => self.new_node(
                 NodeKind::BlockDevice {
-                    major: e.dev_major,
-                    minor: e.dev_minor,
+                    major: e.device().0,
+                    minor: e.device().1,
                 },
                 Meta::of(e),
                 parent,

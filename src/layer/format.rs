@@ -7,7 +7,7 @@
 //! then the body (diff_id, compression, sizes, entries, spans).
 
 use crate::digest::Digest;
-use crate::layer::entry::{EntryKind, TarEntry};
+use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
@@ -36,11 +36,12 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
         body.u32(e.mtime_nsec);
         body.u64(e.size);
         body.u64(e.data_offset);
-        body.bytes(&e.link);
-        body.u32(e.dev_major);
-        body.u32(e.dev_minor);
-        body.u32(e.xattrs.len() as u32);
-        for (name, value) in &e.xattrs {
+        body.bytes(e.link());
+        let (dev_major, dev_minor) = e.device();
+        body.u32(dev_major);
+        body.u32(dev_minor);
+        body.u32(e.xattrs().len() as u32);
+        for (name, value) in e.xattrs() {
             body.bytes(name);
             body.bytes(value);
         }
@@ -122,7 +123,7 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
     let n = r.count(60)?;
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
-        let path = r.bytes()?.to_vec();
+        let path = r.bytes()?;
         let kind = EntryKind::from_u8(r.u8()?).ok_or("unknown entry kind")?;
         let mode = r.u32()?;
         let uid = r.u32()?;
@@ -145,9 +146,9 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
         {
             return Err("an entry's data lies outside the stream".to_string());
         }
-        check_entry(kind, &path, &link, mtime_nsec, &xattrs)?;
-        entries.push(TarEntry {
-            path,
+        check_entry(kind, path, &link, mtime_nsec, &xattrs)?;
+        let mut entry = TarEntry {
+            path: path.into(),
             kind,
             mode,
             uid,
@@ -156,11 +157,15 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
             mtime_nsec,
             size,
             data_offset,
+            extra: None,
+        };
+        entry.set_extra(EntryExtra {
             link,
             dev_major,
             dev_minor,
             xattrs,
         });
+        entries.push(entry);
     }
     let n = r.count(29)?;
     let mut spans: Vec<Span> = Vec::with_capacity(n);
@@ -394,8 +399,8 @@ mod tests {
     use super::*;
 
     fn sample() -> LayerIndex {
-        let entry = TarEntry {
-            path: b"etc/passwd".to_vec(),
+        let mut entry = TarEntry {
+            path: b"etc/passwd".as_slice().into(),
             kind: EntryKind::File,
             mode: 0o4755,
             uid: 1000,
@@ -404,21 +409,24 @@ mod tests {
             mtime_nsec: 7,
             size: 10,
             data_offset: 512,
-            link: Vec::new(),
-            dev_major: 0,
-            dev_minor: 0,
+            extra: None,
+        };
+        entry.set_extra(EntryExtra {
             xattrs: vec![
                 (b"user.a".to_vec(), b"\0bin".to_vec()),
                 (b"security.capability".to_vec(), vec![1, 2]),
             ],
-        };
-        let link = TarEntry {
-            path: b"bin/x".to_vec(),
+            ..EntryExtra::default()
+        });
+        let mut link = TarEntry {
+            path: b"bin/x".as_slice().into(),
             kind: EntryKind::Hardlink,
-            link: b"etc/passwd".to_vec(),
-            xattrs: vec![],
             ..entry.clone()
         };
+        link.set_extra(EntryExtra {
+            link: b"etc/passwd".to_vec(),
+            ..EntryExtra::default()
+        });
         LayerIndex {
             digest: Digest::of(b"blob"),
             diff_id: Digest::of(b"tar"),
