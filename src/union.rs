@@ -29,7 +29,41 @@ pub struct Meta {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
+}
+
+/// Extended attributes, `(name, value)` in archive order: 8 bytes and no
+/// allocation for the many nodes that have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Xattrs(Option<Box<XattrList>>);
+
+type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl Xattrs {
+    pub fn new(list: XattrList) -> Xattrs {
+        Xattrs((!list.is_empty()).then(|| Box::new(list)))
+    }
+}
+
+impl std::ops::Deref for Xattrs {
+    type Target = [(Vec<u8>, Vec<u8>)];
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl<'a> IntoIterator for &'a Xattrs {
+    type Item = &'a (Vec<u8>, Vec<u8>);
+    type IntoIter = std::slice::Iter<'a, (Vec<u8>, Vec<u8>)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq<XattrList> for Xattrs {
+    fn eq(&self, other: &XattrList) -> bool {
+        **self == **other
+    }
 }
 
 impl Meta {
@@ -40,7 +74,7 @@ impl Meta {
             gid: e.gid,
             mtime: e.mtime,
             mtime_nsec: e.mtime_nsec,
-            xattrs: e.xattrs().to_vec(),
+            xattrs: Xattrs::new(e.xattrs().to_vec()),
         }
     }
 
@@ -52,15 +86,18 @@ impl Meta {
             gid: 0,
             mtime: 0,
             mtime_nsec: 0,
-            xattrs: Vec::new(),
+            xattrs: Xattrs::default(),
         }
     }
 }
 
+/// A directory's entries by name.
+pub type Children = BTreeMap<Box<[u8]>, NodeId>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
     Dir {
-        children: BTreeMap<Vec<u8>, NodeId>,
+        children: Children,
     },
     /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
     File {
@@ -69,7 +106,7 @@ pub enum NodeKind {
         size: u64,
     },
     Symlink {
-        target: Vec<u8>,
+        target: Box<[u8]>,
     },
     CharDevice {
         major: u32,
@@ -112,7 +149,7 @@ impl Node {
         }
     }
 
-    pub fn children(&self) -> Option<&BTreeMap<Vec<u8>, NodeId>> {
+    pub fn children(&self) -> Option<&Children> {
         match &self.kind {
             NodeKind::Dir { children } => Some(children),
             _ => None,
@@ -184,7 +221,7 @@ fn walk(
             continue;
         }
         let child = match &store.nodes()[cur as usize].kind {
-            NodeKind::Dir { children } => children.get(&comp).copied(),
+            NodeKind::Dir { children } => children.get(comp.as_slice()).copied(),
             _ => return Ok(None),
         };
         let more = !queue.is_empty();
@@ -300,7 +337,7 @@ impl Tree {
         let mut path = Vec::new();
         f(&path, from)?;
         type Level<'a> = (
-            std::collections::btree_map::Iter<'a, Vec<u8>, NodeId>,
+            std::collections::btree_map::Iter<'a, Box<[u8]>, NodeId>,
             usize,
         );
         let mut stack: Vec<Level<'_>> = Vec::new();
@@ -359,7 +396,7 @@ impl NodeStore for Builder {
             Meta::implied_dir(),
             parent,
         );
-        self.dir_children_mut(parent).insert(name.to_vec(), dir);
+        self.dir_children_mut(parent).insert(name.into(), dir);
         Some(dir)
     }
 }
@@ -501,7 +538,7 @@ impl Builder {
             ),
             EntryKind::Symlink => self.new_node(
                 NodeKind::Symlink {
-                    target: e.link().to_vec(),
+                    target: e.link().into(),
                 },
                 Meta::of(e),
                 parent,
@@ -527,7 +564,7 @@ impl Builder {
         if node == parent {
             return Err("a hardlink to its own parent directory".to_string());
         }
-        self.dir_children_mut(parent).insert(name.to_vec(), node);
+        self.dir_children_mut(parent).insert(name.into(), node);
         Ok(())
     }
 
@@ -589,14 +626,14 @@ impl Builder {
         (self.nodes.len() - 1) as NodeId
     }
 
-    fn dir_children(&self, dir: NodeId) -> &BTreeMap<Vec<u8>, NodeId> {
+    fn dir_children(&self, dir: NodeId) -> &Children {
         match &self.nodes[dir as usize].kind {
             NodeKind::Dir { children } => children,
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
 
-    fn dir_children_mut(&mut self, dir: NodeId) -> &mut BTreeMap<Vec<u8>, NodeId> {
+    fn dir_children_mut(&mut self, dir: NodeId) -> &mut Children {
         match &mut self.nodes[dir as usize].kind {
             NodeKind::Dir { children } => children,
             _ => unreachable!("resolve_dir only returns directories"),
@@ -691,5 +728,21 @@ impl Builder {
             }
         }
         Tree { nodes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree holds one `Node` per name and is built while every entry of
+    /// the layers is alive: both are sized for millions (issue 11).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn nodes_and_entries_stay_small() {
+        assert_eq!(std::mem::size_of::<TarEntry>(), 72);
+        assert_eq!(std::mem::size_of::<Meta>(), 32);
+        assert_eq!(std::mem::size_of::<NodeKind>(), 32);
+        assert_eq!(std::mem::size_of::<Node>(), 72);
     }
 }
