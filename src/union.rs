@@ -96,8 +96,9 @@ pub type Children = BTreeMap<Box<[u8]>, NodeId>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
+    /// Boxed, so that the variants all fit in 24 bytes.
     Dir {
-        children: Children,
+        children: Box<Children>,
     },
     /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
     File {
@@ -271,7 +272,7 @@ impl Tree {
             budget: 0,
             nodes: vec![Node {
                 kind: NodeKind::Dir {
-                    children: BTreeMap::new(),
+                    children: Box::default(),
                 },
                 meta: Meta::implied_dir(),
                 nlink: 0,
@@ -391,7 +392,7 @@ impl NodeStore for Builder {
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let dir = self.new_node(
             NodeKind::Dir {
-                children: BTreeMap::new(),
+                children: Box::default(),
             },
             Meta::implied_dir(),
             parent,
@@ -520,7 +521,7 @@ impl Builder {
                 }
                 self.new_node(
                     NodeKind::Dir {
-                        children: BTreeMap::new(),
+                        children: Box::default(),
                     },
                     Meta::of(e),
                     parent,
@@ -742,7 +743,7 @@ mod tests {
     fn nodes_and_entries_stay_small() {
         assert_eq!(std::mem::size_of::<TarEntry>(), 72);
         assert_eq!(std::mem::size_of::<Meta>(), 32);
-        assert_eq!(std::mem::size_of::<NodeKind>(), 32);
-        assert_eq!(std::mem::size_of::<Node>(), 72);
+        assert_eq!(std::mem::size_of::<NodeKind>(), 24);
+        assert_eq!(std::mem::size_of::<Node>(), 64);
     }
 }
