@@ -266,9 +266,13 @@ pub struct Tree {
     nodes: Vec<Node>,
 }
 
-impl Tree {
-    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
-        let mut b = Builder {
+/// Builds a `Tree` one layer at a time, bottom first, so that a caller can
+/// drop each layer's entries as soon as they are applied.
+pub struct TreeBuilder(Builder);
+
+impl Default for TreeBuilder {
+    fn default() -> Self {
+        TreeBuilder(Builder {
             budget: 0,
             nodes: vec![Node {
                 kind: NodeKind::Dir {
@@ -278,7 +282,24 @@ impl Tree {
                 nlink: 0,
                 parent: ROOT,
             }],
-        };
+        })
+    }
+}
+
+impl TreeBuilder {
+    /// Apply the next layer up.
+    pub fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+        self.0.apply(layer)
+    }
+
+    pub fn finish(self) -> Tree {
+        self.0.finish()
+    }
+}
+
+impl Tree {
+    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
+        let mut b = TreeBuilder::default();
         for layer in layers {
             b.apply(layer)?;
         }
