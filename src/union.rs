@@ -7,7 +7,7 @@
 //! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -437,6 +437,45 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// `a`, `a/b`, `a/b/c` for `a/b/c`: the directories `replaced_by_layer`
+/// looks up, outermost first.
+fn prefixes(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = 0;
+    std::iter::from_fn(move || {
+        if end >= dir.len() {
+            return None;
+        }
+        end = dir[end..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(dir.len(), |i| end + i);
+        let prefix = &dir[..end];
+        end += 1;
+        Some(prefix)
+    })
+}
+
+/// The directory entries of a layer that `replaced_by_layer` can ask about:
+/// those a whiteout or an opaque marker of the layer lies under. (Not every
+/// directory entry: a layer of a million directories and no whiteouts
+/// needs no set of a million paths.)
+fn whiteout_dirs_of(entries: &[TarEntry]) -> HashSet<&[u8]> {
+    let mut under_whiteouts: HashSet<&[u8]> = HashSet::new();
+    for e in entries {
+        if let Ok(Action::Opaque(dir) | Action::Whiteout(dir, _)) = classify(&e.path) {
+            under_whiteouts.extend(prefixes(dir));
+        }
+    }
+    if under_whiteouts.is_empty() {
+        return under_whiteouts;
+    }
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && under_whiteouts.contains(&*e.path))
+        .map(|e| &*e.path)
+        .collect()
+}
+
 fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
     let (parent, name) = split_parent(path);
     if parent
@@ -476,12 +515,7 @@ impl Builder {
         // Opaque markers and whiteouts hide lower content only: apply them
         // before anything this layer adds. (Entries are classified again in
         // the second pass rather than keeping a list as long as the layer.)
-        let new_dirs: std::collections::HashSet<&[u8]> = layer
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir)
-            .map(|e| &*e.path)
-            .collect();
+        let new_dirs = whiteout_dirs_of(layer.entries);
         for e in layer.entries {
             let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
             if let Action::Opaque(dir) | Action::Whiteout(dir, _) = action {
@@ -596,15 +630,9 @@ impl Builder {
     fn replaced_by_layer(
         &mut self,
         dir: &[u8],
-        new_dirs: &std::collections::HashSet<&[u8]>,
+        new_dirs: &HashSet<&[u8]>,
     ) -> std::result::Result<bool, String> {
-        let mut end = 0;
-        while end < dir.len() {
-            end = dir[end..]
-                .iter()
-                .position(|&b| b == b'/')
-                .map_or(dir.len(), |i| end + i);
-            let prefix = &dir[..end];
+        for prefix in prefixes(dir) {
             if new_dirs.contains(prefix) {
                 let mut store = ReadOnly {
                     nodes: &self.nodes,
@@ -616,7 +644,6 @@ impl Builder {
                     }
                 }
             }
-            end += 1;
         }
         Ok(false)
     }
