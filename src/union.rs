@@ -94,11 +94,54 @@ impl Meta {
 /// A directory's entries by name.
 pub type Children = BTreeMap<Box<[u8]>, NodeId>;
 
+static NO_CHILDREN: Children = BTreeMap::new();
+
+/// A directory's children: 8 bytes, and no allocation while there are none
+/// (a layer can hold a million empty directories). Reads see a `Children`.
+#[derive(Clone, Default)]
+pub struct DirChildren(Option<Box<Children>>);
+
+impl DirChildren {
+    /// The map, made on first use.
+    fn map_mut(&mut self) -> &mut Children {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The map if the directory has ever had a child.
+    fn map_if_any(&mut self) -> Option<&mut Children> {
+        self.0.as_deref_mut()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl std::ops::Deref for DirChildren {
+    type Target = Children;
+    fn deref(&self) -> &Children {
+        self.0.as_deref().unwrap_or(&NO_CHILDREN)
+    }
+}
+
+impl PartialEq for DirChildren {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for DirChildren {}
+
+impl std::fmt::Debug for DirChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
-    /// Boxed, so that the variants all fit in 24 bytes.
     Dir {
-        children: Box<Children>,
+        children: DirChildren,
     },
     /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
     File {
@@ -276,7 +319,7 @@ impl Default for TreeBuilder {
             budget: 0,
             nodes: vec![Node {
                 kind: NodeKind::Dir {
-                    children: Box::default(),
+                    children: DirChildren::default(),
                 },
                 meta: Meta::implied_dir(),
                 nlink: 0,
@@ -413,7 +456,7 @@ impl NodeStore for Builder {
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let dir = self.new_node(
             NodeKind::Dir {
-                children: Box::default(),
+                children: DirChildren::default(),
             },
             Meta::implied_dir(),
             parent,
@@ -537,7 +580,9 @@ impl Builder {
                 Action::Whiteout(dir, name) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
                         if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
-                            children.remove(name);
+                            if let Some(map) = children.map_if_any() {
+                                map.remove(name);
+                            }
                         }
                     }
                 }
@@ -576,7 +621,7 @@ impl Builder {
                 }
                 self.new_node(
                     NodeKind::Dir {
-                        children: Box::default(),
+                        children: DirChildren::default(),
                     },
                     Meta::of(e),
                     parent,
@@ -684,7 +729,7 @@ impl Builder {
 
     fn dir_children_mut(&mut self, dir: NodeId) -> &mut Children {
         match &mut self.nodes[dir as usize].kind {
-            NodeKind::Dir { children } => children,
+            NodeKind::Dir { children } => children.map_mut(),
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
@@ -741,7 +786,10 @@ impl Builder {
             *id = next;
         }
         for node in &mut nodes {
-            if let NodeKind::Dir { children } = &mut node.kind {
+            if let Some(children) = match &mut node.kind {
+                NodeKind::Dir { children } => children.map_if_any(),
+                _ => None,
+            } {
                 for v in children.values_mut() {
                     *v = new_id[*v as usize];
                 }
