@@ -114,7 +114,7 @@ impl ImageFs {
         out.extend(
             children
                 .iter()
-                .map(|(name, &child)| (ino_of(child), name.as_slice())),
+                .map(|(name, &child)| (ino_of(child), &**name)),
         );
         Some(out)
     }

@@ -82,7 +82,7 @@ pub fn layer_changes(indexes: &[LayerIndex]) -> Result<Vec<LayerChanges>> {
             let dir = e.kind == EntryKind::Dir;
             let size = if e.kind == EntryKind::File { e.size } else { 0 };
             out[layer].bytes += size;
-            let previous = paths.insert(e.path.clone(), Owner { layer, size, dir });
+            let previous = paths.insert(e.path.to_vec(), Owner { layer, size, dir });
             match previous {
                 // Replaced within its own layer (the last entry wins).
                 Some(p) if p.layer == layer => {

@@ -14,7 +14,7 @@ use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
 use crate::layer::LayerReader;
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
-use crate::union::{LayerEntries, NodeId, NodeKind, Tree};
+use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -48,7 +48,11 @@ pub struct OpenStats {
 pub struct Rootfs {
     pub image: Image,
     pub cache: Cache,
+    /// Each layer's index, without its entries (they are merged into
+    /// `tree`, then dropped): see `entry_counts`.
     pub indexes: Vec<LayerIndex>,
+    /// How many entries each layer's index lists.
+    pub entry_counts: Vec<usize>,
     pub readers: Vec<LayerReader>,
     pub tree: Tree,
     pub stats: OpenStats,
@@ -93,21 +97,26 @@ impl Rootfs {
             readers.push(LayerReader::open(&entry.dir, &entry.index, blob)?);
             indexes.push(entry.index);
         }
-        let layers: Vec<LayerEntries<'_>> = indexes
-            .iter()
-            .enumerate()
-            .map(|(position, ix)| LayerEntries {
+        // Each layer's entries are dropped once merged: the tree holds all
+        // that is served, and a layer of a million entries lists 100 MB.
+        let mut builder = TreeBuilder::default();
+        let mut entry_counts = Vec::with_capacity(indexes.len());
+        for (position, ix) in indexes.iter_mut().enumerate() {
+            builder.apply(&LayerEntries {
                 position,
                 digest: ix.digest,
                 entries: &ix.entries,
-            })
-            .collect();
-        let tree = Tree::build(&layers)?;
+            })?;
+            entry_counts.push(ix.entries.len());
+            ix.entries = Vec::new();
+        }
+        let tree = builder.finish();
         stats.elapsed = started.elapsed();
         Ok(Rootfs {
             image,
             cache,
             indexes,
+            entry_counts,
             readers,
             tree,
             stats,

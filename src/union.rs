@@ -7,7 +7,7 @@
 //! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -29,7 +29,41 @@ pub struct Meta {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
+}
+
+/// Extended attributes, `(name, value)` in archive order: 8 bytes and no
+/// allocation for the many nodes that have none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Xattrs(Option<Box<XattrList>>);
+
+type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl Xattrs {
+    pub fn new(list: XattrList) -> Xattrs {
+        Xattrs((!list.is_empty()).then(|| Box::new(list)))
+    }
+}
+
+impl std::ops::Deref for Xattrs {
+    type Target = [(Vec<u8>, Vec<u8>)];
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl<'a> IntoIterator for &'a Xattrs {
+    type Item = &'a (Vec<u8>, Vec<u8>);
+    type IntoIter = std::slice::Iter<'a, (Vec<u8>, Vec<u8>)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl PartialEq<XattrList> for Xattrs {
+    fn eq(&self, other: &XattrList) -> bool {
+        **self == **other
+    }
 }
 
 impl Meta {
@@ -40,7 +74,7 @@ impl Meta {
             gid: e.gid,
             mtime: e.mtime,
             mtime_nsec: e.mtime_nsec,
-            xattrs: e.xattrs.clone(),
+            xattrs: Xattrs::new(e.xattrs().to_vec()),
         }
     }
 
@@ -52,15 +86,62 @@ impl Meta {
             gid: 0,
             mtime: 0,
             mtime_nsec: 0,
-            xattrs: Vec::new(),
+            xattrs: Xattrs::default(),
         }
+    }
+}
+
+/// A directory's entries by name.
+pub type Children = BTreeMap<Box<[u8]>, NodeId>;
+
+static NO_CHILDREN: Children = BTreeMap::new();
+
+/// A directory's children: 8 bytes, and no allocation while there are none
+/// (a layer can hold a million empty directories). Reads see a `Children`.
+#[derive(Clone, Default)]
+pub struct DirChildren(Option<Box<Children>>);
+
+impl DirChildren {
+    /// The map, made on first use.
+    fn map_mut(&mut self) -> &mut Children {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The map if the directory has ever had a child.
+    fn map_if_any(&mut self) -> Option<&mut Children> {
+        self.0.as_deref_mut()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl std::ops::Deref for DirChildren {
+    type Target = Children;
+    fn deref(&self) -> &Children {
+        self.0.as_deref().unwrap_or(&NO_CHILDREN)
+    }
+}
+
+impl PartialEq for DirChildren {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for DirChildren {}
+
+impl std::fmt::Debug for DirChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
     Dir {
-        children: BTreeMap<Vec<u8>, NodeId>,
+        children: DirChildren,
     },
     /// Bytes `offset..offset+size` of layer `layer`'s uncompressed stream.
     File {
@@ -69,7 +150,7 @@ pub enum NodeKind {
         size: u64,
     },
     Symlink {
-        target: Vec<u8>,
+        target: Box<[u8]>,
     },
     CharDevice {
         major: u32,
@@ -112,7 +193,7 @@ impl Node {
         }
     }
 
-    pub fn children(&self) -> Option<&BTreeMap<Vec<u8>, NodeId>> {
+    pub fn children(&self) -> Option<&Children> {
         match &self.kind {
             NodeKind::Dir { children } => Some(children),
             _ => None,
@@ -184,7 +265,7 @@ fn walk(
             continue;
         }
         let child = match &store.nodes()[cur as usize].kind {
-            NodeKind::Dir { children } => children.get(&comp).copied(),
+            NodeKind::Dir { children } => children.get(comp.as_slice()).copied(),
             _ => return Ok(None),
         };
         let more = !queue.is_empty();
@@ -228,19 +309,40 @@ pub struct Tree {
     nodes: Vec<Node>,
 }
 
-impl Tree {
-    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
-        let mut b = Builder {
+/// Builds a `Tree` one layer at a time, bottom first, so that a caller can
+/// drop each layer's entries as soon as they are applied.
+pub struct TreeBuilder(Builder);
+
+impl Default for TreeBuilder {
+    fn default() -> Self {
+        TreeBuilder(Builder {
             budget: 0,
             nodes: vec![Node {
                 kind: NodeKind::Dir {
-                    children: BTreeMap::new(),
+                    children: DirChildren::default(),
                 },
                 meta: Meta::implied_dir(),
                 nlink: 0,
                 parent: ROOT,
             }],
-        };
+        })
+    }
+}
+
+impl TreeBuilder {
+    /// Apply the next layer up.
+    pub fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+        self.0.apply(layer)
+    }
+
+    pub fn finish(self) -> Tree {
+        self.0.finish()
+    }
+}
+
+impl Tree {
+    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
+        let mut b = TreeBuilder::default();
         for layer in layers {
             b.apply(layer)?;
         }
@@ -300,7 +402,7 @@ impl Tree {
         let mut path = Vec::new();
         f(&path, from)?;
         type Level<'a> = (
-            std::collections::btree_map::Iter<'a, Vec<u8>, NodeId>,
+            std::collections::btree_map::Iter<'a, Box<[u8]>, NodeId>,
             usize,
         );
         let mut stack: Vec<Level<'_>> = Vec::new();
@@ -354,12 +456,12 @@ impl NodeStore for Builder {
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let dir = self.new_node(
             NodeKind::Dir {
-                children: BTreeMap::new(),
+                children: DirChildren::default(),
             },
             Meta::implied_dir(),
             parent,
         );
-        self.dir_children_mut(parent).insert(name.to_vec(), dir);
+        self.dir_children_mut(parent).insert(name.into(), dir);
         Some(dir)
     }
 }
@@ -376,6 +478,45 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&[], path),
     }
+}
+
+/// `a`, `a/b`, `a/b/c` for `a/b/c`: the directories `replaced_by_layer`
+/// looks up, outermost first.
+fn prefixes(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = 0;
+    std::iter::from_fn(move || {
+        if end >= dir.len() {
+            return None;
+        }
+        end = dir[end..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(dir.len(), |i| end + i);
+        let prefix = &dir[..end];
+        end += 1;
+        Some(prefix)
+    })
+}
+
+/// The directory entries of a layer that `replaced_by_layer` can ask about:
+/// those a whiteout or an opaque marker of the layer lies under. (Not every
+/// directory entry: a layer of a million directories and no whiteouts
+/// needs no set of a million paths.)
+fn whiteout_dirs_of(entries: &[TarEntry]) -> HashSet<&[u8]> {
+    let mut under_whiteouts: HashSet<&[u8]> = HashSet::new();
+    for e in entries {
+        if let Ok(Action::Opaque(dir) | Action::Whiteout(dir, _)) = classify(&e.path) {
+            under_whiteouts.extend(prefixes(dir));
+        }
+    }
+    if under_whiteouts.is_empty() {
+        return under_whiteouts;
+    }
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir && under_whiteouts.contains(&*e.path))
+        .map(|e| &*e.path)
+        .collect()
 }
 
 pub(crate) fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
@@ -417,12 +558,7 @@ impl Builder {
         // Opaque markers and whiteouts hide lower content only: apply them
         // before anything this layer adds. (Entries are classified again in
         // the second pass rather than keeping a list as long as the layer.)
-        let new_dirs: std::collections::HashSet<&[u8]> = layer
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir)
-            .map(|e| e.path.as_slice())
-            .collect();
+        let new_dirs = whiteout_dirs_of(layer.entries);
         for e in layer.entries {
             let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
             if let Action::Opaque(dir) | Action::Whiteout(dir, _) = action {
@@ -444,7 +580,9 @@ impl Builder {
                 Action::Whiteout(dir, name) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
                         if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
-                            children.remove(name);
+                            if let Some(map) = children.map_if_any() {
+                                map.remove(name);
+                            }
                         }
                     }
                 }
@@ -483,13 +621,13 @@ impl Builder {
                 }
                 self.new_node(
                     NodeKind::Dir {
-                        children: BTreeMap::new(),
+                        children: DirChildren::default(),
                     },
                     Meta::of(e),
                     parent,
                 )
             }
-            EntryKind::Hardlink => self.hardlink_target(&e.link)?,
+            EntryKind::Hardlink => self.hardlink_target(e.link())?,
             EntryKind::File => self.new_node(
                 NodeKind::File {
                     layer: layer.position as u32,
@@ -501,23 +639,23 @@ impl Builder {
             ),
             EntryKind::Symlink => self.new_node(
                 NodeKind::Symlink {
-                    target: e.link.clone(),
+                    target: e.link().into(),
                 },
                 Meta::of(e),
                 parent,
             ),
             EntryKind::CharDevice => self.new_node(
                 NodeKind::CharDevice {
-                    major: e.dev_major,
-                    minor: e.dev_minor,
+                    major: e.device().0,
+                    minor: e.device().1,
                 },
                 Meta::of(e),
                 parent,
             ),
             EntryKind::BlockDevice => self.new_node(
                 NodeKind::BlockDevice {
-                    major: e.dev_major,
-                    minor: e.dev_minor,
+                    major: e.device().0,
+                    minor: e.device().1,
                 },
                 Meta::of(e),
                 parent,
@@ -527,7 +665,7 @@ impl Builder {
         if node == parent {
             return Err("a hardlink to its own parent directory".to_string());
         }
-        self.dir_children_mut(parent).insert(name.to_vec(), node);
+        self.dir_children_mut(parent).insert(name.into(), node);
         Ok(())
     }
 
@@ -537,15 +675,9 @@ impl Builder {
     fn replaced_by_layer(
         &mut self,
         dir: &[u8],
-        new_dirs: &std::collections::HashSet<&[u8]>,
+        new_dirs: &HashSet<&[u8]>,
     ) -> std::result::Result<bool, String> {
-        let mut end = 0;
-        while end < dir.len() {
-            end = dir[end..]
-                .iter()
-                .position(|&b| b == b'/')
-                .map_or(dir.len(), |i| end + i);
-            let prefix = &dir[..end];
+        for prefix in prefixes(dir) {
             if new_dirs.contains(prefix) {
                 let mut store = ReadOnly {
                     nodes: &self.nodes,
@@ -557,7 +689,6 @@ impl Builder {
                     }
                 }
             }
-            end += 1;
         }
         Ok(false)
     }
@@ -589,16 +720,16 @@ impl Builder {
         (self.nodes.len() - 1) as NodeId
     }
 
-    fn dir_children(&self, dir: NodeId) -> &BTreeMap<Vec<u8>, NodeId> {
+    fn dir_children(&self, dir: NodeId) -> &Children {
         match &self.nodes[dir as usize].kind {
             NodeKind::Dir { children } => children,
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
 
-    fn dir_children_mut(&mut self, dir: NodeId) -> &mut BTreeMap<Vec<u8>, NodeId> {
+    fn dir_children_mut(&mut self, dir: NodeId) -> &mut Children {
         match &mut self.nodes[dir as usize].kind {
-            NodeKind::Dir { children } => children,
+            NodeKind::Dir { children } => children.map_mut(),
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
@@ -655,7 +786,10 @@ impl Builder {
             *id = next;
         }
         for node in &mut nodes {
-            if let NodeKind::Dir { children } = &mut node.kind {
+            if let Some(children) = match &mut node.kind {
+                NodeKind::Dir { children } => children.map_if_any(),
+                _ => None,
+            } {
                 for v in children.values_mut() {
                     *v = new_id[*v as usize];
                 }
@@ -691,5 +825,21 @@ impl Builder {
             }
         }
         Tree { nodes }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree holds one `Node` per name and is built while every entry of
+    /// the layers is alive: both are sized for millions (issue 11).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn nodes_and_entries_stay_small() {
+        assert_eq!(std::mem::size_of::<TarEntry>(), 72);
+        assert_eq!(std::mem::size_of::<Meta>(), 32);
+        assert_eq!(std::mem::size_of::<NodeKind>(), 24);
+        assert_eq!(std::mem::size_of::<Node>(), 64);
     }
 }

@@ -1088,7 +1088,7 @@ fn library_tree(layout: PathBuf, cache: PathBuf) -> Vec<NodeSummary> {
                     assert_eq!(n as u64, *size);
                     buf
                 }
-                NodeKind::Symlink { target } => target.clone(),
+                NodeKind::Symlink { target } => target.to_vec(),
                 _ => Vec::new(),
             };
             out.push(NodeSummary {

@@ -23,7 +23,7 @@ use ocimount::{Digest, Error};
 
 fn entry(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
     TarEntry {
-        path: path.as_bytes().to_vec(),
+        path: path.as_bytes().into(),
         kind,
         mode,
         uid: 0,
@@ -32,10 +32,7 @@ fn entry(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
         mtime_nsec: 0,
         size: 0,
         data_offset: 0,
-        link: Vec::new(),
-        dev_major: 0,
-        dev_minor: 0,
-        xattrs: Vec::new(),
+        extra: None,
     }
 }
 
@@ -55,14 +52,14 @@ fn file(path: &str, offset: u64) -> TarEntry {
 /// A symlink `path -> target` (target stored raw).
 fn symlink(path: &str, target: &str) -> TarEntry {
     let mut e = entry(path, EntryKind::Symlink, 0o777);
-    e.link = target.as_bytes().to_vec();
+    e.update_extra(|x| x.link = target.as_bytes().to_vec());
     e
 }
 
 /// A hardlink `path => target` (target given normalised).
 fn hardlink(path: &str, target: &str) -> TarEntry {
     let mut e = entry(path, EntryKind::Hardlink, 0o644);
-    e.link = target.as_bytes().to_vec();
+    e.update_extra(|x| x.link = target.as_bytes().to_vec());
     e
 }
 
@@ -119,8 +116,10 @@ impl Tweak for TarEntry {
         self
     }
     fn xattr(mut self, key: &str, value: &str) -> Self {
-        self.xattrs
-            .push((key.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        self.update_extra(|x| {
+            x.xattrs
+                .push((key.as_bytes().to_vec(), value.as_bytes().to_vec()))
+        });
         self
     }
     fn size(mut self, size: u64) -> Self {
@@ -1907,7 +1906,7 @@ fn f2_tree(lower: Vec<TarEntry>, upper: Vec<TarEntry>) -> Tree {
     let prefix = |mut e: TarEntry| {
         let mut p = b"test-subdir/".to_vec();
         p.extend_from_slice(&e.path);
-        e.path = p;
+        e.path = p.into();
         e
     };
     let mut l = vec![dir("test-subdir")];

@@ -56,15 +56,15 @@ pub fn run(args: &InspectArgs, cache: &Option<PathBuf>) -> Result<()> {
         layers: image
             .layers
             .iter()
-            .zip(&rootfs.indexes)
-            .map(|(l, ix)| LayerReport {
+            .zip(rootfs.indexes.iter().zip(&rootfs.entry_counts))
+            .map(|(l, (ix, &entries))| LayerReport {
                 digest: l.digest,
                 diff_id: l.diff_id,
                 media_type: &l.media_type,
                 compression: l.compression.name(),
                 compressed_size: ix.compressed_size,
                 uncompressed_size: ix.uncompressed_size,
-                entries: ix.entries.len(),
+                entries,
                 spans: ix.spans.len(),
             })
             .collect(),

@@ -15,7 +15,7 @@ pub mod zstd;
 
 pub use compression::Compression;
 pub use descriptor::LayerInfo;
-pub use entry::{EntryKind, TarEntry};
+pub use entry::{EntryExtra, EntryKind, TarEntry};
 pub use index::LayerIndex;
 pub use reader::LayerReader;
 pub use spans::{Span, SpanStart};

@@ -11,7 +11,7 @@
 
 use std::io::{self, Read};
 
-use crate::layer::entry::{EntryKind, TarEntry};
+use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
 
 const BLOCK: u64 = 512;
 
@@ -650,8 +650,8 @@ impl<R: Read> TarReader<R> {
         if pax.xattrs.iter().any(|(k, _)| k.contains(&0)) {
             return Err(fail("an xattr name contains a NUL byte".into()));
         }
-        Ok(TarEntry {
-            path,
+        let mut entry = TarEntry {
+            path: path.into_boxed_slice(),
             kind,
             mode: (mode & 0o7777) as u32,
             uid,
@@ -660,11 +660,15 @@ impl<R: Read> TarReader<R> {
             mtime_nsec,
             size,
             data_offset,
+            extra: None,
+        };
+        entry.set_extra(EntryExtra {
             link,
             dev_major,
             dev_minor,
             xattrs: pax.xattrs,
-        })
+        });
+        Ok(entry)
     }
 
     /// An extension header's data, refused above the limit before reading.

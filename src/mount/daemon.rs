@@ -150,14 +150,9 @@ pub fn clone_fd_supported() -> bool {
 }
 
 /// Mount and serve in this process until unmounted or signalled.
-pub fn serve(mut rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
+pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     let (dir, ready_fd) = (setup.dir.as_path(), setup.ready_fd);
     let signals = block_signals();
-    // The tree holds all the daemon serves; the layers' entry lists (about
-    // 160 bytes an entry) are not needed again.
-    for index in &mut rootfs.indexes {
-        index.entries = Vec::new();
-    }
     let cache = rootfs.cache.clone();
     let record = MountRecord {
         pid: std::process::id(),

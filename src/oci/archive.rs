@@ -109,14 +109,17 @@ impl Members {
                             String::from_utf8_lossy(&entry.path)
                         )));
                     }
-                    members.links.remove(&entry.path);
+                    members.links.remove(&entry.path[..]);
                     members
                         .files
-                        .insert(entry.path, (entry.data_offset, entry.size));
+                        .insert(entry.path.into_vec(), (entry.data_offset, entry.size));
                 }
                 EntryKind::Symlink | EntryKind::Hardlink => {
-                    members.files.remove(&entry.path);
-                    members.links.insert(entry.path, (entry.kind, entry.link));
+                    members.files.remove(&entry.path[..]);
+                    let link = entry.extra.map(|x| x.link).unwrap_or_default();
+                    members
+                        .links
+                        .insert(entry.path.into_vec(), (entry.kind, link));
                 }
                 _ => {}
             }
