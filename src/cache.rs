@@ -31,6 +31,40 @@ use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
 
+/// What the cache keeps of a layer besides its index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Decoded spans are stored in `data` and read from there next time.
+    #[default]
+    Full,
+    /// Nothing decoded is stored: every read decodes from the blob through
+    /// the checkpoints (ratarmount's footprint, for the smallest disks).
+    /// Streams that cannot be entered in the middle (one zstd frame, a
+    /// deflate block past the span cap) are still kept as indexing wrote
+    /// them: without that, every read would decode them from their start.
+    IndexOnly,
+}
+
+impl std::str::FromStr for CacheMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<CacheMode, String> {
+        match s {
+            "full" => Ok(CacheMode::Full),
+            "index-only" => Ok(CacheMode::IndexOnly),
+            _ => Err(format!("{s:?} is not a cache mode: use full or index-only")),
+        }
+    }
+}
+
+impl std::fmt::Display for CacheMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheMode::Full => "full",
+            CacheMode::IndexOnly => "index-only",
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,

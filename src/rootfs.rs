@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
-use crate::cache::{Cache, CacheEntry};
+use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
@@ -24,6 +24,17 @@ pub struct OpenOptions {
     pub gzip_span: u64,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
+    /// Whether decoded spans are stored in the cache.
+    pub cache_mode: CacheMode,
+}
+
+/// The cache mode `OpenOptions::default()` takes: `--cache-mode`, set once
+/// by the command line for the whole process.
+static DEFAULT_CACHE_MODE: std::sync::OnceLock<CacheMode> = std::sync::OnceLock::new();
+
+/// Set the mode every `OpenOptions::default()` of this process takes.
+pub fn set_default_cache_mode(mode: CacheMode) {
+    let _ = DEFAULT_CACHE_MODE.set(mode);
 }
 
 impl Default for OpenOptions {
@@ -33,6 +44,7 @@ impl Default for OpenOptions {
             cache_dir: None,
             gzip_span: DEFAULT_GZIP_SPAN,
             progress: true,
+            cache_mode: DEFAULT_CACHE_MODE.get().copied().unwrap_or_default(),
         }
     }
 }
@@ -94,7 +106,11 @@ impl Rootfs {
             } else {
                 stats.layers_from_cache += 1;
             }
-            readers.push(LayerReader::open(&entry.dir, &entry.index, blob)?);
+            let reader = LayerReader::open(&entry.dir, &entry.index, blob)?;
+            readers.push(match opts.cache_mode {
+                CacheMode::Full => reader,
+                CacheMode::IndexOnly => reader.without_storing(),
+            });
             indexes.push(entry.index);
         }
         // Each layer's entries are dropped once merged: the tree holds all

@@ -246,3 +246,77 @@ fn prune_drops_decoded_data_keeps_indexes_and_all_spares_what_is_mounted() {
         "the debian image record outlived its layers"
     );
 }
+
+/// Decoded bytes held, once written back (delayed allocation can move a
+/// file's block count after its writes return).
+fn decoded(cache: &Path) -> u64 {
+    let synced = run_bounded(&mut Command::new("sync"), Duration::from_secs(60));
+    assert!(synced.status.success());
+    json(cache, &["cache", "du", "--json"])["decoded_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn index_only_mode_serves_every_byte_and_stores_nothing_decoded() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let debian = layout("debian-gzip");
+    {
+        let mounted = Mounted::new(cache, &debian, &["--cache-mode", "index-only"]);
+        support::assert_same_tree(&corpus().reference("debian-gzip"), mounted.path());
+    }
+    assert_eq!(decoded(cache), 0, "index-only stored decoded data");
+    let reference = std::fs::read(corpus().reference("debian-gzip").join("usr/bin/bash")).unwrap();
+    let out = run_bounded(
+        Command::new(support::BIN)
+            .env("OCIMOUNT_CACHE_MODE", "index-only")
+            .arg("--cache")
+            .arg(cache)
+            .args(["cat", &debian, "/usr/bin/bash"]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success() && out.stdout == reference);
+    assert_eq!(
+        decoded(cache),
+        0,
+        "OCIMOUNT_CACHE_MODE=index-only stored data"
+    );
+    // The same cache in full mode stores what it decodes.
+    let out = ocimount(cache, &["cat", &debian, "/usr/bin/bash"]);
+    assert!(out.status.success() && out.stdout == reference);
+    assert!(decoded(cache) >= reference.len() as u64);
+}
+
+#[test]
+fn index_only_mode_keeps_only_what_indexing_wrote_for_a_single_zstd_frame() {
+    // One zstd frame cannot be entered in the middle: indexing writes its
+    // stream, and index-only reads use that, storing nothing more.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let zstd = layout("debian-zstd");
+    ok(&ocimount(
+        cache,
+        &["--cache-mode", "index-only", "ls", &zstd, "/"],
+    ));
+    let after_indexing = decoded(cache);
+    assert!(after_indexing > 0);
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("rootfs.tar");
+    ok(&ocimount(
+        cache,
+        &[
+            "--cache-mode",
+            "index-only",
+            "export",
+            &zstd,
+            "-o",
+            tar.to_str().unwrap(),
+        ],
+    ));
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    support::extract(&tar, &rootfs);
+    support::assert_same_tree(&corpus().reference("debian-gzip"), &rootfs);
+    assert_eq!(decoded(cache), after_indexing);
+}

@@ -47,6 +47,18 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache: Option<PathBuf>,
 
+    /// What the cache keeps: `full` stores decoded spans for the next read;
+    /// `index-only` stores nothing decoded and serves every read from the
+    /// blob through its checkpoints (the smallest disk footprint)
+    #[arg(
+        long,
+        global = true,
+        value_name = "MODE",
+        env = "OCIMOUNT_CACHE_MODE",
+        default_value = "full"
+    )]
+    pub cache_mode: crate::cache::CacheMode,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -127,6 +139,7 @@ impl ImageArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    crate::rootfs::set_default_cache_mode(cli.cache_mode);
     match &cli.command {
         Command::Inspect(a) => inspect::run(a, &cli.cache),
         Command::Ls(a) => ls::run(a, &cli.cache),

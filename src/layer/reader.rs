@@ -22,12 +22,13 @@
 //! The blob is a [`BlobSource`]: a layout file, an archive member or any
 //! other source; the reader never learns which.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use memmap2::MmapMut;
 
@@ -41,6 +42,9 @@ use crate::layer::zstd;
 use crate::layer::Compression;
 
 const LOCK_STRIPES: usize = 64;
+/// Spans decoded but not stored kept in memory, so that the reads a file
+/// is served in (128 KiB to 1 MiB each) decode a span once, not each time.
+const RECENT_SPANS: usize = 8;
 
 pub struct LayerReader {
     digest: Digest,
@@ -52,6 +56,11 @@ pub struct LayerReader {
     locks: Vec<Mutex<()>>,
     /// Whether a span could not be stored (said once in the log).
     store_failed: AtomicBool,
+    /// Whether decoded spans are written to the data cache (`--cache-mode
+    /// full`) or only served (`index-only`).
+    keep_decoded: bool,
+    /// Spans decoded but not stored, most recent last.
+    recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
     /// A shared lock on the layer's `inuse` file while this reader lives.
     _in_use: std::fs::File,
 }
@@ -101,8 +110,18 @@ impl LayerReader {
             verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             store_failed: AtomicBool::new(false),
+            keep_decoded: true,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_SPANS)),
             _in_use: in_use,
         })
+    }
+
+    /// Serve decoded spans without storing them (`--cache-mode index-only`):
+    /// the data cache then holds only what indexing wrote (streams that
+    /// cannot be entered in the middle) and what other processes stored.
+    pub fn without_storing(mut self) -> LayerReader {
+        self.keep_decoded = false;
+        self
     }
 
     /// Fill `buf` from `offset`; returns fewer bytes only at the stream's end.
@@ -136,7 +155,10 @@ impl LayerReader {
     fn read_span(&self, i: usize, from: u64, out: &mut [u8]) -> Result<()> {
         let span = &self.spans[i];
         if !self.verified[i].load(Ordering::Acquire) {
-            let bytes = self.checked_span(i)?;
+            let bytes = match self.recent_span(i) {
+                Some(bytes) => bytes,
+                None => self.checked_span(i)?,
+            };
             let from = from as usize;
             out.copy_from_slice(&bytes[from..from + out.len()]);
             return Ok(());
@@ -150,7 +172,7 @@ impl LayerReader {
 
     /// The whole of span `i`, read and checked (and decoded into the data
     /// cache if it is not there yet), for the pread path.
-    fn checked_span(&self, i: usize) -> Result<Vec<u8>> {
+    fn checked_span(&self, i: usize) -> Result<Arc<Vec<u8>>> {
         let span = &self.spans[i];
         let Some(data) = &self.data else {
             let mut bytes = vec![0u8; self.span_len(span)?];
@@ -159,7 +181,7 @@ impl LayerReader {
                 .map_err(|e| self.read_failed(span, e))?;
             self.check_blob_span(span, &bytes)?;
             self.verified[i].store(true, Ordering::Release);
-            return Ok(bytes);
+            return Ok(Arc::new(bytes));
         };
         let _guard = self.lock(i);
         let cached = self.verified[i].load(Ordering::Acquire)
@@ -171,16 +193,38 @@ impl LayerReader {
                 .map_err(|e| self.read_failed(span, e))?;
             if self.verified[i].load(Ordering::Acquire) || crc32(0, &bytes) == span.crc32 {
                 self.verified[i].store(true, Ordering::Release);
-                return Ok(bytes);
+                return Ok(Arc::new(bytes));
             }
         }
+        // Another thread may have decoded it while this one waited.
+        if let Some(bytes) = self.recent_span(i) {
+            return Ok(bytes);
+        }
         self.decode_into_cache(i, data)
+    }
+
+    fn recent_span(&self, i: usize) -> Option<Arc<Vec<u8>>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    /// Keep a span that was decoded but not stored, for the next reads.
+    fn remember(&self, i: usize, bytes: Arc<Vec<u8>>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|(j, _)| *j != i);
+        if recent.len() == RECENT_SPANS {
+            recent.pop_front();
+        }
+        recent.push_back((i, bytes));
     }
 
     /// Decode span `i` from the blob, check it, write it to the data cache
     /// and mark it present and verified; returns the decoded bytes.
     /// The caller holds the span's lock.
-    fn decode_into_cache(&self, i: usize, data: &DataCache) -> Result<Vec<u8>> {
+    fn decode_into_cache(&self, i: usize, data: &DataCache) -> Result<Arc<Vec<u8>>> {
         let span = &self.spans[i];
         let mut fresh = vec![0u8; self.span_len(span)?];
         let decoded = match &span.start {
@@ -203,13 +247,18 @@ impl LayerReader {
                 "decoded bytes do not match the index (the blob changed?)".to_string(),
             ));
         }
+        let fresh = Arc::new(fresh);
+        if !self.keep_decoded {
+            self.remember(i, fresh.clone());
+            return Ok(fresh);
+        }
         match data.file.write_all_at(&fresh, span.out_offset) {
             Ok(()) => {
                 present_flag(&data.present, i).store(1, Ordering::Release);
                 self.verified[i].store(true, Ordering::Release);
             }
             // A full cache disk costs speed, not service: the span is served
-            // from memory and decoded again when next read.
+            // from memory and decoded again once it leaves the recent few.
             Err(e) => {
                 if !self.store_failed.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -217,6 +266,7 @@ impl LayerReader {
                         "cannot write the data cache ({e}); serving decoded spans from memory until it can"
                     );
                 }
+                self.remember(i, fresh.clone());
             }
         }
         Ok(fresh)

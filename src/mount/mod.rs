@@ -119,6 +119,8 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     let mut cmd = Command::new(exe);
     cmd.arg("--cache")
         .arg(cache_root)
+        .arg("--cache-mode")
+        .arg(req.open.cache_mode.to_string())
         .arg("daemon")
         .arg("--pinned")
         .arg(pinned)
