@@ -290,7 +290,7 @@ fn remove_layer_dir(dir: &Path) -> Result<()> {
 
 /// Punch the decoded bytes out of `data` (keeping its size, so the index
 /// stays valid and nothing mapped is truncated) and clear every span flag.
-fn drop_decoded(dir: &Path) -> Result<u64> {
+pub(crate) fn drop_decoded(dir: &Path) -> Result<u64> {
     let data_path = dir.join("data");
     let before = allocated(&data_path);
     if before == 0 {
@@ -315,11 +315,11 @@ fn punch_hole(file: &File, path: &Path) -> Result<()> {
     let len = file.metadata().at(path)?.len();
     // SAFETY: fallocate on an fd we own, within its length.
     let r = unsafe {
-        libc::fallocate(
+        libc::fallocate64(
             file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             0,
-            len as libc::off_t,
+            len as libc::off64_t,
         )
     };
     if r != 0 {

@@ -7,6 +7,7 @@
 pub mod blob;
 pub mod bundle;
 pub mod cache;
+pub mod cache_limit;
 pub mod cli;
 pub mod digest;
 pub mod error;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
 use crate::cache::{Cache, CacheEntry, CacheMode};
+use crate::cache_limit::CacheLimit;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
@@ -26,15 +27,21 @@ pub struct OpenOptions {
     pub progress: bool,
     /// Whether decoded spans are stored in the cache.
     pub cache_mode: CacheMode,
+    /// `--cache-max`: the decoded bytes the cache may hold.
+    pub cache_max: Option<u64>,
 }
 
 /// The cache mode `OpenOptions::default()` takes: `--cache-mode`, set once
 /// by the command line for the whole process.
 static DEFAULT_CACHE_MODE: std::sync::OnceLock<CacheMode> = std::sync::OnceLock::new();
 
-/// Set the mode every `OpenOptions::default()` of this process takes.
-pub fn set_default_cache_mode(mode: CacheMode) {
+static DEFAULT_CACHE_MAX: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Set the mode and limit every `OpenOptions::default()` of this process
+/// takes.
+pub fn set_default_cache_mode(mode: CacheMode, max: Option<u64>) {
     let _ = DEFAULT_CACHE_MODE.set(mode);
+    let _ = DEFAULT_CACHE_MAX.set(max);
 }
 
 impl Default for OpenOptions {
@@ -45,6 +52,7 @@ impl Default for OpenOptions {
             gzip_span: DEFAULT_GZIP_SPAN,
             progress: true,
             cache_mode: DEFAULT_CACHE_MODE.get().copied().unwrap_or_default(),
+            cache_max: DEFAULT_CACHE_MAX.get().copied().flatten(),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct Rootfs {
     pub readers: Vec<LayerReader>,
     pub tree: Tree,
     pub stats: OpenStats,
+    /// `--cache-max`, enforced after reads that stored spans.
+    pub limit: Option<CacheLimit>,
 }
 
 /// An image with every layer indexed (through the cache) and no tree:
@@ -128,6 +138,10 @@ impl Rootfs {
         }
         let tree = builder.finish();
         stats.elapsed = started.elapsed();
+        let limit = match (opts.cache_mode, opts.cache_max) {
+            (CacheMode::Full, Some(max)) => Some(CacheLimit::new(cache.root(), max)),
+            _ => None,
+        };
         Ok(Rootfs {
             image,
             cache,
@@ -136,6 +150,7 @@ impl Rootfs {
             readers,
             tree,
             stats,
+            limit,
         })
     }
 
@@ -164,6 +179,9 @@ impl Rootfs {
                 offset: start + offset + n as u64,
                 reason: "the stream ends inside the file".to_string(),
             });
+        }
+        if let Some(limit) = &self.limit {
+            limit.after_read(&self.readers);
         }
         Ok(n)
     }

@@ -320,3 +320,67 @@ fn index_only_mode_keeps_only_what_indexing_wrote_for_a_single_zstd_frame() {
     support::assert_same_tree(&corpus().reference("debian-gzip"), &rootfs);
     assert_eq!(decoded(cache), after_indexing);
 }
+
+/// The largest regular files of a tree, relative to it.
+fn largest_files(root: &Path, n: usize) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                files.push((
+                    meta.len(),
+                    entry.path().strip_prefix(root).unwrap().to_path_buf(),
+                ));
+            }
+        }
+    }
+    files.sort();
+    files.into_iter().rev().take(n).map(|(_, p)| p).collect()
+}
+
+#[test]
+fn cache_max_bounds_decoded_data_while_readers_race_and_every_byte_is_right() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let debian = layout("debian-gzip");
+    let max: u64 = 16 << 20;
+    let reference = corpus().reference("debian-gzip");
+    let mounted = Mounted::new(cache, &debian, &["--cache-max", "16M"]);
+    // Every file once (the tree comparison reads them all)...
+    support::assert_same_tree(&reference, mounted.path());
+    // ...then the largest ones again, from four threads at once, while
+    // their spans are evicted under them.
+    let files = largest_files(&reference, 24);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (files, reference, mount) = (&files, &reference, mounted.path());
+            s.spawn(move || {
+                for k in 0..files.len() {
+                    let rel = &files[(k * 7 + t * 5) % files.len()];
+                    let got = std::fs::read(mount.join(rel)).unwrap();
+                    assert!(
+                        got == std::fs::read(reference.join(rel)).unwrap(),
+                        "{} has wrong bytes under --cache-max",
+                        rel.display()
+                    );
+                }
+            });
+        }
+    });
+    let held = decoded(cache);
+    // One check interval and the spans in flight may go past the bound.
+    assert!(held <= max + (8 << 20), "{held} bytes decoded, limit {max}");
+    assert!(held > 0, "nothing was kept at all");
+    let total: u64 = largest_files(&reference, 24)
+        .iter()
+        .map(|f| std::fs::metadata(reference.join(f)).unwrap().len())
+        .sum();
+    assert!(
+        total > 2 * max,
+        "the test reads too little to need eviction"
+    );
+}

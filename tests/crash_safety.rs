@@ -465,7 +465,7 @@ fn processes_racing_to_index_one_layer_leave_one_correct_entry() {
             names.sort();
             assert_eq!(
                 names,
-                ["data", "index", "inuse", "lock", "spans", "used"],
+                ["atimes", "data", "epoch", "index", "inuse", "lock", "spans", "used"],
                 "{}",
                 dir.display()
             );

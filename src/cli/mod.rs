@@ -59,6 +59,18 @@ pub struct Cli {
     )]
     pub cache_mode: crate::cache::CacheMode,
 
+    /// Bound the decoded data the cache holds (e.g. 500M, 2G): over it,
+    /// spans are evicted, least recently read first, and decoded again
+    /// when next read. Indexes are kept until pruned
+    #[arg(
+        long,
+        global = true,
+        value_name = "SIZE",
+        env = "OCIMOUNT_CACHE_MAX",
+        value_parser = crate::cache_limit::parse_size
+    )]
+    pub cache_max: Option<u64>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -139,7 +151,7 @@ impl ImageArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    crate::rootfs::set_default_cache_mode(cli.cache_mode);
+    crate::rootfs::set_default_cache_mode(cli.cache_mode, cli.cache_max);
     match &cli.command {
         Command::Inspect(a) => inspect::run(a, &cli.cache),
         Command::Ls(a) => ls::run(a, &cli.cache),

@@ -8,6 +8,7 @@ pub mod format;
 pub mod gzip;
 pub mod index;
 pub mod reader;
+pub mod residency;
 pub mod spans;
 pub mod tar;
 pub mod verify;

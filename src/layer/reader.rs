@@ -27,16 +27,15 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use memmap2::MmapMut;
 
 use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
 use crate::layer::index::LayerIndex;
+use crate::layer::residency::Residency;
 use crate::layer::spans::{crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;
@@ -52,7 +51,9 @@ pub struct LayerReader {
     spans: Vec<Span>,
     blob: Blob,
     data: Option<DataCache>,
-    verified: Vec<AtomicBool>,
+    /// For each span, 1 + the layer's eviction epoch it was checked under
+    /// (0: not checked). A plain layer, which nothing evicts, uses 1.
+    verified: Vec<AtomicU64>,
     locks: Vec<Mutex<()>>,
     /// Whether a span could not be stored (said once in the log).
     store_failed: AtomicBool,
@@ -61,13 +62,15 @@ pub struct LayerReader {
     keep_decoded: bool,
     /// Spans decoded but not stored, most recent last.
     recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// Decoded bytes this reader has stored, for the cache's size limit.
+    stored: AtomicU64,
     /// A shared lock on the layer's `inuse` file while this reader lives.
     _in_use: std::fs::File,
 }
 
 struct DataCache {
     file: std::fs::File,
-    present: MmapMut,
+    residency: Residency,
 }
 
 impl LayerReader {
@@ -84,21 +87,14 @@ impl LayerReader {
                     .open(&data_path)
                     .at(&data_path)?;
                 let data_len = file.metadata().at(&data_path)?.len();
-                let spans_path = dir.join("spans");
-                let spans_file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&spans_path)
-                    .at(&spans_path)?;
-                // SAFETY: as above; one byte per span, written with atomics.
-                let present = unsafe { MmapMut::map_mut(&spans_file) }.at(&spans_path)?;
-                if data_len != index.uncompressed_size || present.len() != index.spans.len() {
+                if data_len != index.uncompressed_size {
                     return Err(Error::Cache {
                         path: dir.to_path_buf(),
                         reason: "data or spans file has the wrong size".to_string(),
                     });
                 }
-                data = Some(DataCache { file, present });
+                let residency = Residency::open(dir, index.spans.len())?;
+                data = Some(DataCache { file, residency });
             }
         }
         Ok(LayerReader {
@@ -107,11 +103,12 @@ impl LayerReader {
             spans: index.spans.clone(),
             blob,
             data,
-            verified: index.spans.iter().map(|_| AtomicBool::new(false)).collect(),
+            verified: index.spans.iter().map(|_| AtomicU64::new(0)).collect(),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             store_failed: AtomicBool::new(false),
             keep_decoded: true,
             recent: Mutex::new(VecDeque::with_capacity(RECENT_SPANS)),
+            stored: AtomicU64::new(0),
             _in_use: in_use,
         })
     }
@@ -122,6 +119,37 @@ impl LayerReader {
     pub fn without_storing(mut self) -> LayerReader {
         self.keep_decoded = false;
         self
+    }
+
+    /// Decoded bytes this reader has stored so far.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// The spans the data cache holds for this layer, as (span, last use,
+    /// materialised): what the cache's size limit may evict. Materialised
+    /// spans cost a decode from their stream's start to rebuild.
+    pub fn resident_spans(&self) -> Vec<(usize, u32, bool)> {
+        let Some(data) = &self.data else {
+            return Vec::new();
+        };
+        (0..self.spans.len())
+            .filter(|&i| data.residency.is_present(i))
+            .map(|i| {
+                let materialised = matches!(self.spans[i].start, SpanStart::Materialized { .. });
+                (i, data.residency.last_used(i), materialised)
+            })
+            .collect()
+    }
+
+    /// Take these spans out of the data cache; a reader anywhere that had
+    /// checked one reads it again the checked way. Returns the bytes freed.
+    pub fn evict(&self, which: &[usize]) -> u64 {
+        let Some(data) = &self.data else {
+            return 0;
+        };
+        let spans: Vec<(usize, &Span)> = which.iter().map(|&i| (i, &self.spans[i])).collect();
+        data.residency.evict(&data.file, &spans)
     }
 
     /// Fill `buf` from `offset`; returns fewer bytes only at the stream's end.
@@ -154,20 +182,37 @@ impl LayerReader {
     /// the whole span through a checked buffer on first use, then straight.
     fn read_span(&self, i: usize, from: u64, out: &mut [u8]) -> Result<()> {
         let span = &self.spans[i];
-        if !self.verified[i].load(Ordering::Acquire) {
-            let bytes = match self.recent_span(i) {
-                Some(bytes) => bytes,
-                None => self.checked_span(i)?,
-            };
-            let from = from as usize;
-            out.copy_from_slice(&bytes[from..from + out.len()]);
-            return Ok(());
+        if let Some(data) = &self.data {
+            data.residency.touch(i);
         }
-        let read = match &self.data {
-            None => self.blob.read_exact_at(out, span.in_offset + from),
-            Some(data) => data.file.read_exact_at(out, span.out_offset + from),
+        let checked = self.verified[i].load(Ordering::Acquire);
+        if checked != 0 && checked == self.check_mark() {
+            let read = match &self.data {
+                None => self.blob.read_exact_at(out, span.in_offset + from),
+                Some(data) => data.file.read_exact_at(out, span.out_offset + from),
+            };
+            read.map_err(|e| self.read_failed(span, e))?;
+            // An eviction during the read may have punched what it read:
+            // then read it again, the checked way.
+            if self.check_mark() == checked {
+                return Ok(());
+            }
+        }
+        let bytes = match self.recent_span(i) {
+            Some(bytes) => bytes,
+            None => self.checked_span(i)?,
         };
-        read.map_err(|e| self.read_failed(span, e))
+        let from = from as usize;
+        out.copy_from_slice(&bytes[from..from + out.len()]);
+        Ok(())
+    }
+
+    /// What `verified` holds for a span checked now: 1 + the eviction epoch.
+    fn check_mark(&self) -> u64 {
+        match &self.data {
+            Some(data) => data.residency.epoch() + 1,
+            None => 1,
+        }
     }
 
     /// The whole of span `i`, read and checked (and decoded into the data
@@ -180,19 +225,20 @@ impl LayerReader {
                 .read_exact_at(&mut bytes, span.in_offset)
                 .map_err(|e| self.read_failed(span, e))?;
             self.check_blob_span(span, &bytes)?;
-            self.verified[i].store(true, Ordering::Release);
+            self.verified[i].store(1, Ordering::Release);
             return Ok(Arc::new(bytes));
         };
         let _guard = self.lock(i);
-        let cached = self.verified[i].load(Ordering::Acquire)
-            || present_flag(&data.present, i).load(Ordering::Acquire) == 1;
-        if cached {
+        // Taken before the bytes are read: an eviction after this makes the
+        // mark stale, and the span is checked again at its next read.
+        let mark = self.check_mark();
+        if data.residency.is_present(i) {
             let mut bytes = vec![0u8; self.span_len(span)?];
             data.file
                 .read_exact_at(&mut bytes, span.out_offset)
                 .map_err(|e| self.read_failed(span, e))?;
-            if self.verified[i].load(Ordering::Acquire) || crc32(0, &bytes) == span.crc32 {
-                self.verified[i].store(true, Ordering::Release);
+            if crc32(0, &bytes) == span.crc32 {
+                self.verified[i].store(mark, Ordering::Release);
                 return Ok(Arc::new(bytes));
             }
         }
@@ -252,10 +298,12 @@ impl LayerReader {
             self.remember(i, fresh.clone());
             return Ok(fresh);
         }
+        let mark = self.check_mark();
         match data.file.write_all_at(&fresh, span.out_offset) {
             Ok(()) => {
-                present_flag(&data.present, i).store(1, Ordering::Release);
-                self.verified[i].store(true, Ordering::Release);
+                data.residency.mark_present(i);
+                self.verified[i].store(mark, Ordering::Release);
+                self.stored.fetch_add(span.out_len, Ordering::Relaxed);
             }
             // A full cache disk costs speed, not service: the span is served
             // from memory and decoded again once it leaves the recent few.
@@ -307,13 +355,6 @@ impl LayerReader {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn present_flag(map: &MmapMut, i: usize) -> &AtomicU8 {
-    // SAFETY: `i` is in bounds (one byte per span, checked at open) and
-    // AtomicU8 has the size and alignment of u8; the mapping is shared with
-    // other processes, which only ever store 0 or 1.
-    unsafe { &*(map.as_ptr().add(i) as *const AtomicU8) }
 }
 
 #[cfg(test)]
@@ -558,5 +599,40 @@ mod tests {
             tar[1 << 20..(1 << 20) + 16],
             "the span was not repaired"
         );
+    }
+
+    /// An eviction by another process (here another reader of the same
+    /// cache files) under a reader that had checked the span: the reader
+    /// sees the epoch move and reads it again the checked way, never the
+    /// punched zeros; the span is decoded and stored again.
+    #[test]
+    fn a_span_evicted_under_a_reader_is_read_again_never_as_zeros() {
+        let tar = sample_tar();
+        let work = tempfile::tempdir().unwrap();
+        let entry = indexed(
+            work.path(),
+            &compress(&tar, Compression::Gzip),
+            &tar,
+            Compression::Gzip,
+        );
+        let open = || {
+            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap()
+        };
+        let (reader, evictor) = (open(), open());
+        let mut all = vec![0u8; tar.len()];
+        reader.read_at(0, &mut all).unwrap();
+        assert!(all == tar);
+        let resident: Vec<usize> = evictor.resident_spans().iter().map(|s| s.0).collect();
+        assert_eq!(resident.len(), entry.index.spans.len());
+        let freed = evictor.evict(&resident);
+        assert!(freed > (tar.len() as u64) / 2, "only {freed} bytes punched");
+        assert!(evictor.resident_spans().is_empty());
+        let mut again = vec![0u8; tar.len()];
+        reader.read_at(0, &mut again).unwrap();
+        assert!(
+            again == tar,
+            "an evicted span was served as it is on disk now"
+        );
+        assert_eq!(evictor.resident_spans().len(), entry.index.spans.len());
     }
 }

@@ -120,8 +120,11 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     cmd.arg("--cache")
         .arg(cache_root)
         .arg("--cache-mode")
-        .arg(req.open.cache_mode.to_string())
-        .arg("daemon")
+        .arg(req.open.cache_mode.to_string());
+    if let Some(max) = req.open.cache_max {
+        cmd.arg("--cache-max").arg(max.to_string());
+    }
+    cmd.arg("daemon")
         .arg("--pinned")
         .arg(pinned)
         .arg("--name")

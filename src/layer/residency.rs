@@ -1,0 +1,167 @@
+//! Which spans a layer's data cache holds, shared by every process through
+//! mapped files in the layer's cache directory:
+//!
+//! ```text
+//! spans    one byte per span: 1 while the span's bytes are in `data`
+//! epoch    8 bytes: bumped by every eviction from this layer
+//! atimes   4 bytes per span: when it was last read (seconds since 2020)
+//! ```
+//!
+//! A presence flag is a hint, the span's CRC is the truth: a process
+//! checks a span once and then reads it straight from `data`, but only
+//! while the layer's epoch is the one it checked under. An eviction clears
+//! the flags, bumps the epoch and only then punches the bytes out, so a
+//! reader that raced with it sees the new epoch after its read and reads
+//! the span again the checked way; it is never served the punched zeros.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::MmapMut;
+
+use crate::error::{Error, IoContext, Result};
+use crate::layer::spans::Span;
+
+/// 2020-01-01, so that last-use times fit in 32 bits for a century.
+const ATIME_BASE: u64 = 1_577_836_800;
+
+pub struct Residency {
+    present: MmapMut,
+    epoch: MmapMut,
+    atimes: MmapMut,
+}
+
+impl Residency {
+    /// Map the layer's files; `spans` (written with the index) must have
+    /// one byte per span; `epoch` and `atimes` are made when missing.
+    pub fn open(dir: &Path, span_count: usize) -> Result<Residency> {
+        let present = map(&dir.join("spans"))?;
+        if present.len() != span_count {
+            return Err(Error::Cache {
+                path: dir.to_path_buf(),
+                reason: "data or spans file has the wrong size".to_string(),
+            });
+        }
+        let epoch = map_sized(dir, "epoch", 8)?;
+        let atimes = map_sized(dir, "atimes", 4 * span_count.max(1))?;
+        Ok(Residency {
+            present,
+            epoch,
+            atimes,
+        })
+    }
+
+    fn flag(&self, i: usize) -> &AtomicU8 {
+        // SAFETY: `i` < span count (checked at open); AtomicU8 has u8's
+        // layout; other processes only ever store 0 or 1.
+        unsafe { &*(self.present.as_ptr().add(i) as *const AtomicU8) }
+    }
+
+    fn epoch_cell(&self) -> &AtomicU64 {
+        // SAFETY: an 8-byte, page-aligned mapping.
+        unsafe { &*(self.epoch.as_ptr() as *const AtomicU64) }
+    }
+
+    fn atime_cell(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: 4 bytes a span, page-aligned mapping, `i` < span count.
+        unsafe { &*(self.atimes.as_ptr().add(4 * i) as *const AtomicU32) }
+    }
+
+    pub fn is_present(&self, i: usize) -> bool {
+        self.flag(i).load(Ordering::Acquire) == 1
+    }
+
+    pub fn mark_present(&self, i: usize) {
+        self.flag(i).store(1, Ordering::Release);
+    }
+
+    /// The layer's eviction epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch_cell().load(Ordering::SeqCst)
+    }
+
+    /// Note that span `i` was read now.
+    pub fn touch(&self, i: usize) {
+        let now = now_tick();
+        let cell = self.atime_cell(i);
+        if cell.load(Ordering::Relaxed) != now {
+            cell.store(now, Ordering::Relaxed);
+        }
+    }
+
+    pub fn last_used(&self, i: usize) -> u32 {
+        self.atime_cell(i).load(Ordering::Relaxed)
+    }
+
+    /// Take `spans` out of `data`: flags cleared, epoch bumped, then the
+    /// whole pages inside each span punched out (a page shared with a
+    /// neighbour stays). Returns the bytes punched.
+    pub fn evict(&self, data: &File, spans: &[(usize, &Span)]) -> u64 {
+        for (i, _) in spans {
+            self.flag(*i).store(0, Ordering::SeqCst);
+        }
+        self.epoch_cell().fetch_add(1, Ordering::SeqCst);
+        let page = 4096u64;
+        let mut punched = 0;
+        for (_, span) in spans {
+            let start = span.out_offset.div_ceil(page) * page;
+            let end = (span.out_offset + span.out_len) / page * page;
+            if end <= start {
+                continue;
+            }
+            // SAFETY: fallocate on an fd we own, within the file.
+            let r = unsafe {
+                libc::fallocate64(
+                    data.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    start as libc::off64_t,
+                    (end - start) as libc::off64_t,
+                )
+            };
+            if r == 0 {
+                punched += end - start;
+            }
+        }
+        punched
+    }
+}
+
+fn now_tick() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    secs.saturating_sub(ATIME_BASE).min(u64::from(u32::MAX)) as u32
+}
+
+fn map(path: &Path) -> Result<MmapMut> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    // SAFETY: these files are never truncated (see `map_sized`); their
+    // bytes are only touched through atomics.
+    unsafe { MmapMut::map_mut(&file) }.at(path)
+}
+
+fn map_sized(dir: &Path, name: &str, len: usize) -> Result<MmapMut> {
+    let path = dir.join(name);
+    // Made in place, never replaced: every process must map the same
+    // file. Only ever grown (several processes may do it at once, to the
+    // same size), never truncated.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .at(&path)?;
+    if file.metadata().at(&path)?.len() < len as u64 {
+        file.set_len(len as u64).at(&path)?;
+    }
+    // SAFETY: see `map`.
+    unsafe { MmapMut::map_mut(&file) }.at(&path)
+}
