@@ -4,6 +4,7 @@
 //! nothing extracted into the cache; damaged, compressed and ambiguous
 //! archives fail with a message that says what is wrong.
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -485,4 +486,106 @@ fn hostile_archives_fail_with_what_is_wrong() {
         &ocimount(cache.path(), &["ls", huge.to_str().unwrap(), "/"]),
         "manifest.json is 8388609 bytes, larger than the 8388608-byte limit",
     );
+}
+
+fn fixture(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+const GCR: &str = "go-containerregistry/pkg/v1/tarball/testdata";
+
+/// go-containerregistry's `docker save` fixtures (SOURCES.md): a layer
+/// stored once and linked from a second image, two images in one archive,
+/// Docker 25's layout beside manifest.json, and broken ones. Each tree is
+/// what `tar -tv` of its layers lists.
+#[test]
+fn docker_save_fixtures_from_go_containerregistry_read_in_place() {
+    let cache = tempfile::tempdir().unwrap();
+    let ls = |image: String| ok(&ocimount(cache.path(), &["ls", "-lR", &image, "/"]));
+    let link = fixture(&format!("{GCR}/test_link.tar"));
+    let foo_bar = "-r-xr-xr-x   1     0     0          4 1970-01-01 00:00 bar\n\
+                   -r-xr-xr-x   1     0     0          4 1970-01-01 00:00 foo\n";
+    assert_eq!(
+        ls(format!(
+            "docker-archive:{link}:bazel/v1/tarball:test_image_1"
+        )),
+        foo_bar
+    );
+    // test_image_3's first layer.tar is a symlink to test_image_1's.
+    assert_eq!(
+        ls(format!(
+            "docker-archive:{link}:bazel/v1/tarball:test_image_3"
+        )),
+        format!("{foo_bar}-rw-r-----   1     0     0          6 2021-04-21 02:24 test\n")
+    );
+    let test = ocimount(
+        cache.path(),
+        &[
+            "cat",
+            &format!("docker-archive:{link}:bazel/v1/tarball:test_image_3"),
+            "/test",
+        ],
+    );
+    assert_eq!(test.stdout, b"hello\n");
+
+    let bundle = fixture(&format!("{GCR}/test_bundle.tar"));
+    assert_eq!(
+        ls(format!("docker-archive:{bundle}:test_image_2")),
+        "-r-xr-xr-x   1     0     0          4 1970-01-01 00:00 bat\n\
+         -r-xr-xr-x   1     0     0          4 1970-01-01 00:00 baz\n"
+    );
+    fails_with(
+        &ocimount(cache.path(), &["ls", &bundle, "/"]),
+        "(tags present: docker.io/library/test_image_2:latest, docker.io/library/test_image_1:latest)",
+    );
+
+    // Docker 25: manifest.json names the OCI layout's blobs; its index.json
+    // lists no manifests, so it reads as a docker-archive only.
+    let v25 = fixture(&format!("{GCR}/hello-world-v25.tar"));
+    assert_eq!(
+        ls(v25.clone()),
+        "-rwxr-xr-x   1     0     0       9136 2023-12-15 23:12 hello\n"
+    );
+    fails_with(
+        &ocimount(cache.path(), &["ls", &format!("oci-archive:{v25}"), "/"]),
+        "(member index.json) lists no manifests",
+    );
+
+    fails_with(
+        &ocimount(
+            cache.path(),
+            &["ls", &fixture(&format!("{GCR}/no_manifest.tar")), "/"],
+        ),
+        "neither a docker-archive (no manifest.json) nor an oci-archive (no index.json)",
+    );
+    fails_with(
+        &ocimount(
+            cache.path(),
+            &["ls", &fixture(&format!("{GCR}/null_manifest.tar")), "/"],
+        ),
+        "(member manifest.json): invalid type: null, expected a sequence",
+    );
+}
+
+/// dive's 14-layer `docker save` (whiteouts stored with typeflag `\0`, 392
+/// hardlinks to `bin/[`), read in place, gives the tree the public fixture
+/// test checks when its layers are re-wrapped as a layout.
+#[test]
+fn dives_docker_save_reads_in_place_as_its_layout_twin() {
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let archive = fixture("dive/.data/test-docker-image.tar");
+    let layers = common::docker_save_layers(&std::fs::read(&archive).unwrap());
+    let layout = common::build_layout(work.path(), &layers);
+    let from_layout = ok(&ocimount(
+        cache.path(),
+        &["ls", "-lR", layout.to_str().unwrap(), "/"],
+    ));
+    let from_archive = ok(&ocimount(cache.path(), &["ls", "-lR", &archive, "/"]));
+    assert_eq!(from_archive, from_layout);
+    assert_eq!(from_archive.lines().count(), 29 + 394);
 }
