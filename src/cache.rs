@@ -199,7 +199,7 @@ pub fn try_exclusive_lock(path: &Path) -> Result<Option<File>> {
     }
 }
 
-fn flock(f: &File, op: libc::c_int, path: &Path) -> Result<()> {
+pub(crate) fn flock(f: &File, op: libc::c_int, path: &Path) -> Result<()> {
     loop {
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {

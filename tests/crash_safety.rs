@@ -465,7 +465,10 @@ fn processes_racing_to_index_one_layer_leave_one_correct_entry() {
             names.sort();
             assert_eq!(
                 names,
-                ["atimes", "data", "epoch", "index", "inuse", "lock", "spans", "used"],
+                [
+                    "atimes", "data", "epoch", "evicting", "index", "inuse", "lock", "spans",
+                    "used"
+                ],
                 "{}",
                 dir.display()
             );

@@ -3,16 +3,22 @@
 //!
 //! ```text
 //! spans    one byte per span: 1 while the span's bytes are in `data`
-//! epoch    8 bytes: bumped by every eviction from this layer
+//! epoch    8 bytes: odd while an eviction from this layer is under way
+//! evicting flock(2)ed by the eviction under way
 //! atimes   4 bytes per span: when it was last read (seconds since 2020)
 //! ```
 //!
 //! A presence flag is a hint, the span's CRC is the truth: a process
 //! checks a span once and then reads it straight from `data`, but only
-//! while the layer's epoch is the one it checked under. An eviction clears
-//! the flags, bumps the epoch and only then punches the bytes out, so a
-//! reader that raced with it sees the new epoch after its read and reads
-//! the span again the checked way; it is never served the punched zeros.
+//! while the layer's epoch is the one it checked under (its "mark", taken
+//! before it reads or writes the span). An eviction (one at a time per
+//! layer, under a lock) makes the epoch odd, clears the flags, punches the
+//! bytes out and makes the epoch even again; a check made while it is odd
+//! is never trusted. A reader that raced with an eviction sees another
+//! epoch after its read and reads the span again the checked way; a
+//! writer that refilled the span meanwhile holds a mark from before the
+//! eviction ended, so its check is stale too. Nobody is served the
+//! punched zeros.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -30,7 +36,12 @@ const ATIME_BASE: u64 = 1_577_836_800;
 
 pub struct Residency {
     present: MmapMut,
-    epoch: MmapMut,
+    /// `None` when the file could not be made (a full disk): this process
+    /// then cannot see evictions, so it trusts no check and reads every
+    /// span the checked way.
+    epoch: Option<MmapMut>,
+    /// flock(2)ed by an eviction, so that one runs at a time.
+    evict_lock: Option<File>,
     atimes: MmapMut,
 }
 
@@ -45,11 +56,23 @@ impl Residency {
                 reason: "data or spans file has the wrong size".to_string(),
             });
         }
-        let epoch = map_sized(dir, "epoch", 8)?;
-        let atimes = map_sized(dir, "atimes", 4 * span_count.max(1))?;
+        let epoch = map_sized(dir, "epoch", 8).ok();
+        let atimes_len = 4 * span_count.max(1);
+        // Last-use times only order evictions: a private map will do.
+        let atimes = match map_sized(dir, "atimes", atimes_len) {
+            Ok(map) => map,
+            Err(_) => MmapMut::map_anon(atimes_len).at(dir.join("atimes"))?,
+        };
+        let evict_lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("evicting"))
+            .ok();
         Ok(Residency {
             present,
             epoch,
+            evict_lock,
             atimes,
         })
     }
@@ -60,9 +83,11 @@ impl Residency {
         unsafe { &*(self.present.as_ptr().add(i) as *const AtomicU8) }
     }
 
-    fn epoch_cell(&self) -> &AtomicU64 {
+    fn epoch_cell(&self) -> Option<&AtomicU64> {
         // SAFETY: an 8-byte, page-aligned mapping.
-        unsafe { &*(self.epoch.as_ptr() as *const AtomicU64) }
+        self.epoch
+            .as_ref()
+            .map(|map| unsafe { &*(map.as_ptr() as *const AtomicU64) })
     }
 
     fn atime_cell(&self, i: usize) -> &AtomicU32 {
@@ -78,9 +103,11 @@ impl Residency {
         self.flag(i).store(1, Ordering::Release);
     }
 
-    /// The layer's eviction epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch_cell().load(Ordering::SeqCst)
+    /// The layer's eviction epoch, or `None` when this process cannot see
+    /// it (and so must trust no earlier check). Odd while an eviction is
+    /// under way: a check made then is not to be trusted later.
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch_cell().map(|e| e.load(Ordering::SeqCst))
     }
 
     /// Note that span `i` was read now.
@@ -100,10 +127,19 @@ impl Residency {
     /// whole pages inside each span punched out (a page shared with a
     /// neighbour stays). Returns the bytes punched.
     pub fn evict(&self, data: &File, spans: &[(usize, &Span)]) -> u64 {
+        // Other readers would not see an eviction without the epoch: none.
+        let (Some(epoch), Some(lock)) = (self.epoch_cell(), &self.evict_lock) else {
+            return 0;
+        };
+        // One eviction of this layer at a time, across processes, so the
+        // epoch is odd exactly while one is under way.
+        if crate::cache::flock(lock, libc::LOCK_EX, Path::new("evicting")).is_err() {
+            return 0;
+        }
+        epoch.fetch_add(1, Ordering::SeqCst);
         for (i, _) in spans {
             self.flag(*i).store(0, Ordering::SeqCst);
         }
-        self.epoch_cell().fetch_add(1, Ordering::SeqCst);
         let page = 4096u64;
         let mut punched = 0;
         for (_, span) in spans {
@@ -125,6 +161,8 @@ impl Residency {
                 punched += end - start;
             }
         }
+        epoch.fetch_add(1, Ordering::SeqCst);
+        let _ = crate::cache::flock(lock, libc::LOCK_UN, Path::new("evicting"));
         punched
     }
 }
@@ -161,6 +199,12 @@ fn map_sized(dir: &Path, name: &str, len: usize) -> Result<MmapMut> {
         .at(&path)?;
     if file.metadata().at(&path)?.len() < len as u64 {
         file.set_len(len as u64).at(&path)?;
+    }
+    // Blocks reserved now: a store into a hole of a mapped file on a full
+    // disk would be SIGBUS, not an error.
+    // SAFETY: fallocate on an fd we own, within its length.
+    if unsafe { libc::fallocate64(file.as_raw_fd(), 0, 0, len as libc::off64_t) } != 0 {
+        return Err(Error::io(&path, std::io::Error::last_os_error()));
     }
     // SAFETY: see `map`.
     unsafe { MmapMut::map_mut(&file) }.at(&path)
