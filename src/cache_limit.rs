@@ -8,13 +8,12 @@
 //! evicted bytes (see `layer::residency`).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
 
 use crate::cache::try_exclusive_lock;
+use crate::inventory::{allocated, layer_last_used};
 use crate::layer::LayerReader;
 
 pub struct CacheLimit {
@@ -76,7 +75,7 @@ impl CacheLimit {
             .flatten()
             .map(|e| e.path())
             .filter(|dir| allocated(&dir.join("data")) > 0)
-            .map(|dir| (last_use(&dir), dir))
+            .map(|dir| (layer_last_used(&dir), dir))
             .collect();
         layers.sort();
         let mut freed = 0;
@@ -118,10 +117,6 @@ fn evict_own_spans(readers: &[LayerReader], need: u64) -> u64 {
     freed
 }
 
-fn allocated(path: &Path) -> u64 {
-    fs::metadata(path).map_or(0, |m| m.blocks() * 512)
-}
-
 /// Decoded bytes held on disk by every layer of the cache.
 pub fn decoded_total(layers: &Path) -> u64 {
     fs::read_dir(layers)
@@ -130,15 +125,6 @@ pub fn decoded_total(layers: &Path) -> u64 {
         .flatten()
         .map(|e| allocated(&e.path().join("data")))
         .sum()
-}
-
-fn last_use(dir: &Path) -> u64 {
-    fs::metadata(dir.join("used"))
-        .or_else(|_| fs::metadata(dir.join("index")))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `SIZE` as `--cache-max` takes it: bytes, or a number with K, M, G or T

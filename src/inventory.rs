@@ -113,8 +113,17 @@ fn mtime_secs(path: &Path) -> Option<u64> {
     Some(modified.duration_since(UNIX_EPOCH).ok()?.as_secs())
 }
 
-fn allocated(path: &Path) -> u64 {
+/// Bytes a file holds on disk (a sparse `data` file only what it holds).
+pub(crate) fn allocated(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+/// When an image last opened the layer in `dir`, in seconds since the
+/// epoch (its index's time for a layer that never recorded a use).
+pub(crate) fn layer_last_used(dir: &Path) -> u64 {
+    mtime_secs(&dir.join("used"))
+        .or_else(|| mtime_secs(&dir.join("index")))
+        .unwrap_or(0)
 }
 
 /// Every layer directory of the cache, by digest.
@@ -146,9 +155,7 @@ pub fn layers(cache: &Cache) -> Result<Vec<LayerUsage>> {
         out.push(LayerUsage {
             index_bytes: fs::metadata(dir.join("index")).map_or(0, |m| m.len()),
             decoded_bytes: allocated(&dir.join("data")),
-            last_used: mtime_secs(&dir.join("used"))
-                .or_else(|| mtime_secs(&dir.join("index")))
-                .unwrap_or(0),
+            last_used: layer_last_used(&dir),
             images: images
                 .iter()
                 .filter(|(_, r)| r.layers.contains(&name))
