@@ -57,6 +57,16 @@ pub trait BlobSource: Send + Sync {
         Ok(())
     }
 
+    /// A hint that `len` bytes from `offset` are about to be read: a
+    /// remote source fetches them in one request. Local sources ignore it.
+    fn will_need(&self, _offset: u64, _len: u64) {}
+
+    /// Whether reads cross a network (and so are worth caching even where
+    /// the bytes are the blob's own, as in a plain tar layer).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// The blob front to back. Sources with a cheaper sequential path (one
     /// HTTP GET, say) override this; the default reads at offsets.
     fn stream(&self) -> Box<dyn Read + Send + '_> {

@@ -19,6 +19,9 @@ pub enum Error {
     #[error("image archive {path}: {reason}")]
     Archive { path: PathBuf, reason: String },
 
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+
     #[error("{0} is not an OCI image layout: {1}")]
     NotALayout(PathBuf, String),
 
@@ -120,6 +123,9 @@ pub enum Error {
 
     #[error("{path}: {reason}")]
     BadPath { path: String, reason: String },
+
+    #[error("{0}")]
+    BadArgument(String),
 
     #[error("internal error: {0}")]
     Internal(String),

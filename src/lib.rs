@@ -21,6 +21,7 @@ pub mod limits;
 pub mod mount;
 pub mod oci;
 pub mod progress;
+pub mod registry;
 pub mod rootfs;
 pub mod tree_diff;
 pub mod union;

@@ -131,7 +131,10 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
         let blob = image.store.blob(&layer.digest, Some(layer.size))?;
         let Some(source) = blob.whole_file() else {
             return Err(Error::Archive {
-                path: image.reference.path().to_path_buf(),
+                path: image
+                    .reference
+                    .path()
+                    .map_or_else(|| image.store.index_location().into(), Path::to_path_buf),
                 reason: "this image lacks mount points (/proc, /dev, …) that a bundle needs, \
                          and the layer holding them cannot be added to an image read from an \
                          archive yet; copy it to a layout first (skopeo copy … oci:DIR)"

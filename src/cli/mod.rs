@@ -29,7 +29,10 @@ mod verify;
 /// directory with `oci-layout` and `index.json`) as PATH, PATH:TAG or
 /// PATH@sha256:DIGEST, optionally `oci:PATH…`; `oci-archive:FILE[:TAG]`;
 /// `docker-archive:FILE[:REPO:TAG]` (what `docker save` writes); or a plain
-/// path to either kind of archive. Archives are read in place. Layers are
+/// path to either kind of archive; or `docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]`
+/// for an image in a registry, read lazily with Range requests (short names
+/// are normalised as skopeo does: `docker://debian` is
+/// docker.io/library/debian:latest). Archives are read in place. Layers are
 /// indexed once into a shared cache; later commands reuse the index.
 ///
 /// Exit status: 0 on success, 1 when the command failed (the message says
@@ -70,6 +73,9 @@ pub struct Cli {
         value_parser = crate::cache_limit::parse_size
     )]
     pub cache_max: Option<u64>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -117,11 +123,83 @@ pub enum Command {
     Daemon(mount::DaemonCliArgs),
 }
 
+/// How registries are spoken to (`docker://` images), as skopeo's flags.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Registry options (docker:// images)")]
+pub struct RegistryArgs {
+    /// Require HTTPS and verify certificates; `--tls-verify=false` allows
+    /// plain HTTP and unverified certificates
+    #[arg(
+        long,
+        global = true,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        env = "OCIMOUNT_TLS_VERIFY"
+    )]
+    pub tls_verify: bool,
+
+    /// Credentials for the registry, instead of the auth files
+    #[arg(long, global = true, value_name = "USER:PASS")]
+    pub creds: Option<String>,
+
+    /// Use the *.crt, *.cert and *.key files in DIR instead of the
+    /// /etc/containers/certs.d and /etc/docker/certs.d lookup
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
+    /// Ignore layer-index artifacts published with `ocimount index push`;
+    /// index every layer with a full pass
+    #[arg(long, global = true)]
+    pub no_remote_index: bool,
+
+    /// Bound on each registry request (a manifest, a token, the bytes of a
+    /// span), retries included, in seconds
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        env = "OCIMOUNT_REGISTRY_TIMEOUT"
+    )]
+    pub registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    /// Make these the process's registry settings.
+    pub fn configure(&self) -> Result<()> {
+        use crate::registry::{credentials, settings};
+        let creds = match &self.creds {
+            Some(text) => Some(
+                credentials::parse_creds_flag(text)
+                    .map_err(|e| crate::error::Error::BadArgument(format!("--creds: {e}")))?,
+            ),
+            None => match std::env::var(settings::CREDS_ENV) {
+                Ok(text) if !text.is_empty() => {
+                    Some(credentials::parse_creds_flag(&text).map_err(|e| {
+                        crate::error::Error::BadArgument(format!("{}: {e}", settings::CREDS_ENV))
+                    })?)
+                }
+                _ => None,
+            },
+        };
+        settings::configure(settings::Settings {
+            tls_verify: self.tls_verify,
+            creds,
+            cert_dir: self.cert_dir.clone(),
+            remote_index: !self.no_remote_index,
+            request_timeout: std::time::Duration::from_secs(self.registry_timeout.max(1)),
+        });
+        Ok(())
+    }
+}
+
 /// The image and platform every command takes.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     /// The image: PATH[:TAG|@sha256:DIGEST] (optionally oci:PATH…),
-    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], or an archive FILE
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], an archive FILE,
+    /// or docker://[HOST[:PORT]/]REPO[:TAG|@sha256:DIGEST]
     #[arg(value_name = "IMAGE")]
     pub image: String,
 
@@ -152,6 +230,7 @@ impl ImageArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     crate::rootfs::set_default_cache_mode(cli.cache_mode, cli.cache_max);
+    cli.registry.configure()?;
     match &cli.command {
         Command::Inspect(a) => inspect::run(a, &cli.cache),
         Command::Ls(a) => ls::run(a, &cli.cache),

@@ -3,6 +3,7 @@
 //! `oci-archive:FILE[:TAG]` for a tar of one, and
 //! `docker-archive:FILE[:REPO:TAG]` for what `docker save` writes. A plain
 //! path to a regular file is either kind of archive, told by its contents.
+//! `docker://…` names an image in a registry (see `crate::registry::reference`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::archive::{self, DockerArchive, OciArchive};
 use crate::oci::{ImageStore, Layout};
+use crate::registry::reference as registry_reference;
+use crate::registry::{RegistryStore, RepositoryName};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -30,6 +33,8 @@ pub enum Transport {
     Layout(PathBuf),
     OciArchive(PathBuf),
     DockerArchive(PathBuf),
+    /// `docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]`: a repository in a registry.
+    Registry(RepositoryName),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +49,13 @@ impl ImageRef {
             reference: text.to_string(),
             reason: reason.to_string(),
         };
+        if let Some(body) = text.strip_prefix("docker://") {
+            let (name, selector) = registry_reference::parse(body).map_err(|r| bad(&r))?;
+            return Ok(ImageRef {
+                transport: Transport::Registry(name),
+                selector,
+            });
+        }
         if let Some(body) = text.strip_prefix("docker-archive:") {
             // skopeo splits at the first colon: the rest is REPO:TAG, whose
             // registry part may hold a port.
@@ -92,13 +104,14 @@ impl ImageRef {
         })
     }
 
-    /// The file or directory that holds the image.
-    pub fn path(&self) -> &Path {
+    /// The file or directory that holds the image; none for a registry.
+    pub fn path(&self) -> Option<&Path> {
         match &self.transport {
             Transport::Path(p)
             | Transport::Layout(p)
             | Transport::OciArchive(p)
-            | Transport::DockerArchive(p) => p,
+            | Transport::DockerArchive(p) => Some(p),
+            Transport::Registry(_) => None,
         }
     }
 
@@ -109,19 +122,28 @@ impl ImageRef {
             Transport::Path(path) | Transport::Layout(path) => Arc::new(Layout::open(path)?),
             Transport::OciArchive(path) => Arc::new(OciArchive::open(path)?),
             Transport::DockerArchive(path) => Arc::new(DockerArchive::open(path)?),
+            Transport::Registry(name) => Arc::new(RegistryStore::open(name, &self.selector)?),
         })
     }
 
     /// The same image pinned to one manifest, with an absolute path: what a
     /// daemon started later must open, whatever tags have moved since.
     pub fn pinned(&self, manifest: &Digest) -> Result<String> {
-        let path = std::fs::canonicalize(self.path()).at(self.path())?;
+        let path = match &self.transport {
+            Transport::Registry(name) => return Ok(format!("docker://{name}@{manifest}")),
+            Transport::Path(p)
+            | Transport::Layout(p)
+            | Transport::OciArchive(p)
+            | Transport::DockerArchive(p) => p,
+        };
+        let path = std::fs::canonicalize(path).at(path)?;
         let prefix = match &self.transport {
             // A plain path stays plain: it may be a layout or an archive.
             Transport::Path(_) => "",
             Transport::Layout(_) => "oci:",
             Transport::OciArchive(_) => "oci-archive:",
             Transport::DockerArchive(_) => "docker-archive:",
+            Transport::Registry(_) => unreachable!("returned above"),
         };
         Ok(format!("{prefix}{}@{manifest}", path.display()))
     }

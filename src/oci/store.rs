@@ -1,5 +1,5 @@
 //! Where an image's documents and blobs are kept: an OCI layout directory,
-//! an `oci-archive` or `docker save` tarball, later a registry. Image
+//! an `oci-archive` or `docker save` tarball, or a registry. Image
 //! resolution sees only this trait; the layer stage sees only the blobs.
 
 use serde::de::DeserializeOwned;
@@ -19,6 +19,12 @@ pub trait ImageStore: Send + Sync {
     /// The blob `digest`; when `size` is given, a blob of another size is
     /// an error. A missing blob is [`Error::MissingBlob`].
     fn blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob>;
+
+    /// A manifest or index `digest`: a registry serves these from another
+    /// endpoint than blobs; everywhere else they are blobs.
+    fn document(&self, digest: &Digest, size: Option<u64>) -> Result<Blob> {
+        self.blob(digest, size)
+    }
 
     /// Where the top-level index was read, for messages (`DIR/index.json`).
     fn index_location(&self) -> String;
@@ -47,7 +53,11 @@ pub fn json_blob<T: DeserializeOwned>(
             reason: format!("{size} bytes is larger than the {MAX_JSON_BYTES}-byte limit"),
         });
     }
-    let blob = store.blob(digest, Some(size))?;
+    let blob = if what == "config" {
+        store.blob(digest, Some(size))?
+    } else {
+        store.document(digest, Some(size))?
+    };
     let mut bytes = vec![0u8; size as usize];
     blob.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io(blob.location(), e))?;

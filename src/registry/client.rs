@@ -1,0 +1,733 @@
+//! A blocking client for the distribution API v2, one per repository.
+//!
+//! Every request goes through [`Client::send`], which:
+//! - authenticates as the registry's `WWW-Authenticate` challenge asks:
+//!   anonymous, Basic, or a Bearer token fetched from the challenge's realm
+//!   (with the user's credentials when there are any) and kept per scope;
+//! - follows redirects itself, keeping the `Range` header and dropping the
+//!   registry's credentials once the host changes (blob GETs are sent to
+//!   object storage);
+//! - retries 429, 5xx and failed connections with backoff, within a
+//!   bounded time (`Settings::request_timeout`).
+//!
+//! ureq is the HTTP crate: blocking, which suits the FUSE worker threads
+//! that wait on a span anyway; small (no async runtime in the daemon); and
+//! on rustls, so there is no OpenSSL to cross-build for arm64 and armv7.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ureq::http::{self, Response};
+use ureq::Body;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::limits::MAX_JSON_BYTES;
+use crate::oci::media;
+use crate::registry::challenge::{self, Challenge};
+use crate::registry::credentials::{self, Credential, Lookup};
+use crate::registry::reference::RepositoryName;
+use crate::registry::settings::{self, Settings};
+use crate::registry::tls;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stream (a whole layer) may take long in all, but never this long
+/// between two reads.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: usize = 5;
+const MAX_ATTEMPTS: usize = 4;
+const MAX_ERROR_BODY: u64 = 4096;
+/// The largest token response read.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+
+/// What a manifest GET asks for: OCI and Docker v2s2 images and lists.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The access a request needs, for the token's scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+/// How the registry wants to be spoken to, learnt from `GET /v2/`.
+#[derive(Clone, Debug)]
+enum Auth {
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// A manifest or index, read and verified.
+pub struct Document {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    name: RepositoryName,
+    /// `https://HOST` or, with `--tls-verify=false` and no TLS there, `http://HOST`.
+    base: String,
+    credential: Option<Credential>,
+    auth: Mutex<Auth>,
+    /// Bearer tokens by access.
+    tokens: Mutex<Vec<(Access, String)>>,
+    timeout: Duration,
+    range_ignored: AtomicBool,
+}
+
+impl Client {
+    /// Reach the registry of `name` and learn how it authenticates.
+    pub fn connect(name: &RepositoryName) -> Result<Arc<Client>> {
+        let settings = settings::current();
+        let host = name.api_host().to_string();
+        let agent = tls::agent(&name.domain, settings, CONNECT_TIMEOUT)?;
+        let credential = find_credential(name, settings)?;
+        let mut client = Client {
+            agent,
+            name: name.clone(),
+            base: format!("https://{host}"),
+            credential,
+            auth: Mutex::new(Auth::None),
+            tokens: Mutex::new(Vec::new()),
+            timeout: settings.request_timeout,
+            range_ignored: AtomicBool::new(false),
+        };
+        let ping = match client.ping() {
+            Ok(r) => r,
+            Err(e) if !settings.tls_verify => {
+                tracing::info!(registry = %host, "HTTPS failed ({e}); trying plain HTTP (--tls-verify=false)");
+                client.base = format!("http://{host}");
+                client.ping().map_err(|e2| {
+                    client.error(format!(
+                        "cannot reach the registry over HTTPS ({e}) nor over HTTP ({e2})"
+                    ))
+                })?
+            }
+            Err(e) => return Err(client.error(format!("cannot reach the registry: {e}"))),
+        };
+        if ping.status() == 401 {
+            *client.auth.lock().unwrap_or_else(|p| p.into_inner()) =
+                auth_from(&ping).unwrap_or(Auth::None);
+        }
+        Ok(Arc::new(client))
+    }
+
+    pub fn name(&self) -> &RepositoryName {
+        &self.name
+    }
+
+    /// `https://HOST/v2/REPO/`: the base of every URL this client asks.
+    pub fn repo_url(&self, tail: &str) -> String {
+        format!("{}/v2/{}/{tail}", self.base, self.name.repository)
+    }
+
+    fn ping(&self) -> std::result::Result<Response<Body>, String> {
+        let url = format!("{}/v2/", self.base);
+        let request = http::Request::get(&url)
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(self.timeout.min(Duration::from_secs(20))))
+            .build();
+        self.agent.run(request).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn error(&self, reason: String) -> Error {
+        Error::Registry {
+            registry: self.name.to_string(),
+            reason,
+        }
+    }
+
+    /// A manifest or index by tag or digest, verified against the digest it
+    /// was asked by (or, for a tag, the `Docker-Content-Digest` the
+    /// registry sends, when it sends one).
+    pub fn manifest(&self, reference: &str, expected: Option<&Digest>) -> Result<Document> {
+        let url = self.repo_url(&format!("manifests/{reference}"));
+        let response = self.send(
+            "GET",
+            &url,
+            &[("Accept", MANIFEST_ACCEPT.to_string())],
+            None,
+            Access::Pull,
+            false,
+        )?;
+        let status = response.status().as_u16();
+        if status == 404 {
+            return Err(Error::NoManifest(format!(
+                "{}: no manifest {reference:?} in the registry",
+                self.name
+            )));
+        }
+        if status != 200 {
+            return Err(self.status_error(&format!("GET manifest {reference}"), response));
+        }
+        let header_digest = header(&response, "docker-content-digest");
+        let content_type = header(&response, "content-type").unwrap_or_default();
+        let bytes = self.read_small(response, MAX_JSON_BYTES, "manifest")?;
+        let digest = Digest::of(&bytes);
+        let claimed = match expected {
+            Some(d) => Some(*d),
+            None => header_digest.and_then(|h| Digest::parse(&h).ok()),
+        };
+        if let Some(claimed) = claimed {
+            if claimed != digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {reference} from {}", self.name),
+                    digest: claimed,
+                    actual: digest,
+                });
+            }
+        }
+        let media_type = match content_type.split(';').next().map(str::trim) {
+            Some(t) if !matches!(media::document_kind(t), media::DocumentKind::Other) => {
+                t.to_string()
+            }
+            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        Ok(Document {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// A blob's size, from a HEAD.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let response = self.send("HEAD", &url, &[], None, Access::Pull, false)?;
+        match response.status().as_u16() {
+            200 => Ok(header(&response, "content-length").and_then(|l| l.parse().ok())),
+            404 => Ok(None),
+            _ => Err(self.status_error(&format!("HEAD blob {digest}"), response)),
+        }
+    }
+
+    /// `len` bytes of blob `digest` from `start`, with a Range request. A
+    /// server that ignores Range still works: the bytes before `start` are
+    /// read and dropped (and the log says so once).
+    pub fn blob_range(&self, digest: &Digest, start: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let range = format!("bytes={start}-{}", start + len - 1);
+        let response = self.send("GET", &url, &[("Range", range)], None, Access::Pull, false)?;
+        let what = || format!("blob {digest} bytes {start}..{}", start + len);
+        let skip = match response.status().as_u16() {
+            206 => {
+                let content_range = header(&response, "content-range").unwrap_or_default();
+                if !content_range.starts_with(&format!("bytes {start}-")) {
+                    return Err(self.error(format!(
+                        "{}: the registry answered with Content-Range {content_range:?}",
+                        what()
+                    )));
+                }
+                0
+            }
+            200 => {
+                if !self.range_ignored.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        registry = %self.name,
+                        "the registry ignores Range requests; each read fetches the blob from its start"
+                    );
+                }
+                start
+            }
+            404 => {
+                return Err(Error::MissingBlob {
+                    digest: *digest,
+                    location: self.name.to_string(),
+                })
+            }
+            _ => return Err(self.status_error(&format!("GET {}", what()), response)),
+        };
+        let mut body = response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader();
+        io::copy(&mut (&mut body).take(skip), &mut io::sink())
+            .map_err(|e| self.error(format!("{}: {e}", what())))?;
+        let mut bytes = vec![0u8; len as usize];
+        body.read_exact(&mut bytes)
+            .map_err(|e| self.error(format!("{}: the body ends early or fails ({e})", what())))?;
+        Ok(bytes)
+    }
+
+    /// The whole blob, front to back, as one GET. The reader yields exactly
+    /// `size` bytes, or fails: a body that ends early or runs on is an error.
+    pub fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let response = self.send("GET", &url, &[], None, Access::Pull, true)?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(Error::MissingBlob {
+                    digest: *digest,
+                    location: self.name.to_string(),
+                })
+            }
+            _ => return Err(self.status_error(&format!("GET blob {digest}"), response)),
+        }
+        if let Some(length) =
+            header(&response, "content-length").and_then(|l| l.parse::<u64>().ok())
+        {
+            if length != size {
+                return Err(self.error(format!(
+                    "blob {digest}: the registry sends {length} bytes, the manifest says {size}"
+                )));
+            }
+        }
+        Ok(BlobStream {
+            body: Box::new(
+                response
+                    .into_body()
+                    .into_with_config()
+                    .limit(u64::MAX)
+                    .reader(),
+            ),
+            left: size,
+            what: format!("{} blob {digest}", self.name),
+        })
+    }
+
+    /// Send one request, authenticating, following redirects and retrying
+    /// as the module comment says. `streaming` lifts the overall time bound
+    /// (a whole layer) and keeps only the per-read one.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        access: Access,
+        streaming: bool,
+    ) -> Result<Response<Body>> {
+        let deadline = Instant::now() + self.timeout;
+        let mut attempt = 0;
+        let mut authenticated_again = false;
+        loop {
+            attempt += 1;
+            let outcome = self
+                .send_following_redirects(method, url, headers, body, access, streaming, deadline);
+            let retry_after = match &outcome {
+                Ok(r) if r.status() == 401 && !authenticated_again => {
+                    authenticated_again = true;
+                    if self.authenticate(r, access)? {
+                        attempt -= 1;
+                        continue;
+                    }
+                    return outcome.map_err(|e| self.error(e));
+                }
+                Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
+                    header(r, "retry-after")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(10)))
+                }
+                Ok(_) => return outcome.map_err(|e| self.error(e)),
+                Err(_) => None,
+            };
+            let pause = retry_after.unwrap_or(Duration::from_millis(250 << attempt.min(4)));
+            if attempt >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
+                return match outcome {
+                    Ok(r) => Ok(r),
+                    Err(e) => {
+                        Err(self.error(format!("{method} {url}: {e} (after {attempt} attempts)")))
+                    }
+                };
+            }
+            match &outcome {
+                Ok(r) => tracing::debug!(%url, status = r.status().as_u16(), "retrying"),
+                Err(e) => tracing::debug!(%url, "retrying after: {e}"),
+            }
+            std::thread::sleep(pause);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_following_redirects(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        access: Access,
+        streaming: bool,
+        deadline: Instant,
+    ) -> std::result::Result<Response<Body>, String> {
+        let origin = host_of(url).to_string();
+        let mut url = url.to_string();
+        let mut method = method.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut builder = http::Request::builder().method(method.as_str()).uri(&url);
+            for (name, value) in headers {
+                builder = builder.header(*name, value);
+            }
+            // The registry's credentials go to the registry only.
+            if host_of(&url) == origin {
+                if let Some(authorization) = self.authorization(access) {
+                    builder = builder.header("Authorization", authorization);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".to_string());
+            }
+            let response = match body {
+                Some(bytes) => {
+                    let request = builder.body(bytes.to_vec()).map_err(|e| e.to_string())?;
+                    let request = self.configured(request, streaming, left);
+                    self.agent.run(request)
+                }
+                None => {
+                    let request = builder.body(()).map_err(|e| e.to_string())?;
+                    let request = self.configured(request, streaming, left);
+                    self.agent.run(request)
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(response);
+            }
+            let location = header(&response, "location")
+                .ok_or_else(|| format!("a {status} redirect without a Location"))?;
+            url = resolve(&url, &location);
+            if status == 303 {
+                method = "GET".to_string();
+            }
+            tracing::debug!(%url, "following a {status} redirect");
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+
+    fn configured<S: ureq::AsSendBody>(
+        &self,
+        request: http::Request<S>,
+        streaming: bool,
+        left: Duration,
+    ) -> http::Request<S> {
+        let config = self
+            .agent
+            .configure_request(request)
+            .http_status_as_error(false)
+            .max_redirects(0);
+        if streaming {
+            config
+                .timeout_recv_response(Some(left))
+                .timeout_per_read(Some(STREAM_READ_TIMEOUT))
+                .build()
+        } else {
+            config
+                .timeout_global(Some(left))
+                .timeout_per_read(Some(STREAM_READ_TIMEOUT.min(left)))
+                .build()
+        }
+    }
+
+    fn authorization(&self, access: Access) -> Option<String> {
+        match &*self.auth.lock().unwrap_or_else(|p| p.into_inner()) {
+            Auth::None => None,
+            Auth::Basic => self.credential.as_ref().map(basic_header),
+            Auth::Bearer { .. } => {
+                let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+                tokens
+                    .iter()
+                    .find(|(a, _)| *a == access || (*a == Access::Push && access == Access::Pull))
+                    .map(|(_, t)| format!("Bearer {t}"))
+            }
+        }
+    }
+
+    /// Answer a 401: learn the scheme from its challenge and, for Bearer,
+    /// fetch a token. Returns whether the request is worth sending again.
+    fn authenticate(&self, response: &Response<Body>, access: Access) -> Result<bool> {
+        let Some(auth) = auth_from(response) else {
+            return Ok(false);
+        };
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = auth.clone();
+        match auth {
+            Auth::None => Ok(false),
+            Auth::Basic => {
+                if self.credential.is_none() {
+                    return Err(self.error(
+                        "the registry asks for a user name and password; give --creds USER:PASS \
+                         or log in (skopeo login / podman login)"
+                            .to_string(),
+                    ));
+                }
+                Ok(true)
+            }
+            Auth::Bearer { realm, service } => {
+                let token = self.fetch_token(&realm, service.as_deref(), access)?;
+                let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+                tokens.retain(|(a, _)| *a != access);
+                tokens.push((access, token));
+                Ok(true)
+            }
+        }
+    }
+
+    fn fetch_token(&self, realm: &str, service: Option<&str>, access: Access) -> Result<String> {
+        let actions = match access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        };
+        let scope = format!("repository:{}:{actions}", self.name.repository);
+        let url = challenge::token_url(realm, service, &[scope]);
+        let mut builder = http::Request::get(&url);
+        if let Some(credential) = &self.credential {
+            builder = builder.header("Authorization", basic_header(credential));
+        }
+        let request = builder.body(()).map_err(|e| self.error(e.to_string()))?;
+        let request = self.configured(request, false, self.timeout);
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.error(format!("token request to {realm}: {e}")))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let reason = if status == 401 {
+                "the credentials were refused".to_string()
+            } else {
+                format!("HTTP {status}")
+            };
+            return Err(self.error(format!("token request to {realm}: {reason}")));
+        }
+        let body = self.read_small(response, MAX_TOKEN_BYTES, "token response")?;
+        let token = challenge::parse_token_response(&body)
+            .map_err(|e| self.error(format!("token from {realm}: {e}")))?;
+        Ok(token.token)
+    }
+
+    /// A small body, refused past `limit` bytes before it is all read.
+    pub(crate) fn read_small(
+        &self,
+        response: Response<Body>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        if let Some(length) =
+            header(&response, "content-length").and_then(|l| l.parse::<u64>().ok())
+        {
+            if length > limit {
+                return Err(self.error(format!(
+                    "the {what} is {length} bytes, more than the {limit}-byte limit"
+                )));
+            }
+        }
+        let mut bytes = Vec::new();
+        response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.error(format!("reading the {what}: {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(self.error(format!("the {what} is more than the {limit}-byte limit")));
+        }
+        Ok(bytes)
+    }
+
+    /// An unexpected status, with what the registry said (its first few KiB).
+    pub(crate) fn status_error(&self, what: &str, response: Response<Body>) -> Error {
+        let status = response.status();
+        let mut text = String::new();
+        let _ = response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader()
+            .take(MAX_ERROR_BODY)
+            .read_to_string(&mut text);
+        let said = registry_message(&text);
+        let hint = match status.as_u16() {
+            401 => " (authentication failed; check --creds or the auth file)",
+            403 => " (access denied)",
+            _ => "",
+        };
+        self.error(format!("{what}: HTTP {status}{hint}{said}"))
+    }
+}
+
+/// The credential to use for `name`: `--creds`, or the first auth file
+/// that has one, in skopeo's order.
+fn find_credential(name: &RepositoryName, settings: &Settings) -> Result<Option<Credential>> {
+    if let Some(creds) = &settings.creds {
+        return Ok(Some(creds.clone()));
+    }
+    let env = credentials::Env::from_process();
+    match credentials::lookup(&env, &name.domain, &name.repository) {
+        Ok(Lookup::Found(found)) => {
+            tracing::debug!(file = %found.file.display(), key = %found.key, "registry credentials");
+            Ok(Some(found.credential))
+        }
+        Ok(Lookup::HelperConfigured { file, helper }) => {
+            tracing::warn!(
+                "{}: credential helper {helper:?} is configured for {}; helpers are not run yet, so \
+                 the registry is asked anonymously (give --creds to override)",
+                file.display(),
+                name.domain
+            );
+            Ok(None)
+        }
+        Ok(Lookup::None) => Ok(None),
+        Err(e) => Err(Error::Registry {
+            registry: name.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn auth_from(response: &Response<Body>) -> Option<Auth> {
+    let mut found = None;
+    for value in response.headers().get_all("www-authenticate") {
+        let Ok(text) = value.to_str() else { continue };
+        for challenge in challenge::parse_challenges(text) {
+            match challenge {
+                Challenge::Bearer { realm, service, .. } => {
+                    return Some(Auth::Bearer { realm, service });
+                }
+                Challenge::Basic { .. } => found = Some(Auth::Basic),
+                Challenge::Other(_) => {}
+            }
+        }
+    }
+    found
+}
+
+fn basic_header(credential: &Credential) -> String {
+    use base64::Engine;
+    let (user, secret) = match credential {
+        Credential::Basic { username, password } => (username, password),
+        Credential::IdentityToken { username, token } => (username, token),
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+    format!("Basic {encoded}")
+}
+
+pub(crate) fn header(response: &Response<Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The `errors[].message` of a distribution error body, when there is one.
+fn registry_message(text: &str) -> String {
+    let messages: Vec<String> = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("errors")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
+            let message = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
+            (!code.is_empty() || !message.is_empty())
+                .then(|| format!("{code} {message}").trim().to_string())
+        })
+        .collect();
+    if messages.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", messages.join("; "))
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for telling whether a redirect left the registry.
+fn host_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+/// A `Location` made absolute against the URL it answered.
+fn resolve(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        let scheme = base.split("://").next().unwrap_or("https");
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{}{location}", host_of(base))
+    } else {
+        let dir = base.rsplit_once('/').map_or(base, |(d, _)| d);
+        format!("{dir}/{location}")
+    }
+}
+
+/// A blob's body: exactly its size, or an error.
+pub struct BlobStream {
+    body: Box<dyn Read + Send>,
+    left: u64,
+    what: String,
+}
+
+impl Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self
+            .body
+            .read(&mut buf[..want])
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.what)))?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: the body ends {} bytes early", self.what, self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_locations_are_resolved() {
+        let base = "https://r.io:5000/v2/a/blobs/sha256:x";
+        assert_eq!(resolve(base, "https://s3/o?x=1"), "https://s3/o?x=1");
+        assert_eq!(resolve(base, "//cdn/o"), "https://cdn/o");
+        assert_eq!(resolve(base, "/v2/b"), "https://r.io:5000/v2/b");
+        assert_eq!(resolve(base, "y"), "https://r.io:5000/v2/a/blobs/y");
+        assert_eq!(host_of(base), "https://r.io:5000");
+        assert_eq!(host_of("http://h"), "http://h");
+    }
+
+    #[test]
+    fn registry_errors_are_quoted() {
+        let body = r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#;
+        assert_eq!(
+            registry_message(body),
+            ": BLOB_UNKNOWN blob unknown to registry"
+        );
+        assert_eq!(registry_message("<html>"), "");
+    }
+}
