@@ -227,7 +227,8 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
     if index.diff_id != layer.diff_id || index.compression != layer.compression {
         return Err("index does not match the layer descriptor".to_string());
     }
-    if index.compression != Compression::None {
+    // A plain layer has `data` only when its blob was remote.
+    if index.compression != Compression::None || dir.join("data").exists() {
         let data_len = fs::metadata(dir.join("data"))
             .map_err(|e| e.to_string())?
             .len();
@@ -254,7 +255,9 @@ fn build(
     let mut temps = Temporaries(Vec::new());
     let compressed = layer.compression != Compression::None;
     let data_tmp = temps.add(tmp("data"));
-    let data = if compressed {
+    // A plain layer's bytes are the blob's own: served from the blob where
+    // it is local, cached in `data` like decoded spans where it is remote.
+    let data = if compressed || blob.is_remote() {
         Some(create_new(&data_tmp)?)
     } else {
         None
@@ -263,6 +266,7 @@ fn build(
         layer,
         blob,
         data.as_ref()
+            .filter(|_| compressed)
             .map(|f| f.try_clone())
             .transpose()
             .at(&data_tmp)?,

@@ -200,9 +200,10 @@ fn index_layers(
         Progress::hidden()
     };
     let count = image.layers.len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count.max(1));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Streams from a registry wait on the network more than on a core.
+    let remote = blobs.iter().any(|b| b.is_remote());
+    let threads = if remote { cores.max(4) } else { cores }.min(count.max(1));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<CacheEntry>>>> =
         Mutex::new((0..count).map(|_| None).collect());

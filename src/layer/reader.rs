@@ -78,7 +78,8 @@ impl LayerReader {
     pub fn open(dir: &Path, index: &LayerIndex, blob: Blob) -> Result<LayerReader> {
         let in_use = crate::cache::share_lock(&dir.join("inuse"))?;
         let mut data = None;
-        if index.uncompressed_size > 0 && index.compression != Compression::None {
+        let cached = index.compression != Compression::None || dir.join("data").exists();
+        if index.uncompressed_size > 0 && cached {
             {
                 let data_path = dir.join("data");
                 let file = OpenOptions::new()
@@ -278,6 +279,7 @@ impl LayerReader {
     fn decode_into_cache(&self, i: usize, data: &DataCache) -> Result<Arc<Vec<u8>>> {
         let span = &self.spans[i];
         let mut fresh = vec![0u8; self.span_len(span)?];
+        self.hint_compressed_range(i);
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
                 gzip::decode_span(&*self.blob, span, &mut fresh)
@@ -288,6 +290,10 @@ impl LayerReader {
             }
             SpanStart::Materialized { .. } => {
                 zstd::redecode_materialized(&*self.blob, span, &mut fresh)
+            }
+            // A plain layer whose blob is remote: cached like a decoded span.
+            SpanStart::Blob if self.compression == Compression::None => {
+                self.blob.read_exact_at(&mut fresh, span.in_offset)
             }
             SpanStart::Blob => Err(io::Error::other("plain span in a compressed layer")),
         };
@@ -323,6 +329,26 @@ impl LayerReader {
             }
         }
         Ok(fresh)
+    }
+
+    /// Tell the blob which bytes decoding span `i` reads, so that a remote
+    /// blob fetches them in one request: from its checkpoint (the span's
+    /// own, or for a materialised span the one its stretch began at) to the
+    /// byte where the next span begins.
+    fn hint_compressed_range(&self, i: usize) {
+        let span = &self.spans[i];
+        let start = span.in_offset;
+        let end = match span.start {
+            SpanStart::ZstdFrame { in_len } => start.saturating_add(in_len),
+            SpanStart::Blob => start.saturating_add(span.out_len),
+            _ => self.spans[i + 1..]
+                .iter()
+                .map(|s| s.in_offset)
+                .find(|&o| o > start)
+                .map_or(self.blob.size(), |o| o.saturating_add(1)),
+        };
+        self.blob
+            .will_need(start, end.min(self.blob.size()).saturating_sub(start));
     }
 
     fn check_blob_span(&self, span: &Span, bytes: &[u8]) -> Result<()> {

@@ -124,6 +124,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     if let Some(max) = req.open.cache_max {
         cmd.arg("--cache-max").arg(max.to_string());
     }
+    crate::registry::settings::pass_to(&mut cmd);
     cmd.arg("daemon")
         .arg("--pinned")
         .arg(pinned)

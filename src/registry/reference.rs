@@ -224,7 +224,10 @@ mod tests {
             norm(&format!("quay.io/a/b:tag@sha256:{HEX}")),
             format!("quay.io/a/b@sha256:{HEX}")
         );
-        assert_eq!(norm("a__b-c---d/e_f.g"), "docker.io/a__b-c---d/e_f.g:latest");
+        assert_eq!(
+            norm("a__b-c---d/e_f.g"),
+            "docker.io/a__b-c---d/e_f.g:latest"
+        );
         let (repo, _) = parse("debian").unwrap();
         assert_eq!(repo.api_host(), "registry-1.docker.io");
         let (repo, _) = parse("127.0.0.1:5000/x").unwrap();

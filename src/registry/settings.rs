@@ -52,3 +52,26 @@ pub fn configure(settings: Settings) {
 pub fn current() -> &'static Settings {
     SETTINGS.get_or_init(Settings::default)
 }
+
+/// Give a child `ocimount` process (the mount daemon) these settings: as
+/// arguments, and the credentials in its environment.
+pub fn pass_to(cmd: &mut std::process::Command) {
+    let settings = current();
+    cmd.arg(format!("--tls-verify={}", settings.tls_verify));
+    cmd.arg("--registry-timeout")
+        .arg(settings.request_timeout.as_secs().to_string());
+    if let Some(dir) = &settings.cert_dir {
+        cmd.arg("--cert-dir").arg(dir);
+    }
+    if !settings.remote_index {
+        cmd.arg("--no-remote-index");
+    }
+    match &settings.creds {
+        Some(Credential::Basic { username, password }) => {
+            cmd.env(CREDS_ENV, format!("{username}:{password}"));
+        }
+        _ => {
+            cmd.env_remove(CREDS_ENV);
+        }
+    }
+}
