@@ -157,6 +157,78 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Take a layer index made elsewhere (published to a registry with
+    /// `ocimount index push`) into the cache, in place of a full pass.
+    /// `bytes` are untrusted: they must decode as an index of this very
+    /// layer (digest, diff_id, compression, size), and hold no span that
+    /// only a full pass can fill (`Materialized`). An entry already in the
+    /// cache is kept.
+    pub fn install(&self, layer: &LayerInfo, bytes: &[u8]) -> Result<CacheEntry> {
+        let dir = self.layer_dir(layer);
+        let refuse = |reason: String| Error::Cache {
+            path: dir.clone(),
+            reason: format!("published index refused: {reason}"),
+        };
+        let index = format::decode(bytes, &layer.digest).map_err(refuse)?;
+        if index.diff_id != layer.diff_id {
+            return Err(refuse(format!("it is for diff_id {}", index.diff_id)));
+        }
+        if index.compression != layer.compression || index.compressed_size != layer.size {
+            return Err(refuse(
+                "its compression or size differs from the layer's".to_string(),
+            ));
+        }
+        if index
+            .spans
+            .iter()
+            .any(|s| matches!(s.start, SpanStart::Materialized { .. }))
+        {
+            return Err(refuse(
+                "the layer has stretches only a full pass can fill (one zstd frame, or a \
+                 deflate block longer than a span)"
+                    .to_string(),
+            ));
+        }
+        fs::create_dir_all(&dir).at(&dir)?;
+        mark_used(&dir.join("used"));
+        let _lock = DirLock::acquire(&dir.join("lock"))?;
+        if let Ok(index) = load(&dir, layer) {
+            return Ok(CacheEntry {
+                dir,
+                index,
+                built: false,
+            });
+        }
+        remove_temporaries(&dir);
+        let pid = std::process::id();
+        let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
+        let mut temps = Temporaries(Vec::new());
+        let data_tmp = temps.add(tmp("data"));
+        create_new(&data_tmp)?
+            .set_len(index.uncompressed_size)
+            .at(&data_tmp)?;
+        let spans_tmp = temps.add(tmp("spans"));
+        write_file(&spans_tmp, &vec![0u8; index.spans.len()])?;
+        rename(&data_tmp, &dir.join("data"))?;
+        rename(&spans_tmp, &dir.join("spans"))?;
+        let index_tmp = temps.add(tmp("index"));
+        // Our own encoding of what was decoded, not the bytes as received.
+        write_file(&index_tmp, &format::encode(&index))?;
+        rename(&index_tmp, &dir.join("index"))?;
+        Ok(CacheEntry {
+            dir,
+            index,
+            built: true,
+        })
+    }
+
+    /// Whether the layer's index is in the cache and sound.
+    pub fn has(&self, layer: &LayerInfo) -> bool {
+        load(&self.layer_dir(layer), layer).is_ok()
+    }
+}
+
 /// Set `path`'s mtime to now, creating it: the layer's last use, for
 /// `cache ls` and `prune --older-than`. Best effort: a read-only or full
 /// cache must not stop a read.

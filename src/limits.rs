@@ -35,6 +35,12 @@ pub const MAX_SPAN_BYTES: u64 = 4 << 20;
 /// (hostile: `huge_json_sizes_are_refused_before_reading`)
 pub const MAX_JSON_BYTES: u64 = 8 << 20;
 
+/// A layer index published to a registry (`index push`) larger than this
+/// is not fetched; the layer gets a full pass instead. An index is about
+/// 100 bytes per entry: this is several million entries.
+/// (registry tests: a published index past the limit)
+pub const MAX_PUBLISHED_INDEX_BYTES: u64 = 512 << 20;
+
 /// Nested indexes followed from the top one. (public_fixtures: the index loop)
 pub const MAX_INDEX_DEPTH: usize = 8;
 

@@ -12,7 +12,7 @@ use crate::cache_limit::CacheLimit;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
-use crate::layer::LayerReader;
+use crate::layer::{LayerInfo, LayerReader};
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
 use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
@@ -90,6 +90,7 @@ pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, 
         .iter()
         .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
         .collect::<Result<Vec<Blob>>>()?;
+    take_published_indexes(&image, &cache);
     let entries = index_layers(&image, &blobs, &cache, opts)?;
     crate::inventory::record_image(&cache, &image);
     Ok((image, entries.into_iter().map(|e| e.index).collect()))
@@ -105,6 +106,7 @@ impl Rootfs {
             .iter()
             .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
             .collect::<Result<Vec<Blob>>>()?;
+        take_published_indexes(&image, &cache);
         let entries = index_layers(&image, &blobs, &cache, opts)?;
         crate::inventory::record_image(&cache, &image);
         let mut stats = OpenStats::default();
@@ -184,6 +186,46 @@ impl Rootfs {
             limit.after_read(&self.readers);
         }
         Ok(n)
+    }
+}
+
+/// Put the layer indexes published beside the image (`index push`) into
+/// the cache for the layers it lacks, so that they get no full pass. Any
+/// failure, or an index that is not sound, costs only that: the layer is
+/// indexed by a full pass as usual, and the log says why.
+fn take_published_indexes(image: &Image, cache: &Cache) {
+    if !crate::registry::settings::current().remote_index {
+        return;
+    }
+    let missing: Vec<&LayerInfo> = image.layers.iter().filter(|l| !cache.has(l)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let published = match image.store.published_indexes(&image.manifest_digest) {
+        Ok(published) => published,
+        Err(e) => {
+            tracing::warn!(
+                "cannot look for published layer indexes ({e}); indexing with full passes"
+            );
+            return;
+        }
+    };
+    for layer in missing {
+        let Some(found) = published.iter().find(|p| p.layer == layer.digest) else {
+            continue;
+        };
+        let taken = image
+            .store
+            .fetch_published_index(found)
+            .and_then(|bytes| cache.install(layer, &bytes));
+        match taken {
+            Ok(_) => tracing::info!(layer = %layer.digest, "using the published index"),
+            Err(e) => tracing::warn!(
+                "layer {} ({}): {e}; indexing it with a full pass",
+                layer.position + 1,
+                layer.digest
+            ),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod cat;
 mod diff;
 mod export;
 mod generate;
+mod index;
 mod inspect;
 mod layers;
 mod ls;
@@ -114,6 +115,8 @@ pub enum Command {
     Layers(layers::LayersArgs),
     /// Paths added, removed and changed between two images (or two tags).
     Diff(diff::DiffArgs),
+    /// Publish layer indexes to a registry for other nodes (`index push`).
+    Index(index::IndexArgs),
     /// What the cache holds and who uses it; prune it or remove a layer.
     Cache(cache::CacheArgs),
     /// Shell completions and man pages, from these definitions.
@@ -244,6 +247,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a, &cli.cache),
         Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
         Command::Cache(a) => cache::run(a, &cli.cache),
+        Command::Index(a) => index::run(a, &cli.cache),
         Command::Layers(a) => layers::run(a, &cli.cache),
         Command::Diff(a) => diff::run(a, &cli.cache),
         Command::Generate(a) => generate::run(a),

@@ -8,6 +8,7 @@ use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Index;
+pub use crate::registry::index_artifact::PublishedIndex;
 
 pub use crate::limits::MAX_JSON_BYTES;
 
@@ -28,6 +29,20 @@ pub trait ImageStore: Send + Sync {
 
     /// Where the top-level index was read, for messages (`DIR/index.json`).
     fn index_location(&self) -> String;
+
+    /// Layer indexes published beside the image manifest `manifest` (a
+    /// registry's index artifact, see `registry::index_artifact`).
+    fn published_indexes(&self, _manifest: &Digest) -> Result<Vec<PublishedIndex>> {
+        Ok(Vec::new())
+    }
+
+    /// The bytes of one published index, digest-checked; untrusted still.
+    fn fetch_published_index(&self, index: &PublishedIndex) -> Result<Vec<u8>> {
+        Err(Error::Internal(format!(
+            "this store publishes no index (layer {})",
+            index.layer
+        )))
+    }
 
     /// A tag as the store spells its names (`docker save` archives name
     /// images `docker.io/library/busybox:latest`, whatever the user typed).

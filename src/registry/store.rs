@@ -17,6 +17,7 @@ use crate::oci::reference::Selector;
 use crate::oci::ImageStore;
 use crate::registry::blob::RegistryBlob;
 use crate::registry::client::Client;
+use crate::registry::index_artifact::{self, PublishedIndex};
 use crate::registry::reference::RepositoryName;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -131,6 +132,14 @@ impl ImageStore for RegistryStore {
         let blob = self.remember(*digest, document.bytes);
         check_size(&blob, size)?;
         Ok(blob)
+    }
+
+    fn published_indexes(&self, manifest: &Digest) -> Result<Vec<PublishedIndex>> {
+        index_artifact::find(&self.client, manifest)
+    }
+
+    fn fetch_published_index(&self, index: &PublishedIndex) -> Result<Vec<u8>> {
+        index_artifact::fetch(&self.client, index)
     }
 
     fn index_location(&self) -> String {
