@@ -4,6 +4,9 @@ set -euo pipefail
 packages=(fuse3 umoci skopeo mmdebstrap runc crun podman zstd pigz attr python3 tar gzip)
 # scripts/bench.sh and its smoke test: the peers, the ratarmount venv, `vagrant validate`
 packages+=(fuse-overlayfs python3-venv vagrant vagrant-libvirt)
+# the registry tests: a real distribution registry, its htpasswd and TLS
+# material, and the token server's JWT signing
+packages+=(docker-registry curl openssl apache2-utils python3-cryptography)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -305,6 +305,8 @@ impl Client {
             ),
             left: size,
             what: format!("{} blob {digest}", self.name),
+            window_start: Instant::now(),
+            window_bytes: 0,
         })
     }
 
@@ -678,12 +680,19 @@ fn resolve(base: &str, location: &str) -> String {
     }
 }
 
-/// A blob's body: exactly its size, or an error.
+/// A blob's body: exactly its size, or an error. A body that drips (less
+/// than [`MIN_STREAM_RATE`] bytes in any [`STREAM_READ_TIMEOUT`]) fails
+/// too: each read within the per-read timeout is not enough to bound it.
 pub struct BlobStream {
     body: Box<dyn Read + Send>,
     left: u64,
     what: String,
+    window_start: Instant,
+    window_bytes: u64,
 }
+
+/// The least a stream must deliver per `STREAM_READ_TIMEOUT`.
+const MIN_STREAM_RATE: u64 = 64 * 1024;
 
 impl Read for BlobStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -702,6 +711,22 @@ impl Read for BlobStream {
             ));
         }
         self.left -= n as u64;
+        self.window_bytes += n as u64;
+        if self.window_start.elapsed() >= STREAM_READ_TIMEOUT {
+            if self.window_bytes < MIN_STREAM_RATE && self.left > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{}: only {} bytes in {} s; the registry is too slow",
+                        self.what,
+                        self.window_bytes,
+                        STREAM_READ_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            self.window_start = Instant::now();
+            self.window_bytes = 0;
+        }
         Ok(n)
     }
 }

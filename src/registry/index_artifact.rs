@@ -9,10 +9,10 @@
 //! - an OCI image manifest, `artifactType` [`ARTIFACT_TYPE`], config the
 //!   empty descriptor (`application/vnd.oci.empty.v1+json`, `{}`), and
 //!   `subject` the image manifest it describes;
-//! - one layer per published layer index, media type [`INDEX_MEDIA_TYPE`]
-//!   (the cache's own index format, little-endian and fixed-width, the same
-//!   on x86-64, arm64 and armv7), annotated with the layer's digest under
-//!   [`LAYER_ANNOTATION`].
+//! - one layer per published layer index, media type [`INDEX_MEDIA_TYPE`]:
+//!   the cache's own index file (format 3: little-endian and fixed-width,
+//!   the same on x86-64, arm64 and armv7, checksummed) compressed with
+//!   zstd, annotated with the layer's digest under [`LAYER_ANNOTATION`].
 //!
 //! Everything read here is untrusted: documents are size-bounded and
 //! digest-checked, and an index is taken only if it decodes as an index of
@@ -32,7 +32,7 @@ use crate::oci::media;
 use crate::registry::client::{header, Access, Client};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.ocimount.index.v1";
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v3";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v3+zstd";
 pub const LAYER_ANNOTATION: &str = "io.ocimount.layer.digest";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";
@@ -173,14 +173,37 @@ pub fn fetch(client: &Client, published: &PublishedIndex) -> Result<Vec<u8>> {
             published.layer, published.size
         )));
     }
-    let bytes = client.blob_range(&published.blob, 0, published.size)?;
-    let actual = Digest::of(&bytes);
+    let packed = client.blob_range(&published.blob, 0, published.size)?;
+    let actual = Digest::of(&packed);
     if actual != published.blob {
         return Err(Error::DigestMismatch {
             what: format!("published index of layer {}", published.layer),
             digest: published.blob,
             actual,
         });
+    }
+    unpack(&packed).map_err(|reason| {
+        client.error(format!(
+            "the published index of layer {}: {reason}",
+            published.layer
+        ))
+    })
+}
+
+/// Decompress a published index, refusing more than the limit (a zstd
+/// bomb costs a bounded read, never the memory it claims).
+fn unpack(packed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(packed).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    decoder
+        .take(MAX_PUBLISHED_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("not zstd: {e}"))?;
+    if bytes.len() as u64 > MAX_PUBLISHED_INDEX_BYTES {
+        return Err(format!(
+            "it decompresses past the {MAX_PUBLISHED_INDEX_BYTES}-byte limit"
+        ));
     }
     Ok(bytes)
 }
@@ -270,12 +293,14 @@ pub fn push(client: &Client, subject: &Descriptor, indexes: &[LocalIndex]) -> Re
     let mut layers = Vec::with_capacity(indexes.len());
     let mut index_bytes = 0;
     for index in indexes {
-        let digest = upload_blob(client, &index.bytes)?;
-        index_bytes += index.bytes.len() as u64;
+        let packed = zstd::bulk::compress(&index.bytes, 9)
+            .map_err(|e| Error::Internal(format!("compressing an index: {e}")))?;
+        let digest = upload_blob(client, &packed)?;
+        index_bytes += packed.len() as u64;
         layers.push(json!({
             "mediaType": INDEX_MEDIA_TYPE,
             "digest": digest.to_string(),
-            "size": index.bytes.len(),
+            "size": packed.len(),
             "annotations": { LAYER_ANNOTATION: index.layer.to_string() },
         }));
     }

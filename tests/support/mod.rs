@@ -4,6 +4,7 @@
 //! themselves.
 #![allow(dead_code)]
 
+pub mod registry;
 pub mod treecmp;
 
 use std::path::{Path, PathBuf};

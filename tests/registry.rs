@@ -1,0 +1,718 @@
+//! ocimount against a real registry: Debian's `docker-registry` (the CNCF
+//! distribution registry 2.8) on 127.0.0.1, filled with `skopeo copy`,
+//! sometimes behind a proxy that counts, redirects, ignores Range or goes
+//! down. Trees are compared with `umoci unpack` of the same images.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::registry::{ProxyMode, TestProxy, TestRegistry};
+use support::{assert_same_tree, corpus, ok, run_bounded, Mounted, BIN};
+
+/// The images every test may read, pushed once to one anonymous registry.
+const SHARED_IMAGES: &[&str] = &[
+    "debian-gzip",
+    "debian-zstd",
+    "debian-zstd-multiframe",
+    "debian-gzip-multimember",
+    "debian-plain",
+    "tiny-opaque",
+    "multiarch",
+];
+
+fn layout(name: &str) -> String {
+    format!("oci:{}", corpus().image(name).layout.display())
+}
+
+fn shared() -> &'static TestRegistry {
+    static SHARED: OnceLock<TestRegistry> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let reg = TestRegistry::new();
+        for name in SHARED_IMAGES {
+            reg.push(&layout(name), &format!("test/{name}:v1"));
+        }
+        reg
+    })
+}
+
+/// `docker://HOST:PORT/test/NAME:v1`.
+fn image_at(host_port: &str, name: &str) -> String {
+    format!("docker://{host_port}/test/{name}:v1")
+}
+
+/// ocimount with a cache, plain HTTP allowed and a short request bound.
+fn om(cache: &Path, args: &[&str]) -> Output {
+    om_env(cache, args, &[])
+}
+
+fn om_env(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--cache")
+        .arg(cache)
+        .arg("--tls-verify=false")
+        .arg("--registry-timeout")
+        .arg("10")
+        .args(args)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("OCIMOUNT_REGISTRY_CREDS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(180));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "ocimount panicked: {stderr}");
+    out
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The stdout of a command that must succeed, as bytes.
+fn bytes(out: &Output) -> Vec<u8> {
+    ok(out);
+    out.stdout.clone()
+}
+
+/// Equal bytes, without printing them all when they differ.
+fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: {} bytes, expected {} bytes ({:?}… vs {:?}…)",
+        got.len(),
+        want.len(),
+        String::from_utf8_lossy(&got[..got.len().min(80)]),
+        String::from_utf8_lossy(&want[..want.len().min(80)])
+    );
+}
+
+fn local(cache: &Path, args: &[&str]) -> Vec<u8> {
+    let out = run_bounded(
+        Command::new(BIN).arg("--cache").arg(cache).args(args),
+        Duration::from_secs(180),
+    );
+    ok(&out);
+    out.stdout
+}
+
+#[test]
+fn every_command_reads_a_registry_image_as_it_reads_the_layout() {
+    let reg = shared();
+    let image = image_at(&reg.host_port(), "debian-gzip");
+    let layout_dir = corpus().image("debian-gzip").layout.display().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let local_cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let lc = local_cache.path();
+
+    let inspect = ok(&om(c, &["inspect", &image]));
+    let local_inspect = String::from_utf8(local(lc, &["inspect", &layout_dir])).unwrap();
+    let manifest_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Manifest:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(manifest_line(&inspect), manifest_line(&local_inspect));
+    assert!(
+        inspect.contains(&format!("Image:       {image}")),
+        "{inspect}"
+    );
+
+    for args in [
+        vec!["ls", "-l", "/etc/apt"],
+        vec!["cat", "/etc/os-release"],
+        vec!["layers"],
+    ] {
+        let mut remote_args = vec![args[0], image.as_str()];
+        remote_args.extend_from_slice(&args[1..]);
+        let mut local_args = vec![args[0], layout_dir.as_str()];
+        local_args.extend_from_slice(&args[1..]);
+        let remote = om(c, &remote_args);
+        assert_same_bytes(
+            &bytes(&remote),
+            &local(lc, &local_args),
+            &format!("{args:?} differs"),
+        );
+    }
+
+    let tar = c.join("r.tar");
+    let local_tar = lc.join("l.tar");
+    ok(&om(c, &["export", &image, "-o", tar.to_str().unwrap()]));
+    local(
+        lc,
+        &["export", &layout_dir, "-o", local_tar.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&tar).unwrap() == std::fs::read(&local_tar).unwrap(),
+        "export of the registry image differs from the layout's"
+    );
+
+    let verify = om(c, &["verify", &image]);
+    ok(&verify);
+    let report = String::from_utf8_lossy(&verify.stderr).into_owned()
+        + &String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok")).count(),
+        8,
+        "{report}"
+    );
+
+    let mounted = Mounted::new(c, &image, &["--tls-verify=false"]);
+    assert_same_tree(&corpus().reference("debian-gzip"), mounted.path());
+    drop(mounted);
+
+    let run = om(c, &["run", &image, "--", "cat", "/etc/debian_version"]);
+    let version =
+        std::fs::read_to_string(corpus().reference("debian-gzip").join("etc/debian_version"))
+            .unwrap();
+    assert_eq!(ok(&run), version);
+}
+
+#[test]
+fn gzip_zstd_plain_and_opaque_images_mount_as_umoci_unpacks_them() {
+    let reg = shared();
+    for name in [
+        "debian-zstd",
+        "debian-zstd-multiframe",
+        "debian-gzip-multimember",
+        "debian-plain",
+        "tiny-opaque",
+    ] {
+        let cache = tempfile::tempdir().unwrap();
+        let image = image_at(&reg.host_port(), name);
+        let mounted = Mounted::new(cache.path(), &image, &["--tls-verify=false"]);
+        let reference = corpus().image(name).reference.clone().unwrap();
+        assert_same_tree(&reference, mounted.path());
+    }
+}
+
+#[test]
+fn the_platform_is_chosen_from_a_registry_index() {
+    let reg = shared();
+    let image = image_at(&reg.host_port(), "multiarch");
+    let root = &corpus().root;
+    for (platform, reference) in [
+        ("linux/amd64", "ref/multiarch-amd64"),
+        ("linux/arm64/v8", "ref/multiarch-arm64"),
+    ] {
+        let cache = tempfile::tempdir().unwrap();
+        let inspect = ok(&om(
+            cache.path(),
+            &["inspect", "--platform", platform, &image],
+        ));
+        assert!(
+            inspect.contains(&format!(
+                "Chosen:      {platform} (exact match for the --platform"
+            )),
+            "{inspect}"
+        );
+        let mounted = Mounted::new(
+            cache.path(),
+            &image,
+            &["--tls-verify=false", "--platform", platform],
+        );
+        assert_same_tree(&root.join(reference), mounted.path());
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let err = failed(&om(
+        cache.path(),
+        &["ls", "--platform", "linux/s390x", &image, "/"],
+    ));
+    assert!(
+        err.contains(
+            "no manifest for platform linux/s390x; the image offers: linux/amd64, linux/arm64/v8"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_references_and_missing_images_are_clear_errors() {
+    let reg = shared();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let err = failed(&om(c, &["ls", "docker://Debian", "/"]));
+    assert!(
+        err.contains("\"Debian\" is not a repository name component"),
+        "{err}"
+    );
+    let err = failed(&om(c, &["ls", &image_at(&reg.host_port(), "nothere"), "/"]));
+    assert!(err.contains("no manifest \"v1\" in the registry"), "{err}");
+    let err = failed(&om(
+        c,
+        &[
+            "ls",
+            &format!("docker://{}/test/debian-gzip:v9", reg.host_port()),
+            "/",
+        ],
+    ));
+    assert!(
+        err.contains("test/debian-gzip: no manifest \"v9\""),
+        "{err}"
+    );
+    // Nothing listens there: a clear error, quickly.
+    let started = Instant::now();
+    let err = failed(&om(c, &["ls", "docker://127.0.0.1:9/x:y", "/"]));
+    assert!(
+        err.contains("registry 127.0.0.1:9/x: cannot reach the registry"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Plain HTTP needs --tls-verify=false, as in skopeo.
+    let out = run_bounded(
+        Command::new(BIN).arg("--cache").arg(c).args([
+            "ls",
+            &image_at(&reg.host_port(), "tiny-opaque"),
+            "/",
+        ]),
+        Duration::from_secs(60),
+    );
+    let err = failed(&out);
+    assert!(err.contains("cannot reach the registry"), "{err}");
+}
+
+#[test]
+fn basic_auth_uses_creds_or_the_auth_file() {
+    let reg = TestRegistry::builder()
+        .basic_auth("alice", "s3cret")
+        .start();
+    reg.push(&layout("tiny-opaque"), "team/tiny:v1");
+    let image = format!("docker://{}/team/tiny:v1", reg.host_port());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let want = local(
+        c,
+        &[
+            "ls",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/",
+        ],
+    );
+
+    let err = failed(&om(c, &["ls", &image, "/"]));
+    assert!(
+        err.contains("asks for a user name and password; give --creds"),
+        "{err}"
+    );
+    let err = failed(&om(c, &["--creds", "alice:wrong", "ls", &image, "/"]));
+    assert!(err.contains("HTTP 401"), "{err}");
+    let out = om(c, &["--creds", "alice:s3cret", "ls", &image, "/"]);
+    assert_same_bytes(&bytes(&out), &want, "output");
+
+    let auth = c.join("auth.json");
+    reg.write_auth_json(&auth);
+    let out = om_env(
+        c,
+        &["ls", &image, "/"],
+        &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())],
+    );
+    assert_same_bytes(&bytes(&out), &want, "output");
+    // A daemon gets the credentials too, without them on its command line.
+    let mounted = Mounted::new(
+        c,
+        &image,
+        &["--tls-verify=false", "--creds", "alice:s3cret"],
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", mounted.daemon_pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cret"));
+    assert_same_tree(&corpus().reference("tiny-opaque"), mounted.path());
+}
+
+#[test]
+fn bearer_tokens_anonymous_and_with_credentials() {
+    let reg = TestRegistry::builder().token_auth("bob", "pw").start();
+    reg.push(&layout("tiny-opaque"), &format!("team/tiny:v1"));
+    let image = format!("docker://{}/team/tiny:v1", reg.host_port());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let want = local(
+        c,
+        &[
+            "cat",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/n/file",
+        ],
+    );
+
+    let out = om(c, &["cat", &image, "/n/file"]);
+    assert_same_bytes(&bytes(&out), &want, "output");
+    assert!(
+        reg.token_log().contains("user=anonymous status=200"),
+        "{}",
+        reg.token_log()
+    );
+
+    let cache2 = tempfile::tempdir().unwrap();
+    let out = om(
+        cache2.path(),
+        &["--creds", "bob:pw", "cat", &image, "/n/file"],
+    );
+    assert_same_bytes(&bytes(&out), &want, "output");
+    assert!(
+        reg.token_log().contains("user=bob status=200"),
+        "{}",
+        reg.token_log()
+    );
+
+    let err = failed(&om(c, &["--creds", "bob:nope", "cat", &image, "/n/file"]));
+    assert!(err.contains("token request to"), "{err}");
+    assert!(err.contains("the credentials were refused"), "{err}");
+}
+
+#[test]
+fn tls_with_a_private_ca_from_cert_dir_or_certs_d() {
+    let reg = TestRegistry::builder().tls().start();
+    reg.push(&layout("tiny-opaque"), "team/tiny:v1");
+    let image = format!("docker://{}/team/tiny:v1", reg.host_port());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let want = local(
+        c,
+        &[
+            "ls",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/",
+        ],
+    );
+    let verified = |extra: &[&str], home: &Path| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--cache")
+            .arg(c)
+            .args(extra)
+            .args(["ls", &image, "/"])
+            .env("HOME", home);
+        let out = run_bounded(&mut cmd, Duration::from_secs(60));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+        out
+    };
+    let empty_home = tempfile::tempdir().unwrap();
+    let err = failed(&verified(&[], empty_home.path()));
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+
+    let cert_dir = reg.cert_dir().unwrap();
+    let out = verified(
+        &["--cert-dir", cert_dir.to_str().unwrap()],
+        empty_home.path(),
+    );
+    assert_same_bytes(&bytes(&out), &want, "output");
+
+    // $HOME/.config/containers/certs.d/HOST:PORT/ca.crt, as containers-image reads it.
+    let home = tempfile::tempdir().unwrap();
+    let certs_d = home
+        .path()
+        .join(".config/containers/certs.d")
+        .join(reg.host_port());
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(reg.ca_pem().unwrap(), certs_d.join("ca.crt")).unwrap();
+    let out = verified(&[], home.path());
+    assert_same_bytes(&bytes(&out), &want, "output");
+
+    let out = verified(&["--tls-verify=false"], empty_home.path());
+    assert_same_bytes(&bytes(&out), &want, "output");
+}
+
+#[test]
+fn redirected_blob_reads_keep_range_and_drop_credentials() {
+    // The registry asks for credentials; its blobs are sent to "object
+    // storage" (a second registry with the same blobs, behind a proxy that
+    // records what it is sent).
+    let reg = TestRegistry::builder()
+        .basic_auth("alice", "s3cret")
+        .start();
+    let storage = TestRegistry::new();
+    reg.push(&layout("debian-gzip"), &format!("test/debian-gzip:v1"));
+    storage.push(&layout("debian-gzip"), "test/debian-gzip:v1");
+    let storage_proxy = TestProxy::new(&storage, ProxyMode::Pass);
+    let front = TestProxy::new(&reg, ProxyMode::RedirectBlobsTo(storage_proxy.port()));
+    let image = image_at(&front.host_port(), "debian-gzip");
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let out = om(
+        c,
+        &["--creds", "alice:s3cret", "cat", &image, "/etc/os-release"],
+    );
+    let want = local(
+        c,
+        &[
+            "cat",
+            corpus().image("debian-gzip").layout.to_str().unwrap(),
+            "/etc/os-release",
+        ],
+    );
+    assert_same_bytes(&bytes(&out), &want, "output");
+
+    let front_requests = front.records();
+    assert!(
+        front_requests
+            .iter()
+            .any(|r| r.target.contains("/manifests/") && r.authorization),
+        "the registry got no credentials"
+    );
+    let redirected = storage_proxy.records();
+    assert!(redirected.iter().any(|r| r.target.contains("/blobs/")));
+    assert!(
+        redirected.iter().all(|r| !r.authorization),
+        "credentials followed a redirect to another host"
+    );
+    assert!(
+        redirected.iter().any(|r| r.range.is_some()),
+        "no span was read by Range after a redirect: {redirected:?}"
+    );
+}
+
+#[test]
+fn a_registry_that_ignores_range_still_serves_the_right_bytes() {
+    let reg = shared();
+    let proxy = TestProxy::new(reg, ProxyMode::IgnoreRange);
+    let image = image_at(&proxy.host_port(), "debian-gzip");
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let layout_dir = corpus().image("debian-gzip").layout.display().to_string();
+    for path in ["/etc/os-release", "/usr/bin/ls", "/etc/passwd"] {
+        let out = om(c, &["cat", &image, path]);
+        assert_same_bytes(&bytes(&out), &local(c, &["cat", &layout_dir, path]), path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr
+                .matches("the registry ignores Range requests")
+                .count(),
+            1,
+            "{stderr}"
+        );
+    }
+    assert!(proxy.requests().iter().any(|r| r.contains("Range: bytes=")));
+}
+
+#[test]
+fn a_mount_outlives_its_registry_and_recovers_when_it_returns() {
+    let mut reg = TestRegistry::new();
+    reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");
+    let image = image_at(&reg.host_port(), "debian-gzip");
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let layout_dir = corpus().image("debian-gzip").layout.display().to_string();
+    let mounted = Mounted::new(
+        c,
+        &image,
+        &["--tls-verify=false", "--registry-timeout", "3"],
+    );
+    let read = |path: &str| std::fs::read(mounted.path().join(path.trim_start_matches('/')));
+    let first = read("/etc/os-release").unwrap();
+    assert_eq!(first, local(c, &["cat", &layout_dir, "/etc/os-release"]));
+
+    reg.stop();
+    // Cached spans are served; a read that needs the registry fails with
+    // EIO, in bounded time, and the log names the registry error.
+    assert_eq!(read("/etc/os-release").unwrap(), first);
+    let started = Instant::now();
+    let err = read("/usr/bin/perl").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let log_dir = c.join("logs");
+    let log: String = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        log.contains(&format!(
+            "registry 127.0.0.1:{}/test/debian-gzip",
+            reg.port()
+        )),
+        "{log}"
+    );
+
+    reg.start();
+    let again = read("/usr/bin/perl").unwrap();
+    assert_eq!(again, local(c, &["cat", &layout_dir, "/usr/bin/perl"]));
+}
+
+fn layer_bytes(layout_dir: &Path) -> u64 {
+    let out = run_bounded(
+        Command::new(BIN)
+            .arg("inspect")
+            .arg("--json")
+            .arg(layout_dir),
+        Duration::from_secs(60),
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["compressed_size"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_pushed_index_spares_the_next_node_its_full_pass() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");
+    let image = image_at(&reg.host_port(), "debian-gzip");
+    let first_node = tempfile::tempdir().unwrap();
+    let pushed = ok(&om(first_node.path(), &["index", "push", &image]));
+    assert!(pushed.contains("6 of 6 layers"), "{pushed}");
+    assert!(
+        pushed.contains("listed through the referrers tag sha256-"),
+        "{pushed}"
+    );
+    // Pushing again replaces ours in the tag's index, and keeps one.
+    ok(&om(first_node.path(), &["index", "push", &image]));
+    let manifest = pushed
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(":");
+    let tag = format!("sha256-{}", manifest.trim_start_matches("sha256:"));
+    let listed = reg.http(
+        "GET",
+        &format!("/v2/test/debian-gzip/manifests/{tag}"),
+        &["Accept: application/vnd.oci.image.index.v1+json"],
+        None,
+    );
+    assert_eq!(listed.status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(listed["manifests"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        listed["manifests"][0]["artifactType"],
+        "application/vnd.ocimount.index.v1"
+    );
+
+    // A second node, empty cache, behind a proxy that counts.
+    let proxy = TestProxy::new(&reg, ProxyMode::Pass);
+    let image = image_at(&proxy.host_port(), "debian-gzip");
+    let second_node = tempfile::tempdir().unwrap();
+    let out = om(second_node.path(), &["cat", &image, "/etc/os-release"]);
+    let layout_dir = corpus().image("debian-gzip").layout.clone();
+    let want = local(
+        second_node.path(),
+        &["cat", layout_dir.to_str().unwrap(), "/etc/os-release"],
+    );
+    assert_same_bytes(&bytes(&out), &want, "/etc/os-release");
+    let total = layer_bytes(&layout_dir);
+    let fetched = proxy.blob_body_bytes();
+    eprintln!("fetched {fetched} of {total} compressed layer bytes");
+    assert!(
+        fetched * 20 < total,
+        "fetched {fetched} bytes, 5% of the layers is {}",
+        total / 20
+    );
+    // No layer was streamed whole: every blob read was a Range.
+    assert!(proxy
+        .records()
+        .iter()
+        .filter(|r| r.target.contains("/blobs/") && r.method == "GET")
+        .all(|r| r.range.is_some()));
+
+    // --no-remote-index: not looked for, every layer streamed.
+    proxy.reset_counters();
+    let third_node = tempfile::tempdir().unwrap();
+    ok(&om(
+        third_node.path(),
+        &["--no-remote-index", "ls", &image, "/"],
+    ));
+    assert!(!proxy
+        .requests()
+        .iter()
+        .any(|r| r.contains("referrers") || r.contains("sha256-")));
+    assert!(proxy.blob_body_bytes() >= total);
+}
+
+#[test]
+fn a_damaged_published_index_falls_back_to_a_full_pass() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), &format!("test/tiny:v1"));
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let node = tempfile::tempdir().unwrap();
+    ok(&om(node.path(), &["index", "push", &image]));
+    // Replace each published index with a damaged one, under the digest the
+    // artifact names (the registry's storage is the attacker's here).
+    let inspect = ok(&om(node.path(), &["inspect", "--json", &image]));
+    let manifest = serde_json::from_str::<serde_json::Value>(&inspect).unwrap()["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tag = format!("sha256-{}", manifest.trim_start_matches("sha256:"));
+    let listed = reg.http(
+        "GET",
+        &format!("/v2/test/tiny/manifests/{tag}"),
+        &["Accept: application/vnd.oci.image.index.v1+json"],
+        None,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    let artifact = listed["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let artifact = reg.http(
+        "GET",
+        &format!("/v2/test/tiny/manifests/{artifact}"),
+        &["Accept: application/vnd.oci.image.manifest.v1+json"],
+        None,
+    );
+    let artifact: serde_json::Value = serde_json::from_slice(&artifact.body).unwrap();
+    for layer in artifact["layers"].as_array().unwrap() {
+        let path = reg.blob_data_path(layer["digest"].as_str().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let out = om(fresh.path(), &["cat", &image, "/n/file"]);
+    let want = local(
+        fresh.path(),
+        &[
+            "cat",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/n/file",
+        ],
+    );
+    assert_same_bytes(&bytes(&out), &want, "output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("indexing it with a full pass"), "{stderr}");
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+}
+
+#[test]
+fn single_frame_zstd_layers_are_not_published_and_get_a_full_pass() {
+    let reg = shared();
+    let image = image_at(&reg.host_port(), "debian-zstd");
+    let node = tempfile::tempdir().unwrap();
+    let out = om(node.path(), &["index", "push", &image]);
+    let stdout = ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not published: only a full pass can fill it"),
+        "{stderr}"
+    );
+    let skipped = stderr.matches("not published").count();
+    assert!(skipped >= 1);
+    assert!(
+        stdout.contains(&format!("{} of 6 layers", 6 - skipped)),
+        "{stdout}"
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let mounted = Mounted::new(fresh.path(), &image, &["--tls-verify=false"]);
+    assert_same_tree(&corpus().reference("debian-gzip"), mounted.path());
+}
