@@ -58,8 +58,11 @@ pub trait BlobSource: Send + Sync {
     }
 
     /// A hint that `len` bytes from `offset` are about to be read: a
-    /// remote source fetches them in one request. Local sources ignore it.
-    fn will_need(&self, _offset: u64, _len: u64) {}
+    /// remote source fetches them in one request (and fails as the read
+    /// would). Local sources ignore it.
+    fn will_need(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Whether reads cross a network (and so are worth caching even where
     /// the bytes are the blob's own, as in a plain tar layer).

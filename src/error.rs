@@ -130,6 +130,13 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    #[error("layer {digest}: cannot fetch the data at uncompressed offset {offset}: {reason}")]
+    SpanUnavailable {
+        digest: Digest,
+        offset: u64,
+        reason: String,
+    },
+
     #[error("layer {digest}: damaged data at uncompressed offset {offset}: {reason}")]
     DamagedSpan {
         digest: Digest,

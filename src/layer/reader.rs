@@ -179,6 +179,17 @@ impl LayerReader {
         }
     }
 
+    /// A span whose bytes could not be fetched (a registry that is down):
+    /// the read fails, and succeeds again once the source is back.
+    fn unavailable(&self, span: &Span, e: io::Error) -> Error {
+        tracing::error!(layer = %self.digest, offset = span.out_offset, "cannot fetch: {e}");
+        Error::SpanUnavailable {
+            digest: self.digest,
+            offset: span.out_offset,
+            reason: e.to_string(),
+        }
+    }
+
     /// Copy `out.len()` bytes of span `i`, from `from` within it, with pread:
     /// the whole span through a checked buffer on first use, then straight.
     fn read_span(&self, i: usize, from: u64, out: &mut [u8]) -> Result<()> {
@@ -279,7 +290,8 @@ impl LayerReader {
     fn decode_into_cache(&self, i: usize, data: &DataCache) -> Result<Arc<Vec<u8>>> {
         let span = &self.spans[i];
         let mut fresh = vec![0u8; self.span_len(span)?];
-        self.hint_compressed_range(i);
+        self.hint_compressed_range(i)
+            .map_err(|e| self.unavailable(span, e))?;
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
                 gzip::decode_span(&*self.blob, span, &mut fresh)
@@ -297,7 +309,14 @@ impl LayerReader {
             }
             SpanStart::Blob => Err(io::Error::other("plain span in a compressed layer")),
         };
-        decoded.map_err(|e| self.damaged(span, format!("cannot decode: {e}")))?;
+        decoded.map_err(|e| match e.kind() {
+            // A remote blob that cannot be reached is not damaged.
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                self.damaged(span, format!("cannot decode: {e}"))
+            }
+            _ if self.blob.is_remote() => self.unavailable(span, e),
+            _ => self.damaged(span, format!("cannot decode: {e}")),
+        })?;
         if crc32(0, &fresh) != span.crc32 {
             return Err(self.damaged(
                 span,
@@ -335,7 +354,7 @@ impl LayerReader {
     /// blob fetches them in one request: from its checkpoint (the span's
     /// own, or for a materialised span the one its stretch began at) to the
     /// byte where the next span begins.
-    fn hint_compressed_range(&self, i: usize) {
+    fn hint_compressed_range(&self, i: usize) -> io::Result<()> {
         let span = &self.spans[i];
         let start = span.in_offset;
         let end = match span.start {
@@ -348,7 +367,7 @@ impl LayerReader {
                 .map_or(self.blob.size(), |o| o.saturating_add(1)),
         };
         self.blob
-            .will_need(start, end.min(self.blob.size()).saturating_sub(start));
+            .will_need(start, end.min(self.blob.size()).saturating_sub(start))
     }
 
     fn check_blob_span(&self, span: &Span, bytes: &[u8]) -> Result<()> {

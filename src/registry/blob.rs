@@ -96,12 +96,11 @@ impl BlobSource for RegistryBlob {
         Ok(n)
     }
 
-    fn will_need(&self, offset: u64, len: u64) {
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
         if offset >= self.size || self.cached(offset).is_some() {
-            return;
+            return Ok(());
         }
-        // A failure here is met again, and reported, by the read itself.
-        let _ = self.fetch(offset, len.max(1));
+        self.fetch(offset, len.max(1)).map(|_| ())
     }
 
     fn location(&self) -> String {
