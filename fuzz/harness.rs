@@ -99,7 +99,7 @@ pub fn tar_index(data: &[u8]) {
         diff_id: digest,
     };
     let bar = ProgressBar::hidden();
-    if let Ok(index) = build_index(&layer, &memblob(data), None, &bar, DEFAULT_GZIP_SPAN) {
+    if let Ok(index) = build_index(&layer, &memblob(data), None, None, &bar, DEFAULT_GZIP_SPAN) {
         assert_index_sound(&index, data.len() as u64);
     }
 }

@@ -26,6 +26,9 @@
 # umoci unpack and the extracted directory, ratarmount (PyPI, in a venv under
 # target/bench-venv; it mounts the layer blobs as a union with no whiteouts),
 # fuse-overlayfs and kernel overlayfs over the layers extracted with tar.
+# Registry rows (scripts/bench/registry.py): the gzip image served by
+# Debian's docker-registry on 127.0.0.1; `skopeo copy` then a mount, against
+# ocimount reading docker:// lazily, with and without a published index.
 # Needs root (drop_caches, mount, mknod) and /dev/fuse. It is a benchmark,
 # not a test: nothing here fails for being slow.
 set -euo pipefail
@@ -61,7 +64,7 @@ done
 [[ -n $reps ]] || { [[ $size == large ]] && reps=3 || reps=5; }
 [[ $EUID -eq 0 ]] || { echo "$0 needs root (drop_caches, mount, mknod)" >&2; exit 1; }
 [[ -e /dev/fuse ]] || { echo "$0 needs /dev/fuse" >&2; exit 1; }
-for tool in umoci skopeo mmdebstrap fuse-overlayfs fusermount3 zstd zcat tar python3; do
+for tool in umoci skopeo docker-registry mmdebstrap fuse-overlayfs fusermount3 zstd zcat tar python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-deps.sh" >&2; exit 1; }
 done
 log() { printf '[bench.sh] %s\n' "$*" >&2; }

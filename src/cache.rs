@@ -68,6 +68,9 @@ impl std::fmt::Display for CacheMode {
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// Whether the indexing pass over a remote blob stores everything it
+    /// decodes (see [`Cache::keeping_remote_output`]).
+    keep_remote_output: bool,
 }
 
 /// A layer's cache files, with its index loaded.
@@ -99,7 +102,21 @@ impl Cache {
             });
         };
         fs::create_dir_all(&root).at(&root)?;
-        Ok(Cache { root })
+        Ok(Cache {
+            root,
+            keep_remote_output: false,
+        })
+    }
+
+    /// Make the indexing pass over a remote blob (a registry layer) store
+    /// all it decodes in `data`, every span then present: the pass has
+    /// fetched and decoded the whole layer anyway, and otherwise each later
+    /// read would fetch its part of the layer a second time. Local blobs are
+    /// not affected: there a span is decoded again from the file in
+    /// milliseconds, and storing everything would cost the disk.
+    pub fn keeping_remote_output(mut self, keep: bool) -> Cache {
+        self.keep_remote_output = keep;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -147,7 +164,7 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
-        let index = build(&dir, blob, layer, bar, gzip_span)?;
+        let index = build(&dir, blob, layer, bar, gzip_span, self.keep_remote_output)?;
         bar.finish_and_clear();
         Ok(CacheEntry {
             dir,
@@ -320,6 +337,7 @@ fn build(
     layer: &LayerInfo,
     bar: &ProgressBar,
     gzip_span: u64,
+    keep_remote_output: bool,
 ) -> Result<LayerIndex> {
     let pid = std::process::id();
     let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
@@ -334,11 +352,17 @@ fn build(
     } else {
         None
     };
+    let keep_all = keep_remote_output && blob.is_remote();
     let index = build_index(
         layer,
         blob,
         data.as_ref()
             .filter(|_| compressed)
+            .map(|f| f.try_clone())
+            .transpose()
+            .at(&data_tmp)?,
+        data.as_ref()
+            .filter(|_| keep_all)
             .map(|f| f.try_clone())
             .transpose()
             .at(&data_tmp)?,
@@ -350,7 +374,7 @@ fn build(
         let present: Vec<u8> = index
             .spans
             .iter()
-            .map(|s| matches!(s.start, SpanStart::Materialized { .. }) as u8)
+            .map(|s| (keep_all || matches!(s.start, SpanStart::Materialized { .. })) as u8)
             .collect();
         let spans_tmp = temps.add(tmp("spans"));
         write_file(&spans_tmp, &present)?;

@@ -84,7 +84,8 @@ pub struct Rootfs {
 /// what `layers` needs.
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
     let image = Image::open(reference, opts.platform.as_ref())?;
-    let cache = Cache::locate(opts.cache_dir.as_deref())?;
+    let cache = Cache::locate(opts.cache_dir.as_deref())?
+        .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none());
     let blobs = image
         .layers
         .iter()
@@ -100,7 +101,8 @@ impl Rootfs {
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();
         let image = Image::open(reference, opts.platform.as_ref())?;
-        let cache = Cache::locate(opts.cache_dir.as_deref())?;
+        let cache = Cache::locate(opts.cache_dir.as_deref())?
+            .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none());
         let blobs = image
             .layers
             .iter()

@@ -1,7 +1,9 @@
 //! The benchmark is not a test: nothing here looks at a timing. These keep
 //! it from rotting: `scripts/bench.sh` runs end to end on the tiny image
 //! with one repetition and writes a Markdown table, JSON that parses with
-//! every system measured, and an SVG chart; and `vagrant validate` accepts
+//! every system measured, and an SVG chart, with the registry rows (the
+//! image served by Debian's `docker-registry`, every way measured, its
+//! bytes counted, nothing left running); and `vagrant validate` accepts
 //! the Vagrantfile (Debian's `vagrant` and `vagrant-libvirt`, installed by
 //! scripts/install-deps.sh; a missing `vagrant` fails the test).
 //! Needs root and /dev/fuse, as the mount tests do.
@@ -81,6 +83,25 @@ fn bench_mounts() -> Vec<String> {
         .collect()
 }
 
+/// Processes (the registry, a mount daemon) still running from a bench work dir.
+fn bench_processes() -> Vec<String> {
+    let prefix = format!("{REPO}/target/bench-work.");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&prefix) {
+            out.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out
+}
+
 fn unmount_leftovers() {
     let mut mounts = bench_mounts();
     mounts.sort();
@@ -111,6 +132,12 @@ fn bench_smoke_run_writes_table_json_and_chart() {
         bench_mounts().is_empty(),
         "mounts left behind: {:?}",
         bench_mounts()
+    );
+
+    assert!(
+        bench_processes().is_empty(),
+        "processes left behind: {:?}",
+        bench_processes()
     );
 
     let md = std::fs::read_to_string(out.path().join("smoke.md")).expect("smoke.md");
@@ -196,6 +223,99 @@ fn bench_smoke_run_writes_table_json_and_chart() {
     assert!(md.contains("| read all, cold |"), "{md}");
     assert!(md.contains("Worst ratio against a peer"), "{md}");
     assert!(md.contains("(smoke.svg)"), "{md}");
+
+    // The registry rows: every way timed and its blob bytes counted from the
+    // registry's access log. The tiny image has no /usr/bin/true, so no `run`
+    // rows; its /etc/os-release dangles, so the first file is another.
+    let reg = &res["registry"];
+    assert!(reg.is_object(), "no registry results in {json}");
+    assert!(reg["error"].is_null(), "registry: {}", reg["error"]);
+    assert_eq!(
+        reg["errors"].as_object().map(|e| e.len()),
+        Some(0),
+        "registry: {}",
+        reg["errors"]
+    );
+    assert_eq!(reg["first_file"], "/etc/debian_version");
+    assert!(
+        reg["run"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("not measured")),
+        "{}",
+        reg["run"]
+    );
+    let layers = reg["layer_bytes"].as_f64().expect("layer_bytes");
+    assert_eq!(layers, res["image"]["gzip_bytes"].as_f64().unwrap());
+    assert!(
+        reg["artifact_bytes"].as_f64().is_some_and(|b| b > 0.0),
+        "{reg}"
+    );
+    assert!(reg["index_push_seconds"].as_f64().is_some(), "{reg}");
+    let measured = [
+        ("skopeo-copy", "copy"),
+        ("registry-skopeo", "first_file"),
+        ("registry-noindex", "first_file"),
+        ("registry-noindex", "read_all"),
+        ("registry-index", "first_file"),
+        ("registry-index", "read_all"),
+    ];
+    for (system, metric) in measured {
+        for m in [metric.to_string(), format!("{metric}_bytes")] {
+            assert!(
+                res["medians"][system][&m].as_f64().is_some(),
+                "{system} has no {m}"
+            );
+        }
+    }
+    // What each way fetched: skopeo and the full pass, every layer; the
+    // published indexes spare most of them.
+    let bytes = |system: &str, metric: &str| {
+        res["medians"][system][format!("{metric}_bytes")]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(bytes("skopeo-copy", "copy") >= layers);
+    assert!(bytes("registry-skopeo", "first_file") >= layers);
+    assert!(bytes("registry-noindex", "first_file") >= layers);
+    assert!(bytes("registry-index", "first_file") < layers / 2.0);
+    // The section: a row with a time, bytes and a share per measure, and the goals.
+    let section = md.split("## Registry").nth(1).expect("a Registry section");
+    let rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.ends_with(" % |"))
+        .collect();
+    assert_eq!(rows.len(), measured.len(), "{section}");
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert!(
+            cells[2].ends_with(" ms") || cells[2].ends_with(" s"),
+            "{row}"
+        );
+        assert!(cells[3].ends_with("iB"), "{row}");
+    }
+    for goal in [
+        "with the artifact, the first file in ≤ 0.5 s",
+        "with the artifact, the first file with ≤ 5 % of the compressed bytes",
+        "with no artifact, the first file in ≤ 1.0× the time of `skopeo copy` alone",
+    ] {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {goal} |")))
+            .unwrap_or_else(|| panic!("no goal {goal:?} in {section}"));
+        assert!(
+            line.ends_with("| met |") || line.ends_with("| **missed** |"),
+            "{line}"
+        );
+    }
+    assert!(
+        section.contains("way 2 first file ÷ `skopeo copy` alone: **"),
+        "{section}"
+    );
+    assert!(
+        section.contains("way 3 first file blob bytes ÷ compressed layer bytes: **"),
+        "{section}"
+    );
+
     assert!(
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<rect"),
         "{svg}"

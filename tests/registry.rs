@@ -332,7 +332,7 @@ fn basic_auth_uses_creds_or_the_auth_file() {
 #[test]
 fn bearer_tokens_anonymous_and_with_credentials() {
     let reg = TestRegistry::builder().token_auth("bob", "pw").start();
-    reg.push(&layout("tiny-opaque"), &format!("team/tiny:v1"));
+    reg.push(&layout("tiny-opaque"), "team/tiny:v1");
     let image = format!("docker://{}/team/tiny:v1", reg.host_port());
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path();
@@ -434,7 +434,7 @@ fn redirected_blob_reads_keep_range_and_drop_credentials() {
         .basic_auth("alice", "s3cret")
         .start();
     let storage = TestRegistry::new();
-    reg.push(&layout("debian-gzip"), &format!("test/debian-gzip:v1"));
+    reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");
     storage.push(&layout("debian-gzip"), "test/debian-gzip:v1");
     let storage_proxy = TestProxy::new(&storage, ProxyMode::Pass);
     let front = TestProxy::new(&reg, ProxyMode::RedirectBlobsTo(storage_proxy.port()));
@@ -502,6 +502,10 @@ fn a_mount_outlives_its_registry_and_recovers_when_it_returns() {
     let mut reg = TestRegistry::new();
     reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");
     let image = image_at(&reg.host_port(), "debian-gzip");
+    // The indexes come from the registry, so that the mount's cache holds
+    // only the spans read through it (a full pass would leave it all).
+    let first_node = tempfile::tempdir().unwrap();
+    ok(&om(first_node.path(), &["index", "push", &image]));
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path();
     let layout_dir = corpus().image("debian-gzip").layout.display().to_string();
@@ -539,9 +543,25 @@ fn a_mount_outlives_its_registry_and_recovers_when_it_returns() {
         "{log}"
     );
 
+    // Back: the read works again (a failure answers for the next 2 s, so
+    // that reads queued behind a timed-out fetch fail at once).
     reg.start();
-    let again = read("/usr/bin/perl").unwrap();
-    assert_eq!(again, local(c, &["cat", &layout_dir, "/usr/bin/perl"]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let again = loop {
+        match read("/usr/bin/perl") {
+            Ok(bytes) => break bytes,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("the registry is back and the read still fails: {e}"),
+        }
+    };
+    assert_same_bytes(
+        &again,
+        &local(c, &["cat", &layout_dir, "/usr/bin/perl"]),
+        "/usr/bin/perl",
+    );
 }
 
 fn layer_bytes(layout_dir: &Path) -> u64 {
@@ -641,7 +661,7 @@ fn a_pushed_index_spares_the_next_node_its_full_pass() {
 #[test]
 fn a_damaged_published_index_falls_back_to_a_full_pass() {
     let reg = TestRegistry::new();
-    reg.push(&layout("tiny-opaque"), &format!("test/tiny:v1"));
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
     let image = format!("docker://{}/test/tiny:v1", reg.host_port());
     let node = tempfile::tempdir().unwrap();
     ok(&om(node.path(), &["index", "push", &image]));

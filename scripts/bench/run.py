@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import registry  # the registry rows: scripts/bench/registry.py
+
 # ---------------------------------------------------------------- children
 # Timed in a fresh process, the interpreter start excluded.
 
@@ -569,6 +571,7 @@ class Bench:
                 for s in self.systems:
                     self.log(f"rep {rep}/{self.a.reps}: {s.label}")
                     self.one_rep(s, rep)
+            registry.measure(self, sys.modules[__name__])
         finally:
             self.notes["loadavg_end"] = loadavg()
             for s in reversed(self.systems):
@@ -619,7 +622,7 @@ class Bench:
             "loadavg": {"start": self.notes.get("loadavg_start"), "end": self.notes.get("loadavg_end")},
             "systems": systems,
             "metrics": metric_defs(),
-            "samples": self.samples, "medians": medians,
+            "samples": self.samples, "medians": medians, "registry": self.notes.get("registry"),
         }
 
 
@@ -737,6 +740,7 @@ def markdown(res, svg_name):
             lines += ["", f"**Worst time ratio: {t[0][2]:.2f}×** — {label[t[0][0]]}, against {peer[t[0][1]]}."]
     lines += ["", "Design targets (ocimount, gzip image):", "", "| target | measured | |", "|---|---:|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in target_rows(res)]
+    lines += registry.markdown(res, fmt_value)
     lines += ["", f"![ocimount ÷ peer, per measure]({svg_name})", "",
               "Versions: " + "; ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
     return "\n".join(lines)

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
 
 use indicatif::ProgressBar;
 use sha2::{Digest as _, Sha256};
@@ -36,11 +37,13 @@ pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
 
 /// Index one layer. `data` is the cache's data file for the uncompressed
 /// stream, created empty (zstd writes large frames into it, gzip the part
-/// of a deflate block past `MAX_SPAN_BYTES`); plain tar needs none.
+/// of a deflate block past `MAX_SPAN_BYTES`); plain tar needs none. With
+/// `keep`, the same file again, every decoded byte is written there too.
 pub fn build_index(
     layer: &LayerInfo,
     blob: &dyn BlobSource,
     data: Option<File>,
+    keep: Option<File>,
     bar: &ProgressBar,
     gzip_span: u64,
 ) -> Result<LayerIndex> {
@@ -49,9 +52,15 @@ pub fn build_index(
         digest: layer.digest,
         reason,
     };
+    // The head is read from the stream itself and put back in front of it:
+    // one sequential read of the blob, even where reading at an offset
+    // costs a request of its own (a registry).
+    let mut stream = blob.stream();
     let mut head = [0u8; 4];
-    let head_len = read_head(blob, &mut head)
+    let head_len = read_head(&mut stream, &mut head)
         .map_err(|e| fail(format!("cannot read blob {}: {e}", blob.location())))?;
+    let stream: Box<dyn Read + Send + '_> =
+        Box::new(io::Cursor::new(head[..head_len].to_vec()).chain(stream));
     let sniffed = Compression::sniff(&head[..head_len]);
     if head_len > 0 && sniffed != layer.compression {
         return Err(fail(format!(
@@ -72,7 +81,7 @@ pub fn build_index(
         )));
     }
 
-    let hashing = HashingReader::new(blob.stream(), bar.clone());
+    let hashing = HashingReader::new(stream, bar.clone());
     let decoder = match layer.compression {
         Compression::None => Decoder::Plain(PlainIndexer {
             inner: hashing,
@@ -86,12 +95,16 @@ pub fn build_index(
             Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)
         }
     };
-    let result = read_tar(layer, decoder);
+    let result = read_tar(layer, decoder, keep);
     let (entries, tar_hasher) = match result {
         Ok(ok) => ok,
         Err(e) => {
-            // A damaged blob explains a failed parse better than the parse error does.
-            check_blob_digest(layer, blob)?;
+            // A damaged blob explains a failed parse better than the parse
+            // error does; but a remote blob is not read twice for that (a
+            // stream cut at 1.9 GB would cost another 2 GB to explain).
+            if !blob.is_remote() {
+                check_blob_digest(layer, blob)?;
+            }
             return Err(e);
         }
     };
@@ -123,11 +136,13 @@ pub fn build_index(
 fn read_tar<'a>(
     layer: &LayerInfo,
     decoder: Decoder<HashingReader<'a>>,
+    keep: Option<File>,
 ) -> Result<(Vec<TarEntry>, TarHasher<Decoder<HashingReader<'a>>>)> {
     let tar_hasher = TarHasher {
         inner: decoder,
         hasher: Sha256::new(),
         count: 0,
+        keep,
     };
     let mut tar = TarReader::new(BufReader::with_capacity(256 * 1024, tar_hasher));
     let mut entries = Vec::new();
@@ -168,12 +183,14 @@ fn read_tar<'a>(
 }
 
 /// The first bytes of a blob, up to `head.len()` (fewer only at its end).
-fn read_head(blob: &dyn BlobSource, head: &mut [u8]) -> io::Result<usize> {
+fn read_head(stream: &mut dyn Read, head: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < head.len() {
-        match blob.read_at(&mut head[got..], got as u64)? {
-            0 => break,
-            n => got += n,
+        match stream.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(got)
@@ -234,12 +251,17 @@ struct TarHasher<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    /// Where every decoded byte is also written, at its own offset.
+    keep: Option<File>,
 }
 
 impl<R: Read> Read for TarHasher<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        if let Some(keep) = &self.keep {
+            keep.write_all_at(&buf[..n], self.count)?;
+        }
         self.count += n as u64;
         Ok(n)
     }

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::blob::BlobSource;
 use crate::digest::Digest;
@@ -20,12 +21,17 @@ const MIN_FETCH: u64 = 256 * 1024;
 const MAX_FETCH: u64 = 16 << 20;
 /// Ranges kept in memory per blob.
 const WINDOWS: usize = 4;
+/// How long a failed fetch answers for the blob: reads queued behind one
+/// that waited out the registry timeout fail at once, not one timeout each.
+const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
 pub struct RegistryBlob {
     client: Arc<Client>,
     digest: Digest,
     size: u64,
     windows: Mutex<VecDeque<Window>>,
+    /// The last fetch that failed: when it ended, and why.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 struct Window {
@@ -40,6 +46,7 @@ impl RegistryBlob {
             digest,
             size,
             windows: Mutex::new(VecDeque::with_capacity(WINDOWS)),
+            failed: Mutex::new(None),
         }
     }
 
@@ -56,10 +63,20 @@ impl RegistryBlob {
 
     fn fetch(&self, start: u64, len: u64) -> io::Result<(u64, Arc<Vec<u8>>)> {
         let len = len.min(self.size - start).min(MAX_FETCH);
+        if let Some((when, reason)) = &*self.failed.lock().unwrap_or_else(|p| p.into_inner()) {
+            if when.elapsed() < FAILURE_MEMORY {
+                return Err(io::Error::other(reason.clone()));
+            }
+        }
         let bytes = self
             .client
             .blob_range(&self.digest, start, len)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .map_err(|e| {
+                let reason = e.to_string();
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), reason.clone()));
+                io::Error::other(reason)
+            })?;
         let bytes = Arc::new(bytes);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() == WINDOWS {

@@ -66,6 +66,48 @@ enum Auth {
     },
 }
 
+/// One request, as [`Client::retrying`] sends it. `access` is the scope
+/// its registry credentials are for; none for a token request, which
+/// carries its own.
+struct Exchange<'a> {
+    method: &'a str,
+    url: &'a str,
+    headers: &'a [(&'a str, String)],
+    body: Option<&'a [u8]>,
+    access: Option<Access>,
+    streaming: bool,
+}
+
+/// A failed exchange, and whether another try may go better.
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl Failure {
+    fn transient(message: String) -> Failure {
+        Failure {
+            message,
+            transient: true,
+        }
+    }
+
+    fn fatal(e: impl std::fmt::Display) -> Failure {
+        Failure {
+            message: e.to_string(),
+            transient: false,
+        }
+    }
+}
+
+/// The reason of a registry error, without the registry's name again.
+fn reason_of(e: &Error) -> String {
+    match e {
+        Error::Registry { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A manifest or index, read and verified.
 pub struct Document {
     pub bytes: Vec<u8>,
@@ -264,10 +306,11 @@ impl Client {
             .limit(u64::MAX)
             .reader();
         io::copy(&mut (&mut body).take(skip), &mut io::sink())
-            .map_err(|e| self.error(format!("{}: {e}", what())))?;
+            .map_err(|e| self.body_error(&what(), e))?;
         let mut bytes = vec![0u8; len as usize];
-        body.read_exact(&mut bytes)
-            .map_err(|e| self.error(format!("{}: the body ends early or fails ({e})", what())))?;
+        body.read_exact(&mut bytes).map_err(|e| {
+            self.body_error(&format!("{}: the body ends early or fails", what()), e)
+        })?;
         Ok(bytes)
     }
 
@@ -322,102 +365,190 @@ impl Client {
         access: Access,
         streaming: bool,
     ) -> Result<Response<Body>> {
+        let request = Exchange {
+            method,
+            url,
+            headers,
+            body,
+            access: Some(access),
+            streaming,
+        };
+        self.retrying(&request, MAX_ATTEMPTS)
+    }
+
+    /// [`send`](Self::send) once, with no retry: for lookups that are
+    /// optional (the referrers of an image), where waiting out a failing
+    /// registry buys nothing.
+    pub fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Body>> {
+        let request = Exchange {
+            method,
+            url,
+            headers,
+            body: None,
+            access: Some(Access::Pull),
+            streaming: false,
+        };
+        self.retrying(&request, 1)
+    }
+
+    /// Up to `attempts` tries of `request` within the request bound:
+    /// transient failures (a broken connection, a timeout, 429 and 5xx) are
+    /// retried with backoff, a 401 is answered once by authenticating, and
+    /// anything else is final.
+    fn retrying(&self, request: &Exchange<'_>, attempts: usize) -> Result<Response<Body>> {
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0;
         let mut authenticated_again = false;
         loop {
             attempt += 1;
-            let outcome = self
-                .send_following_redirects(method, url, headers, body, access, streaming, deadline);
+            let outcome = self.send_following_redirects(request, deadline);
             let retry_after = match &outcome {
-                Ok(r) if r.status() == 401 && !authenticated_again => {
+                Ok(r) if r.status() == 401 && !authenticated_again && request.access.is_some() => {
                     authenticated_again = true;
-                    if self.authenticate(r, access)? {
+                    if self.authenticate(r, request.access.unwrap_or(Access::Pull))? {
                         attempt -= 1;
                         continue;
                     }
-                    return outcome.map_err(|e| self.error(e));
+                    None
                 }
-                Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => {
+                Ok(r) if matches!(r.status().as_u16(), 429 | 500 | 502 | 503 | 504) => Some(
                     header(r, "retry-after")
                         .and_then(|s| s.parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(10)))
+                        .map(|s| Duration::from_secs(s.min(10))),
+                ),
+                Ok(_) => None,
+                Err(Failure {
+                    transient: true, ..
+                }) => Some(None),
+                Err(Failure { message, .. }) => {
+                    return Err(self.error(format!("{} {}: {message}", request.method, request.url)))
                 }
-                Ok(_) => return outcome.map_err(|e| self.error(e)),
-                Err(_) => None,
+            };
+            let Some(retry_after) = retry_after else {
+                return outcome.map_err(|f| self.error(f.message));
             };
             let pause = retry_after.unwrap_or(Duration::from_millis(250 << attempt.min(4)));
-            if attempt >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
-                return match outcome {
-                    Ok(r) => Ok(r),
-                    Err(e) => {
-                        Err(self.error(format!("{method} {url}: {e} (after {attempt} attempts)")))
-                    }
+            if attempt >= attempts || Instant::now() + pause >= deadline {
+                let tries = match attempt {
+                    1 => "1 attempt".to_string(),
+                    n => format!("{n} attempts"),
                 };
+                return Err(match outcome {
+                    Ok(r) => {
+                        let what = format!("{} {}", request.method, request.url);
+                        let error = self.status_error(&what, r);
+                        match error {
+                            Error::Registry { registry, reason } => Error::Registry {
+                                registry,
+                                reason: format!("{reason} (gave up after {tries})"),
+                            },
+                            other => other,
+                        }
+                    }
+                    Err(f) => self.error(format!(
+                        "{} {}: {} (gave up after {tries})",
+                        request.method, request.url, f.message
+                    )),
+                });
             }
             match &outcome {
-                Ok(r) => tracing::debug!(%url, status = r.status().as_u16(), "retrying"),
-                Err(e) => tracing::debug!(%url, "retrying after: {e}"),
+                Ok(r) => {
+                    tracing::debug!(url = request.url, status = r.status().as_u16(), "retrying")
+                }
+                Err(f) => tracing::debug!(url = request.url, "retrying after: {}", f.message),
             }
             std::thread::sleep(pause);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send_following_redirects(
         &self,
-        method: &str,
-        url: &str,
-        headers: &[(&str, String)],
-        body: Option<&[u8]>,
-        access: Access,
-        streaming: bool,
+        request: &Exchange<'_>,
         deadline: Instant,
-    ) -> std::result::Result<Response<Body>, String> {
-        let origin = host_of(url).to_string();
-        let mut url = url.to_string();
-        let mut method = method.to_string();
+    ) -> std::result::Result<Response<Body>, Failure> {
+        let origin = host_of(request.url).to_string();
+        let mut url = request.url.to_string();
+        let mut method = request.method.to_string();
         for _ in 0..=MAX_REDIRECTS {
             let mut builder = http::Request::builder().method(method.as_str()).uri(&url);
-            for (name, value) in headers {
+            for (name, value) in request.headers {
                 builder = builder.header(*name, value);
             }
             // The registry's credentials go to the registry only.
             if host_of(&url) == origin {
-                if let Some(authorization) = self.authorization(access) {
+                if let Some(authorization) = request.access.and_then(|a| self.authorization(a)) {
                     builder = builder.header("Authorization", authorization);
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err("timed out".to_string());
+                return Err(Failure::transient(self.timed_out()));
             }
-            let response = match body {
+            let response = match request.body {
                 Some(bytes) => {
-                    let request = builder.body(bytes.to_vec()).map_err(|e| e.to_string())?;
-                    let request = self.configured(request, streaming, left);
-                    self.agent.run(request)
+                    let built = builder.body(bytes.to_vec()).map_err(Failure::fatal)?;
+                    self.agent
+                        .run(self.configured(built, request.streaming, left))
                 }
                 None => {
-                    let request = builder.body(()).map_err(|e| e.to_string())?;
-                    let request = self.configured(request, streaming, left);
-                    self.agent.run(request)
+                    let built = builder.body(()).map_err(Failure::fatal)?;
+                    self.agent
+                        .run(self.configured(built, request.streaming, left))
                 }
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.failure(e))?;
             let status = response.status().as_u16();
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                 return Ok(response);
             }
             let location = header(&response, "location")
-                .ok_or_else(|| format!("a {status} redirect without a Location"))?;
+                .ok_or_else(|| Failure::fatal(format!("a {status} redirect without a Location")))?;
             url = resolve(&url, &location);
             if status == 303 {
                 method = "GET".to_string();
             }
             tracing::debug!(%url, "following a {status} redirect");
         }
-        Err(format!("more than {MAX_REDIRECTS} redirects"))
+        Err(Failure::fatal(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// What a failed exchange means: worth another try or not.
+    fn failure(&self, e: ureq::Error) -> Failure {
+        match e {
+            ureq::Error::Timeout(_) => Failure::transient(self.timed_out()),
+            ureq::Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                Failure::transient(self.timed_out())
+            }
+            ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Protocol(_) => Failure::transient(e.to_string()),
+            other => Failure::fatal(other.to_string()),
+        }
+    }
+
+    /// A body that could not be read, saying which bound it hit.
+    fn body_error(&self, what: &str, e: io::Error) -> Error {
+        let timed_out = e.kind() == io::ErrorKind::TimedOut || e.to_string().starts_with("timeout");
+        if timed_out {
+            self.error(format!("{what}: {}", self.timed_out()))
+        } else {
+            self.error(format!("{what}: {e}"))
+        }
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "no answer within the registry timeout ({} s, --registry-timeout)",
+            self.timeout.as_secs()
+        )
     }
 
     fn configured<S: ureq::AsSendBody>(
@@ -494,16 +625,23 @@ impl Client {
         };
         let scope = format!("repository:{}:{actions}", self.name.repository);
         let url = challenge::token_url(realm, service, &[scope]);
-        let mut builder = http::Request::get(&url);
-        if let Some(credential) = &self.credential {
-            builder = builder.header("Authorization", basic_header(credential));
-        }
-        let request = builder.body(()).map_err(|e| self.error(e.to_string()))?;
-        let request = self.configured(request, false, self.timeout);
+        let authorization: Vec<(&str, String)> = self
+            .credential
+            .as_ref()
+            .map(|c| ("Authorization", basic_header(c)))
+            .into_iter()
+            .collect();
+        let request = Exchange {
+            method: "GET",
+            url: &url,
+            headers: &authorization,
+            body: None,
+            access: None,
+            streaming: false,
+        };
         let response = self
-            .agent
-            .run(request)
-            .map_err(|e| self.error(format!("token request to {realm}: {e}")))?;
+            .retrying(&request, MAX_ATTEMPTS)
+            .map_err(|e| self.error(format!("token request to {realm}: {}", reason_of(&e))))?;
         let status = response.status().as_u16();
         if status != 200 {
             let reason = if status == 401 {
@@ -543,7 +681,7 @@ impl Client {
             .reader()
             .take(limit + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| self.error(format!("reading the {what}: {e}")))?;
+            .map_err(|e| self.body_error(&format!("reading the {what}"), e))?;
         if bytes.len() as u64 > limit {
             return Err(self.error(format!("the {what} is more than the {limit}-byte limit")));
         }

@@ -88,14 +88,7 @@ enum Listing {
 
 fn list_referrers(client: &Client, subject: &Digest) -> Result<Listing> {
     let url = client.repo_url(&format!("referrers/{subject}?artifactType={ARTIFACT_TYPE}"));
-    let response = client.send(
-        "GET",
-        &url,
-        &[("Accept", media::OCI_INDEX.to_string())],
-        None,
-        Access::Pull,
-        false,
-    )?;
+    let response = client.send_once("GET", &url, &[("Accept", media::OCI_INDEX.to_string())])?;
     let is_index =
         header(&response, "content-type").is_some_and(|t| t.starts_with(media::OCI_INDEX));
     if response.status() == 200 && is_index {
