@@ -736,3 +736,52 @@ fn single_frame_zstd_layers_are_not_published_and_get_a_full_pass() {
     let mounted = Mounted::new(fresh.path(), &image, &["--tls-verify=false"]);
     assert_same_tree(&corpus().reference("debian-gzip"), mounted.path());
 }
+
+#[test]
+fn a_bundle_of_an_image_without_mount_points_reads_its_layers_from_the_registry() {
+    let reg = shared();
+    let image = image_at(&reg.host_port(), "tiny-opaque");
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache");
+    let dir = scratch.path().join("bundle");
+    let dir_text = dir.to_str().unwrap();
+    ok(&om(&cache, &["bundle", &image, dir_text]));
+    let cleanup = || {
+        let _ = om(&cache, &["bundle", "--remove", dir_text]);
+    };
+    let result = std::panic::catch_unwind(|| {
+        let rootfs = dir.join("rootfs");
+        for point in ["proc", "dev", "sys"] {
+            assert!(rootfs.join(point).is_dir(), "no /{point} in the bundle");
+        }
+        // The image's own tree is all there, beside the mount points.
+        for entry in std::fs::read_dir(corpus().reference("tiny-opaque")).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(rootfs.join(&name).exists(), "{name:?} missing");
+        }
+        let layout = dir.join(".ocimount-image");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let source = index["annotations"]["io.ocimount.blobs-from"]
+            .as_str()
+            .unwrap();
+        assert!(
+            source.starts_with(&format!(
+                "docker://{}/test/tiny-opaque@sha256:",
+                reg.host_port()
+            )),
+            "{source}"
+        );
+        // Only what the bundle made is on disk: manifest, config, the layer
+        // of mount points; the image's layers stay in the registry.
+        let blobs = std::fs::read_dir(layout.join("blobs/sha256"))
+            .unwrap()
+            .count();
+        assert_eq!(blobs, 3);
+    });
+    cleanup();
+    assert!(!dir.exists(), "bundle --remove left {}", dir.display());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -19,6 +19,7 @@ use serde_json::json;
 use super::spec::MountPoint;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::oci::layout::BLOBS_FROM;
 use crate::oci::media;
 use crate::oci::store::json_blob;
 use crate::rootfs::Rootfs;
@@ -127,24 +128,23 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
     fs::write(&oci_layout, b"{\"imageLayoutVersion\":\"1.0.0\"}").at(&oci_layout)?;
 
     let mut layers = Vec::with_capacity(image.layers.len() + 1);
+    // Blobs that are files of their own are linked; the others (archive
+    // members, registry blobs) are read from the image itself, which the
+    // layout names for them.
+    let mut blobs_from = None;
     for layer in &image.layers {
         let blob = image.store.blob(&layer.digest, Some(layer.size))?;
-        let Some(source) = blob.whole_file() else {
-            return Err(Error::Archive {
-                path: image
-                    .reference
-                    .path()
-                    .map_or_else(|| image.store.index_location().into(), Path::to_path_buf),
-                reason: "this image lacks mount points (/proc, /dev, …) that a bundle needs, \
-                         and the layer holding them cannot be added to an image read from an \
-                         archive yet; copy it to a layout first (skopeo copy … oci:DIR)"
-                    .to_string(),
-            });
-        };
-        let source = fs::canonicalize(source).at(source)?;
-        let link = blobs.join(layer.digest.hex());
-        if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(&source, &link).at(&link)?;
+        match blob.whole_file() {
+            Some(source) => {
+                let source = fs::canonicalize(source).at(source)?;
+                let link = blobs.join(layer.digest.hex());
+                if fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink(&source, &link).at(&link)?;
+                }
+            }
+            None => {
+                blobs_from = Some(image.reference.pinned(&image.manifest_digest)?);
+            }
         }
         layers.push(json!({
             "mediaType": layer.media_type,
@@ -200,7 +200,7 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
     });
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
     let (manifest_digest, manifest_size) = write_blob(&blobs, &manifest_bytes)?;
-    let index = json!({
+    let mut index = json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_INDEX,
         "manifests": [{
@@ -209,6 +209,9 @@ pub fn write_layout(rootfs: &Rootfs, entries: &[Entry], out: &Path) -> Result<St
             "size": manifest_size,
         }],
     });
+    if let Some(source) = blobs_from {
+        index["annotations"] = json!({ BLOBS_FROM: source });
+    }
     let index_path = out.join("index.json");
     fs::write(&index_path, serde_json::to_vec(&index).unwrap_or_default()).at(&index_path)?;
     Ok(format!("{}@{}", out.display(), manifest_digest))

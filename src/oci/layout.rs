@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::blob::{Blob, FileRange};
 use crate::digest::Digest;
@@ -12,9 +12,25 @@ use crate::error::{Error, IoContext, Result};
 use crate::oci::manifest::Index;
 use crate::oci::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 
-#[derive(Clone, Debug)]
+/// The `index.json` annotation of a layout whose missing blobs are read
+/// from another image: what `bundle` writes to add a layer on top of an
+/// image it cannot link blob by blob (an archive member, a registry blob).
+/// The value is a reference pinned to a manifest; blobs read there are
+/// still checked against their digests.
+pub const BLOBS_FROM: &str = "io.ocimount.blobs-from";
+
+#[derive(Clone)]
 pub struct Layout {
     root: PathBuf,
+    /// Where missing blobs are read: the store `BLOBS_FROM` names, opened
+    /// on first need (none when the layout has no such annotation).
+    blobs_from: Arc<OnceLock<Option<Arc<dyn ImageStore>>>>,
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout").field("root", &self.root).finish()
+    }
 }
 
 impl Layout {
@@ -60,7 +76,39 @@ impl Layout {
         }
         Ok(Layout {
             root: root.to_path_buf(),
+            blobs_from: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// The store missing blobs come from, if `index.json` names one.
+    fn blobs_from(&self) -> Result<Option<Arc<dyn ImageStore>>> {
+        if let Some(store) = self.blobs_from.get() {
+            return Ok(store.clone());
+        }
+        let path = self.root.join("index.json");
+        let bytes = read_bounded(&path, MAX_JSON_BYTES)?;
+        let value: serde_json::Value = parse_json("index", &path.display().to_string(), &bytes)?;
+        let store = match value
+            .pointer(&format!("/annotations/{BLOBS_FROM}"))
+            .and_then(|v| v.as_str())
+        {
+            None => None,
+            Some(reference) => {
+                let reference = crate::oci::ImageRef::parse(reference)?;
+                if matches!(
+                    reference.transport,
+                    crate::oci::reference::Transport::Path(_)
+                        | crate::oci::reference::Transport::Layout(_)
+                ) {
+                    return Err(Error::NotALayout(
+                        self.root.clone(),
+                        format!("{BLOBS_FROM} names another layout"),
+                    ));
+                }
+                Some(reference.open_store()?)
+            }
+        };
+        Ok(self.blobs_from.get_or_init(|| store).clone())
     }
 
     pub fn root(&self) -> &Path {
@@ -104,7 +152,13 @@ impl ImageStore for Layout {
     }
 
     fn blob(&self, digest: &Digest, size: Option<u64>) -> Result<Blob> {
-        Ok(Arc::new(self.open_blob(digest, size)?))
+        match self.open_blob(digest, size) {
+            Err(Error::MissingBlob { .. }) if self.blobs_from()?.is_some() => {
+                let store = self.blobs_from()?.expect("checked above");
+                store.blob(digest, size)
+            }
+            other => Ok(Arc::new(other?)),
+        }
     }
 
     fn index_location(&self) -> String {
