@@ -1937,3 +1937,104 @@ fn a_mounted_file_whose_span_read_is_answered_with_other_bytes_fails_with_eio() 
     }
     assert!(listing.assert_ok().contains(FILE), "{}", listing.stdout);
 }
+
+// ---------------------------------------------------------------------------
+// The referrers API (distribution-spec 1.1), which Debian's registry 2.8
+// lacks: tests/registry.rs covers the tag schema against it.
+
+/// A registry with the referrers API lists an index artifact (made here
+/// from the index a first node built): a second node with an empty cache
+/// finds it through the API, never asks for the `sha256-…` tag, and reads
+/// the file with a Range request and no pass over the layer.
+#[test]
+fn a_published_index_is_found_through_the_referrers_api() {
+    let plain = FakeRegistry::start(Image::standard(), |_, _| false);
+    let first = Ocimount::new(10);
+    first.run(&["ls", &plain.by_tag(), "/"], QUICK).assert_ok();
+    let image = Image::standard();
+    let hex = image.layer_digest.trim_start_matches("sha256:").to_string();
+    let index = std::fs::read(
+        first
+            .home
+            .path()
+            .join("cache/layers/sha256")
+            .join(&hex)
+            .join("index"),
+    )
+    .unwrap();
+    let packed = zstd::bulk::compress(&index, 3).unwrap();
+    let packed_digest = sha256(&packed);
+    let artifact = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.ocimount.index.v1",
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": sha256(b"{}"),
+            "size": 2,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.ocimount.layer-index.v3+zstd",
+            "digest": packed_digest,
+            "size": packed.len(),
+            "annotations": { "io.ocimount.layer.digest": image.layer_digest },
+        }],
+        "subject": {
+            "mediaType": OCI_MANIFEST,
+            "digest": image.manifest_digest,
+            "size": image.manifest.len(),
+        },
+    }))
+    .unwrap();
+    let artifact_digest = sha256(&artifact);
+    let listed = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": artifact_digest,
+            "size": artifact.len(),
+            "artifactType": "application/vnd.ocimount.index.v1",
+        }],
+    }))
+    .unwrap();
+    let subject = image.manifest_digest.clone();
+    let registry = FakeRegistry::start(image, move |req, conn| {
+        if req.path.contains(&format!("/referrers/{subject}")) {
+            let index_type = "application/vnd.oci.image.index.v1+json".to_string();
+            conn.respond(req, 200, &[("Content-Type", index_type)], &listed);
+            return true;
+        }
+        if req.manifest_ref() == Some(artifact_digest.as_str()) {
+            let manifest_type = OCI_MANIFEST.to_string();
+            conn.respond(req, 200, &[("Content-Type", manifest_type)], &artifact);
+            return true;
+        }
+        if req.blob_digest() == Some(packed_digest.as_str()) {
+            conn.respond(req, 200, &[], &packed);
+            return true;
+        }
+        false
+    });
+    let second = Ocimount::new(10);
+    let run = second.run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
+    assert_eq!(run.assert_ok().as_bytes(), FILE_CONTENT);
+    let layer = registry.image.layer_digest.clone();
+    assert_eq!(
+        registry.count(|r| r.blob_digest() == Some(layer.as_str()) && r.range().is_none()),
+        0,
+        "the layer was streamed whole:\n{}",
+        registry.shown()
+    );
+    assert!(
+        registry.count(|r| r.blob_digest() == Some(layer.as_str()) && r.range().is_some()) >= 1,
+        "{}",
+        registry.shown()
+    );
+    assert_eq!(
+        registry.count(|r| r.path.contains("/manifests/sha256-")),
+        0,
+        "the referrers tag was asked for although the API answered:\n{}",
+        registry.shown()
+    );
+}
