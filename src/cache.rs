@@ -65,12 +65,21 @@ impl std::fmt::Display for CacheMode {
     }
 }
 
+/// In a layer's directory: `published SCOPE` when its index was taken from
+/// an artifact published in SCOPE (`docker://HOST/REPO`), absent when it was
+/// built here by a full pass.
+const ORIGIN: &str = "origin";
+
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
     /// Whether the indexing pass over a remote blob stores everything it
     /// decodes (see [`Cache::keeping_remote_output`]).
     keep_remote_output: bool,
+    /// The image scope (`docker://HOST/REPO`) whose published indexes this
+    /// process may use; an index taken from another scope's artifact is
+    /// rebuilt by a full pass rather than trusted.
+    published_scope: Option<String>,
 }
 
 /// A layer's cache files, with its index loaded.
@@ -105,6 +114,7 @@ impl Cache {
         Ok(Cache {
             root,
             keep_remote_output: false,
+            published_scope: None,
         })
     }
 
@@ -117,6 +127,38 @@ impl Cache {
     pub fn keeping_remote_output(mut self, keep: bool) -> Cache {
         self.keep_remote_output = keep;
         self
+    }
+
+    /// Trust indexes taken from the artifacts published in `scope` (see
+    /// [`Cache::install`]); none: only indexes built here are used.
+    pub fn trusting_published(mut self, scope: Option<String>) -> Cache {
+        self.published_scope = scope;
+        self
+    }
+
+    /// Whether the index in `dir` may be used: one built by a full pass
+    /// here, or one published in the scope this process trusts.
+    fn trusts(&self, dir: &Path) -> bool {
+        match fs::read_to_string(dir.join(ORIGIN)) {
+            Err(_) => true,
+            Ok(origin) => {
+                let scope = origin.trim().strip_prefix("published ");
+                scope.is_some() && scope == self.published_scope.as_deref()
+            }
+        }
+    }
+
+    /// Load an index the way `entry` may use it: sound and trusted.
+    fn load_trusted(
+        &self,
+        dir: &Path,
+        layer: &LayerInfo,
+    ) -> std::result::Result<LayerIndex, String> {
+        let index = load(dir, layer)?;
+        if !self.trusts(dir) {
+            return Err("the index came from another image's published artifact".to_string());
+        }
+        Ok(index)
     }
 
     pub fn root(&self) -> &Path {
@@ -142,7 +184,7 @@ impl Cache {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
         mark_used(&dir.join("used"));
-        match load(&dir, layer) {
+        match self.load_trusted(&dir, layer) {
             Ok(index) => {
                 bar.finish_and_clear();
                 return Ok(CacheEntry {
@@ -155,7 +197,7 @@ impl Cache {
         }
         let _lock = DirLock::acquire(&dir.join("lock"))?;
         // Another process may have built it while we waited for the lock.
-        if let Ok(index) = load(&dir, layer) {
+        if let Ok(index) = self.load_trusted(&dir, layer) {
             bar.finish_and_clear();
             return Ok(CacheEntry {
                 dir,
@@ -183,6 +225,12 @@ impl Cache {
     /// cache is kept.
     pub fn install(&self, layer: &LayerInfo, bytes: &[u8]) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
+        let Some(scope) = self.published_scope.clone() else {
+            return Err(Error::Cache {
+                path: dir,
+                reason: "published indexes are not trusted here".to_string(),
+            });
+        };
         let refuse = |reason: String| Error::Cache {
             path: dir.clone(),
             reason: format!("published index refused: {reason}"),
@@ -210,7 +258,7 @@ impl Cache {
         fs::create_dir_all(&dir).at(&dir)?;
         mark_used(&dir.join("used"));
         let _lock = DirLock::acquire(&dir.join("lock"))?;
-        if let Ok(index) = load(&dir, layer) {
+        if let Ok(index) = self.load_trusted(&dir, layer) {
             return Ok(CacheEntry {
                 dir,
                 index,
@@ -218,6 +266,9 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
+        // Marked before the index appears, so it is never taken for one
+        // built here.
+        write_file(&dir.join(ORIGIN), format!("published {scope}\n").as_bytes())?;
         let pid = std::process::id();
         let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
         let mut temps = Temporaries(Vec::new());
@@ -242,7 +293,8 @@ impl Cache {
 
     /// Whether the layer's index is in the cache and sound.
     pub fn has(&self, layer: &LayerInfo) -> bool {
-        load(&self.layer_dir(layer), layer).is_ok()
+        let dir = self.layer_dir(layer);
+        self.load_trusted(&dir, layer).is_ok()
     }
 }
 
@@ -384,6 +436,13 @@ fn build(
     let index_tmp = temps.add(tmp("index"));
     write_file(&index_tmp, &format::encode(&index))?;
     rename(&index_tmp, &dir.join("index"))?;
+    // Built here: no longer a published index (removed after the rename,
+    // so a published index is never left unmarked).
+    match fs::remove_file(dir.join(ORIGIN)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(dir.join(ORIGIN), e)),
+    }
     Ok(index)
 }
 

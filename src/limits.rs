@@ -37,7 +37,8 @@ pub const MAX_JSON_BYTES: u64 = 8 << 20;
 
 /// A layer index published to a registry (`index push`) larger than this
 /// is not fetched; the layer gets a full pass instead. An index is about
-/// 100 bytes per entry: this is several million entries.
+/// 100 bytes per entry: this is several million entries. A smaller layer
+/// gets a smaller bound: 64 MiB plus 8 times its compressed size.
 /// (registry tests: a published index past the limit)
 pub const MAX_PUBLISHED_INDEX_BYTES: u64 = 512 << 20;
 

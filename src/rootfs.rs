@@ -29,6 +29,9 @@ pub struct OpenOptions {
     pub cache_mode: CacheMode,
     /// `--cache-max`: the decoded bytes the cache may hold.
     pub cache_max: Option<u64>,
+    /// Take layer indexes published with the image (`index push`), when
+    /// the settings allow it (`--no-remote-index` does not).
+    pub published_indexes: bool,
 }
 
 /// The cache mode `OpenOptions::default()` takes: `--cache-mode`, set once
@@ -53,6 +56,7 @@ impl Default for OpenOptions {
             progress: true,
             cache_mode: DEFAULT_CACHE_MODE.get().copied().unwrap_or_default(),
             cache_max: DEFAULT_CACHE_MAX.get().copied().flatten(),
+            published_indexes: true,
         }
     }
 }
@@ -85,13 +89,14 @@ pub struct Rootfs {
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
     let image = Image::open(reference, opts.platform.as_ref())?;
     let cache = Cache::locate(opts.cache_dir.as_deref())?
-        .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none());
+        .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
+        .trusting_published(published_scope(&image, opts));
     let blobs = image
         .layers
         .iter()
         .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
         .collect::<Result<Vec<Blob>>>()?;
-    take_published_indexes(&image, &cache);
+    take_published_indexes(&image, &cache, opts);
     let entries = index_layers(&image, &blobs, &cache, opts)?;
     crate::inventory::record_image(&cache, &image);
     Ok((image, entries.into_iter().map(|e| e.index).collect()))
@@ -102,13 +107,14 @@ impl Rootfs {
         let started = Instant::now();
         let image = Image::open(reference, opts.platform.as_ref())?;
         let cache = Cache::locate(opts.cache_dir.as_deref())?
-            .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none());
+            .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
+            .trusting_published(published_scope(&image, opts));
         let blobs = image
             .layers
             .iter()
             .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
             .collect::<Result<Vec<Blob>>>()?;
-        take_published_indexes(&image, &cache);
+        take_published_indexes(&image, &cache, opts);
         let entries = index_layers(&image, &blobs, &cache, opts)?;
         crate::inventory::record_image(&cache, &image);
         let mut stats = OpenStats::default();
@@ -191,12 +197,33 @@ impl Rootfs {
     }
 }
 
+/// The most a published index of a layer of `size` compressed bytes may
+/// be: about 100 bytes an entry make an index a fraction of its layer, so a
+/// bomb costs a bounded read, not the limit's worth of memory and disk.
+fn published_index_limit(size: u64) -> u64 {
+    (64u64 << 20)
+        .saturating_add(size.saturating_mul(8))
+        .min(crate::limits::MAX_PUBLISHED_INDEX_BYTES)
+}
+
+/// The scope whose published indexes this open may use: the image's
+/// repository, when it is in a registry and remote indexes are allowed.
+fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
+    let allowed = opts.published_indexes && crate::registry::settings::current().remote_index;
+    match &image.reference.transport {
+        crate::oci::reference::Transport::Registry(name) if allowed => {
+            Some(format!("docker://{name}"))
+        }
+        _ => None,
+    }
+}
+
 /// Put the layer indexes published beside the image (`index push`) into
 /// the cache for the layers it lacks, so that they get no full pass. Any
 /// failure, or an index that is not sound, costs only that: the layer is
 /// indexed by a full pass as usual, and the log says why.
-fn take_published_indexes(image: &Image, cache: &Cache) {
-    if !crate::registry::settings::current().remote_index {
+fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) {
+    if published_scope(image, opts).is_none() {
         return;
     }
     let missing: Vec<&LayerInfo> = image.layers.iter().filter(|l| !cache.has(l)).collect();
@@ -218,7 +245,7 @@ fn take_published_indexes(image: &Image, cache: &Cache) {
         };
         let taken = image
             .store
-            .fetch_published_index(found)
+            .fetch_published_index(found, published_index_limit(layer.size))
             .and_then(|bytes| cache.install(layer, &bytes));
         match taken {
             Ok(_) => tracing::info!(layer = %layer.digest, "using the published index"),
@@ -230,6 +257,10 @@ fn take_published_indexes(image: &Image, cache: &Cache) {
         }
     }
 }
+
+/// Layer streams from a registry at once: they wait on the network more
+/// than on a core, and more would invite 429s.
+const REMOTE_STREAMS: usize = 4;
 
 /// Index every layer through the cache, up to one thread per core.
 fn index_layers(
@@ -247,7 +278,7 @@ fn index_layers(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Streams from a registry wait on the network more than on a core.
     let remote = blobs.iter().any(|b| b.is_remote());
-    let threads = if remote { cores.max(4) } else { cores }.min(count.max(1));
+    let threads = if remote { REMOTE_STREAMS } else { cores }.min(count.max(1));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<CacheEntry>>>> =
         Mutex::new((0..count).map(|_| None).collect());

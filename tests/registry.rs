@@ -785,3 +785,56 @@ fn a_bundle_of_an_image_without_mount_points_reads_its_layers_from_the_registry(
         std::panic::resume_unwind(panic);
     }
 }
+
+/// An index taken from one repository's artifact serves that repository
+/// only: the same layer read through another repository (or with
+/// `--no-remote-index`) gets its own full pass, and `index push` never
+/// republishes a taken index.
+#[test]
+fn a_published_index_is_trusted_only_for_its_own_repository() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "team/a:v1");
+    reg.push(&layout("tiny-opaque"), "other/b:v1");
+    let a = format!("docker://{}/team/a:v1", reg.host_port());
+    let first = tempfile::tempdir().unwrap();
+    ok(&om(first.path(), &["index", "push", &a]));
+
+    let node = tempfile::tempdir().unwrap();
+    let c = node.path();
+    ok(&om(c, &["ls", &a, "/"]));
+    let origins: Vec<String> = std::fs::read_dir(c.join("layers/sha256"))
+        .unwrap()
+        .map(|d| std::fs::read_to_string(d.unwrap().path().join("origin")).unwrap())
+        .collect();
+    assert_eq!(origins.len(), 2);
+    for origin in &origins {
+        assert_eq!(
+            origin.trim(),
+            format!("published docker://{}/team/a", reg.host_port())
+        );
+    }
+
+    // Through the other repository, behind a proxy that counts: both
+    // layers are streamed whole, and the indexes are this node's own.
+    let proxy = TestProxy::new(&reg, ProxyMode::Pass);
+    let b = format!("docker://{}/other/b:v1", proxy.host_port());
+    let listing = ok(&om(c, &["ls", &b, "/"]));
+    let local_listing = local(
+        c,
+        &[
+            "ls",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/",
+        ],
+    );
+    assert_same_bytes(listing.as_bytes(), &local_listing, "ls /");
+    let whole = proxy
+        .records()
+        .iter()
+        .filter(|r| r.target.contains("/blobs/") && r.method == "GET" && r.range.is_none())
+        .count();
+    assert!(whole >= 2, "{:?}", proxy.requests());
+    for d in std::fs::read_dir(c.join("layers/sha256")).unwrap() {
+        assert!(!d.unwrap().path().join("origin").exists());
+    }
+}

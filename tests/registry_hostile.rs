@@ -2038,3 +2038,90 @@ fn a_published_index_is_found_through_the_referrers_api() {
         registry.shown()
     );
 }
+
+/// A token endpoint that redirects to another host gets the user's
+/// credentials; the host it redirects to does not (the token is then
+/// asked of it anonymously, and it answers one).
+#[test]
+fn credentials_are_not_sent_where_a_token_endpoint_redirects() {
+    let elsewhere = FakeRegistry::start(Image::standard(), |req, conn| {
+        if req.path.starts_with("/token") {
+            good_token(req, conn);
+            return true;
+        }
+        false
+    });
+    let elsewhere_base = format!("http://{}", elsewhere.addr);
+    let registry = bearer_registry(move |_, req, conn| {
+        conn.respond(
+            req,
+            302,
+            &[("Location", format!("{elsewhere_base}{}", req.path))],
+            b"",
+        );
+    });
+    let run = ocimount(
+        10,
+        &["--creds", "alice:s3cret", "ls", &registry.by_tag(), "/"],
+        QUICK,
+    );
+    assert!(run.assert_ok().contains(FILE), "{}", run.stdout);
+    assert!(
+        registry.count(|r| r.path.starts_with("/token") && r.header("authorization").is_some()) > 0,
+        "the token endpoint never got the credentials: {}",
+        registry.shown()
+    );
+    assert!(elsewhere.count(|r| r.path.starts_with("/token")) > 0);
+    let leaked = elsewhere.count(|r| r.header("authorization").is_some());
+    assert_eq!(
+        leaked,
+        0,
+        "credentials followed the redirect: {}",
+        elsewhere.shown()
+    );
+}
+
+/// A 401 from a host the registry redirected to does not choose where
+/// the credentials go: no token is asked of a realm it names.
+#[test]
+fn a_401_from_a_redirect_target_is_not_answered_with_credentials() {
+    let storage = FakeRegistry::start(Image::standard(), |req, conn| {
+        if req.path.starts_with("/steal") {
+            good_token(req, conn);
+            return true;
+        }
+        if req.blob_digest().is_some() {
+            let challenge = format!("Bearer realm=\"{}/steal\",service=\"x\"", conn.base);
+            conn.respond(req, 401, &[("WWW-Authenticate", challenge)], b"");
+            return true;
+        }
+        false
+    });
+    let storage_base = format!("http://{}", storage.addr);
+    let registry = FakeRegistry::start(Image::standard(), move |req, conn| {
+        if req.path.starts_with("/v2") && req.header("authorization").is_none() {
+            let basic = "Basic realm=\"fake\"".to_string();
+            conn.respond(req, 401, &[("WWW-Authenticate", basic)], b"");
+            return true;
+        }
+        if req.blob_digest().is_some() {
+            let location = format!("{storage_base}{}", req.path);
+            conn.respond(req, 307, &[("Location", location)], b"");
+            return true;
+        }
+        false
+    });
+    let run = ocimount(
+        10,
+        &["--creds", "alice:s3cret", "ls", &registry.by_tag(), "/"],
+        QUICK,
+    );
+    run.assert_fails_with(&["HTTP 401"]);
+    assert_eq!(
+        storage.count(|r| r.path.starts_with("/steal")),
+        0,
+        "a token was asked of the redirect target's realm: {}",
+        storage.shown()
+    );
+    assert_eq!(storage.count(|r| r.header("authorization").is_some()), 0);
+}

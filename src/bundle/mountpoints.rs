@@ -26,7 +26,7 @@ use crate::rootfs::Rootfs;
 use crate::union::{NodeKind, Tree};
 
 /// The layout's directory inside the bundle.
-pub const IMAGE_DIR: &str = ".ocimount-image";
+pub const IMAGE_DIR: &str = crate::oci::layout::BUNDLE_LAYOUT_DIR;
 const TAR_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// One entry of the extra layer, a path relative to the rootfs.

@@ -49,6 +49,9 @@ fn push(args: &ImageArgs, cache_dir: &Option<PathBuf>) -> Result<()> {
         platform: args.platform()?,
         cache_dir: cache_dir.clone(),
         progress: true,
+        // What is published is what a full pass here built: never an
+        // index taken from an artifact already there.
+        published_indexes: false,
         ..OpenOptions::default()
     };
     let (image, indexes) = open_indexes(&reference, &opts)?;

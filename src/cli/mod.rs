@@ -191,7 +191,8 @@ impl RegistryArgs {
             creds,
             cert_dir: self.cert_dir.clone(),
             remote_index: !self.no_remote_index,
-            request_timeout: std::time::Duration::from_secs(self.registry_timeout.max(1)),
+            // Past a day is no bound at all (and would overflow an Instant).
+            request_timeout: std::time::Duration::from_secs(self.registry_timeout.clamp(1, 86_400)),
         });
         Ok(())
     }

@@ -11,7 +11,7 @@ use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
-use crate::limits::{MAX_PATH_BYTES, MAX_SPAN_BYTES};
+use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the
@@ -129,6 +129,10 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
     let compressed_size = r.u64()?;
     let uncompressed_size = r.u64()?;
     let n = r.count(60)?;
+    // Every entry has a 512-byte header in the stream: no more fit.
+    if n as u64 > uncompressed_size / 512 {
+        return Err("more entries than the stream has room for".to_string());
+    }
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
         let path = r.bytes()?;
@@ -247,8 +251,11 @@ fn check_entry(
     let normal = |p: &[u8]| {
         p.len() <= MAX_PATH_BYTES
             && (p.is_empty()
-                || p.split(|&b| b == b'/')
-                    .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0)))
+                || p.split(|&b| b == b'/').all(|c| {
+                    // As the tar reader: a whiteout may carry `.wh.` on top.
+                    let limit = MAX_NAME_BYTES + if c.starts_with(b".wh.") { 4 } else { 0 };
+                    !c.is_empty() && c.len() <= limit && c != b"." && c != b".." && !c.contains(&0)
+                }))
     };
     let bad = |what: &str| Err(format!("an entry has a bad {what}"));
     if !normal(path) || (path.is_empty() && kind != EntryKind::Dir) {
@@ -268,8 +275,14 @@ fn check_entry(
     if mtime_nsec >= 1_000_000_000 {
         return bad("mtime");
     }
-    if xattrs.iter().any(|(k, _)| k.is_empty() || k.contains(&0)) {
+    if xattrs
+        .iter()
+        .any(|(k, _)| k.is_empty() || k.len() > MAX_NAME_BYTES || k.contains(&0))
+    {
         return bad("xattr name");
+    }
+    if xattrs.iter().any(|(_, v)| v.len() > MAX_XATTR_VALUE_BYTES) {
+        return bad("xattr value");
     }
     Ok(())
 }
@@ -600,6 +613,38 @@ mod tests {
 
     /// The format, pinned byte for byte: a change to the layout that does
     /// not bump VERSION fails here.
+    #[test]
+    fn entries_past_the_tar_readers_limits_are_refused_on_load() {
+        let decoded = |index: &LayerIndex| decode(&encode(index), &index.digest);
+        let with_path = |path: Vec<u8>| {
+            let mut index = sample();
+            index.entries[0].path = path.into();
+            index.entries.truncate(1);
+            index
+        };
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert!(decoded(&with_path(format!("etc/{long}").into_bytes())).is_err());
+        // A whiteout may carry `.wh.` on top of NAME_MAX, as in the tar reader.
+        let whiteout = format!("etc/.wh.{}", "n".repeat(MAX_NAME_BYTES));
+        assert!(decoded(&with_path(whiteout.into_bytes())).is_ok());
+        let mut big_xattr = sample();
+        big_xattr.entries.truncate(1);
+        big_xattr.entries[0].set_extra(EntryExtra {
+            xattrs: vec![(b"user.a".to_vec(), vec![0; MAX_XATTR_VALUE_BYTES + 1])],
+            ..EntryExtra::default()
+        });
+        assert_eq!(
+            decoded(&big_xattr).unwrap_err(),
+            "an entry has a bad xattr value"
+        );
+        let mut crowded = sample();
+        crowded.entries = vec![crowded.entries[0].clone(); 7];
+        assert_eq!(
+            decoded(&crowded).unwrap_err(),
+            "more entries than the stream has room for"
+        );
+    }
+
     #[test]
     fn the_encoding_is_pinned() {
         let hex: String = encode(&sample())

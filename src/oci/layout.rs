@@ -19,6 +19,10 @@ use crate::oci::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 /// still checked against their digests.
 pub const BLOBS_FROM: &str = "io.ocimount.blobs-from";
 
+/// The directory name of the layout a bundle writes (the only one where
+/// `BLOBS_FROM` is honoured).
+pub const BUNDLE_LAYOUT_DIR: &str = ".ocimount-image";
+
 #[derive(Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -94,18 +98,31 @@ impl Layout {
         {
             None => None,
             Some(reference) => {
-                let reference = crate::oci::ImageRef::parse(reference)?;
-                if matches!(
-                    reference.transport,
-                    crate::oci::reference::Transport::Path(_)
-                        | crate::oci::reference::Transport::Layout(_)
-                ) {
-                    return Err(Error::NotALayout(
+                use crate::oci::reference::{Selector, Transport};
+                // Only the layout a bundle writes, naming an image pinned
+                // to its manifest, in a registry or a regular archive file:
+                // a layout from elsewhere does not send ocimount to a
+                // registry or to another file.
+                let refuse = |why: &str| {
+                    Err(Error::NotALayout(
                         self.root.clone(),
-                        format!("{BLOBS_FROM} names another layout"),
-                    ));
+                        format!("{BLOBS_FROM} {reference:?}: {why}"),
+                    ))
+                };
+                if self.root.file_name() != Some(std::ffi::OsStr::new(BUNDLE_LAYOUT_DIR)) {
+                    return refuse("honoured only in a bundle's own layout");
                 }
-                Some(reference.open_store()?)
+                let parsed = crate::oci::ImageRef::parse(reference)?;
+                if !matches!(parsed.selector, Selector::Digest(_)) {
+                    return refuse("not pinned to a manifest digest");
+                }
+                match &parsed.transport {
+                    Transport::Registry(_) => {}
+                    Transport::OciArchive(p) | Transport::DockerArchive(p) | Transport::Path(p)
+                        if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {}
+                    _ => return refuse("neither a registry image nor an archive file"),
+                }
+                Some(parsed.open_store()?)
             }
         };
         Ok(self.blobs_from.get_or_init(|| store).clone())

@@ -36,8 +36,9 @@ pub trait ImageStore: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// The bytes of one published index, digest-checked; untrusted still.
-    fn fetch_published_index(&self, index: &PublishedIndex) -> Result<Vec<u8>> {
+    /// The bytes of one published index, digest-checked and at most
+    /// `limit` bytes (packed or not); untrusted still.
+    fn fetch_published_index(&self, index: &PublishedIndex, _limit: u64) -> Result<Vec<u8>> {
         Err(Error::Internal(format!(
             "this store publishes no index (layer {})",
             index.layer

@@ -77,6 +77,7 @@ impl RegistryBlob {
                     Some((Instant::now(), reason.clone()));
                 io::Error::other(reason)
             })?;
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let bytes = Arc::new(bytes);
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() == WINDOWS {

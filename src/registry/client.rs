@@ -406,9 +406,19 @@ impl Client {
         let mut authenticated_again = false;
         loop {
             attempt += 1;
-            let outcome = self.send_following_redirects(request, deadline);
+            let (outcome, at_origin) = match self.send_following_redirects(request, deadline) {
+                Ok((response, at_origin)) => (Ok(response), at_origin),
+                Err(f) => (Err(f), true),
+            };
             let retry_after = match &outcome {
-                Ok(r) if r.status() == 401 && !authenticated_again && request.access.is_some() => {
+                // Only the registry's own 401 is answered: a host it
+                // redirected to does not choose where credentials go.
+                Ok(r)
+                    if r.status() == 401
+                        && at_origin
+                        && !authenticated_again
+                        && request.access.is_some() =>
+                {
                     authenticated_again = true;
                     if self.authenticate(r, request.access.unwrap_or(Access::Pull))? {
                         attempt -= 1;
@@ -470,17 +480,28 @@ impl Client {
         &self,
         request: &Exchange<'_>,
         deadline: Instant,
-    ) -> std::result::Result<Response<Body>, Failure> {
-        let origin = host_of(request.url).to_string();
+    ) -> std::result::Result<(Response<Body>, bool), Failure> {
+        // Whose credentials these are: the registry's for a registry
+        // request (whatever URL its upload Location gave), the token
+        // server's for a token request.
+        let origin = match request.access {
+            Some(_) => host_of(&self.base).to_ascii_lowercase(),
+            None => host_of(request.url).to_ascii_lowercase(),
+        };
         let mut url = request.url.to_string();
         let mut method = request.method.to_string();
         for _ in 0..=MAX_REDIRECTS {
+            let at_origin = host_of(&url).to_ascii_lowercase() == origin;
             let mut builder = http::Request::builder().method(method.as_str()).uri(&url);
             for (name, value) in request.headers {
-                builder = builder.header(*name, value);
+                // Credentials go to the host they are for, never further.
+                let secret = name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("cookie");
+                if at_origin || !secret {
+                    builder = builder.header(*name, value);
+                }
             }
-            // The registry's credentials go to the registry only.
-            if host_of(&url) == origin {
+            if at_origin {
                 if let Some(authorization) = request.access.and_then(|a| self.authorization(a)) {
                     builder = builder.header("Authorization", authorization);
                 }
@@ -504,11 +525,20 @@ impl Client {
             .map_err(|e| self.failure(e))?;
             let status = response.status().as_u16();
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
-                return Ok(response);
+                return Ok((response, at_origin));
             }
             let location = header(&response, "location")
                 .ok_or_else(|| Failure::fatal(format!("a {status} redirect without a Location")))?;
-            url = resolve(&url, &location);
+            let next = resolve(&url, &location);
+            if settings::current().tls_verify
+                && url.starts_with("https://")
+                && !next.starts_with("https://")
+            {
+                return Err(Failure::fatal(format!(
+                    "refusing a redirect from HTTPS to {next} (plain HTTP only with --tls-verify=false)"
+                )));
+            }
+            url = next;
             if status == 303 {
                 method = "GET".to_string();
             }
@@ -623,6 +653,12 @@ impl Client {
             Access::Pull => "pull",
             Access::Push => "pull,push",
         };
+        if settings::current().tls_verify && !realm.to_ascii_lowercase().starts_with("https://") {
+            return Err(self.error(format!(
+                "the token realm {realm} is not HTTPS; credentials are not sent in clear \
+                 (--tls-verify=false allows it)"
+            )));
+        }
         let scope = format!("repository:{}:{actions}", self.name.repository);
         let url = challenge::token_url(realm, service, &[scope]);
         let authorization: Vec<(&str, String)> = self

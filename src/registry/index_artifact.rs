@@ -159,10 +159,11 @@ pub fn find(client: &Client, subject: &Digest) -> Result<Vec<PublishedIndex>> {
 }
 
 /// The bytes of a published index, size-bounded and digest-checked.
-pub fn fetch(client: &Client, published: &PublishedIndex) -> Result<Vec<u8>> {
-    if published.size > MAX_PUBLISHED_INDEX_BYTES {
+pub fn fetch(client: &Client, published: &PublishedIndex, limit: u64) -> Result<Vec<u8>> {
+    let limit = limit.min(MAX_PUBLISHED_INDEX_BYTES);
+    if published.size > limit {
         return Err(client.error(format!(
-            "the published index of layer {} is {} bytes, more than the {MAX_PUBLISHED_INDEX_BYTES}-byte limit",
+            "the published index of layer {} is {} bytes, more than the {limit}-byte limit",
             published.layer, published.size
         )));
     }
@@ -175,7 +176,7 @@ pub fn fetch(client: &Client, published: &PublishedIndex) -> Result<Vec<u8>> {
             actual,
         });
     }
-    unpack(&packed).map_err(|reason| {
+    unpack(&packed, limit).map_err(|reason| {
         client.error(format!(
             "the published index of layer {}: {reason}",
             published.layer
@@ -185,18 +186,16 @@ pub fn fetch(client: &Client, published: &PublishedIndex) -> Result<Vec<u8>> {
 
 /// Decompress a published index, refusing more than the limit (a zstd
 /// bomb costs a bounded read, never the memory it claims).
-fn unpack(packed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn unpack(packed: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
     let decoder = zstd::stream::read::Decoder::new(packed).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     decoder
-        .take(MAX_PUBLISHED_INDEX_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("not zstd: {e}"))?;
-    if bytes.len() as u64 > MAX_PUBLISHED_INDEX_BYTES {
-        return Err(format!(
-            "it decompresses past the {MAX_PUBLISHED_INDEX_BYTES}-byte limit"
-        ));
+    if bytes.len() as u64 > limit {
+        return Err(format!("it decompresses past the {limit}-byte limit"));
     }
     Ok(bytes)
 }

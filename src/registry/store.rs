@@ -138,8 +138,8 @@ impl ImageStore for RegistryStore {
         index_artifact::find(&self.client, manifest)
     }
 
-    fn fetch_published_index(&self, index: &PublishedIndex) -> Result<Vec<u8>> {
-        index_artifact::fetch(&self.client, index)
+    fn fetch_published_index(&self, index: &PublishedIndex, limit: u64) -> Result<Vec<u8>> {
+        index_artifact::fetch(&self.client, index, limit)
     }
 
     fn index_location(&self) -> String {
