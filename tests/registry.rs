@@ -838,3 +838,86 @@ fn a_published_index_is_trusted_only_for_its_own_repository() {
         assert!(!d.unwrap().path().join("origin").exists());
     }
 }
+
+/// The referrers tag is shared with other tools: `index push` keeps their
+/// entries as they are (fields and all) and replaces only its own.
+#[test]
+fn index_push_keeps_other_tools_referrers_in_the_tag() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let node = tempfile::tempdir().unwrap();
+    let inspect = ok(&om(node.path(), &["inspect", "--json", &image]));
+    let manifest = serde_json::from_str::<serde_json::Value>(&inspect).unwrap()["manifest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest_size = reg
+        .http(
+            "GET",
+            &format!("/v2/test/tiny/manifests/{manifest}"),
+            &["Accept: application/vnd.oci.image.manifest.v1+json"],
+            None,
+        )
+        .body
+        .len();
+    // Another tool's signature-like artifact, listed in the tag first.
+    let config = reg.upload_blob("test/tiny", b"{}");
+    let theirs = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size},
+    }))
+    .unwrap();
+    let theirs_digest = support::registry::sha256_digest(&theirs);
+    let put = reg.put_manifest(
+        "test/tiny",
+        &theirs_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        &theirs,
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+    let foreign_entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": theirs_digest,
+        "size": theirs.len(),
+        "artifactType": "application/vnd.example.signature",
+        "annotations": {"org.example.signed-by": "someone"},
+    });
+    let tag = format!("sha256-{}", manifest.trim_start_matches("sha256:"));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [foreign_entry],
+        "annotations": {"org.example.kept": "yes"},
+    }))
+    .unwrap();
+    let put = reg.put_manifest(
+        "test/tiny",
+        &tag,
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+    assert_eq!(put.status, 201, "{}", put.text());
+
+    ok(&om(node.path(), &["index", "push", &image]));
+    ok(&om(node.path(), &["index", "push", &image]));
+    let listed = reg.http(
+        "GET",
+        &format!("/v2/test/tiny/manifests/{tag}"),
+        &["Accept: application/vnd.oci.image.index.v1+json"],
+        None,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    let manifests = listed["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{listed}");
+    assert_eq!(manifests[0], foreign_entry);
+    assert_eq!(
+        manifests[1]["artifactType"],
+        "application/vnd.ocimount.index.v1"
+    );
+    assert_eq!(listed["annotations"]["org.example.kept"], "yes");
+}

@@ -165,7 +165,11 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     }
     let mut child = cmd.spawn().at("ocimount daemon")?;
     drop(write_end);
-    let message = read_with_timeout(&mut read_end, DAEMON_START_TIMEOUT);
+    // The daemon opens the image again: from a registry that is a few
+    // requests, each bounded by --registry-timeout.
+    let start_timeout =
+        DAEMON_START_TIMEOUT.max(crate::registry::settings::current().request_timeout * 4);
+    let message = read_with_timeout(&mut read_end, start_timeout);
     match message.as_deref().map(str::trim) {
         Some("ready") if req.quiet => Ok(()),
         Some("ready") => {
@@ -188,7 +192,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
                 None => {
                     let _ = child.kill();
                     format!(
-                        "the daemon did not mount within {DAEMON_START_TIMEOUT:?}; see {}",
+                        "the daemon did not mount within {start_timeout:?}; see {}",
                         log_path.display()
                     )
                 }

@@ -234,14 +234,30 @@ impl Client {
                 });
             }
         }
-        let media_type = match content_type.split(';').next().map(str::trim) {
-            Some(t) if !matches!(media::document_kind(t), media::DocumentKind::Other) => {
-                t.to_string()
+        // The document's own mediaType is what its digest covers: it wins,
+        // and a Content-Type that names another kind of document is an
+        // error (a registry must not choose how a pinned document is read).
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+            .filter(|t| !t.is_empty());
+        let sent = content_type
+            .split(';')
+            .next()
+            .map(str::trim)
+            .filter(|t| !matches!(media::document_kind(t), media::DocumentKind::Other))
+            .map(str::to_string);
+        let media_type = match (declared, sent) {
+            (Some(declared), Some(sent))
+                if media::document_kind(&declared) != media::document_kind(&sent) =>
+            {
+                return Err(self.error(format!(
+                    "manifest {reference}: the registry sends it as {sent} but it says it is {declared}"
+                )));
             }
-            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            (Some(declared), _) => declared,
+            (None, Some(sent)) => sent,
+            (None, None) => String::new(),
         };
         Ok(Document {
             bytes,

@@ -19,8 +19,6 @@
 //! that very layer (see `Cache::install`); otherwise the layer gets a full
 //! pass.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,23 +43,23 @@ pub struct PublishedIndex {
     pub size: u64,
 }
 
+/// Another tool's referrers are kept as they are (platform, annotations,
+/// digests of other algorithms): only ours are read and replaced.
 #[derive(Deserialize)]
 struct ListedReferrers {
     #[serde(default)]
-    manifests: Vec<Referrer>,
+    manifests: Vec<serde_json::Value>,
 }
 
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Referrer {
-    #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    #[serde(default)]
-    artifact_type: Option<String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
+/// Our newest artifact in a referrers list: its digest and size.
+fn our_artifact(referrers: &[serde_json::Value]) -> Option<(Digest, u64)> {
+    referrers.iter().rev().find_map(|r| {
+        if r.get("artifactType")?.as_str()? != ARTIFACT_TYPE {
+            return None;
+        }
+        let digest = Digest::parse(r.get("digest")?.as_str()?).ok()?;
+        Some((digest, r.get("size")?.as_u64()?))
+    })
 }
 
 #[derive(Deserialize)]
@@ -80,10 +78,11 @@ pub fn referrers_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
 }
 
-/// How the registry lists referrers: the API, or the tag schema.
+/// How the registry lists referrers: the API, or the tag schema (with
+/// the tag's document as it is, when the tag exists).
 enum Listing {
-    Api(Vec<Referrer>),
-    Tag(Vec<Referrer>),
+    Api(Vec<serde_json::Value>),
+    Tag(Vec<serde_json::Value>, Option<serde_json::Value>),
 }
 
 fn list_referrers(client: &Client, subject: &Digest) -> Result<Listing> {
@@ -103,12 +102,19 @@ fn list_referrers(client: &Client, subject: &Digest) -> Result<Listing> {
     drop(response);
     match client.manifest(&referrers_tag(subject), None) {
         Ok(document) => {
-            let listed: ListedReferrers = serde_json::from_slice(&document.bytes).map_err(|e| {
+            let bad = |e: String| {
                 client.error(format!("the referrers tag {}: {e}", referrers_tag(subject)))
-            })?;
-            Ok(Listing::Tag(listed.manifests))
+            };
+            let raw: serde_json::Value =
+                serde_json::from_slice(&document.bytes).map_err(|e| bad(e.to_string()))?;
+            if !raw.get("manifests").is_some_and(|m| m.is_array()) {
+                return Err(bad("it is not an image index".to_string()));
+            }
+            let listed: ListedReferrers =
+                serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+            Ok(Listing::Tag(listed.manifests, Some(raw)))
         }
-        Err(Error::NoManifest(_)) => Ok(Listing::Tag(Vec::new())),
+        Err(Error::NoManifest(_)) => Ok(Listing::Tag(Vec::new(), None)),
         Err(e) => Err(e),
     }
 }
@@ -117,30 +123,25 @@ fn list_referrers(client: &Client, subject: &Digest) -> Result<Listing> {
 /// artifact first; empty when there are none.
 pub fn find(client: &Client, subject: &Digest) -> Result<Vec<PublishedIndex>> {
     let referrers = match list_referrers(client, subject)? {
-        Listing::Api(r) | Listing::Tag(r) => r,
+        Listing::Api(r) | Listing::Tag(r, _) => r,
     };
-    let Some(artifact) = referrers
-        .iter()
-        .rev()
-        .find(|r| r.artifact_type.as_deref() == Some(ARTIFACT_TYPE))
-    else {
+    let Some((artifact_digest, artifact_size)) = our_artifact(&referrers) else {
         return Ok(Vec::new());
     };
-    if artifact.size > MAX_JSON_BYTES {
+    if artifact_size > MAX_JSON_BYTES {
         return Err(client.error(format!(
-            "the index artifact {} is {} bytes, more than the {MAX_JSON_BYTES}-byte limit",
-            artifact.digest, artifact.size
+            "the index artifact {artifact_digest} is {artifact_size} bytes, more than the \
+             {MAX_JSON_BYTES}-byte limit"
         )));
     }
-    let document = client.manifest(&artifact.digest.to_string(), Some(&artifact.digest))?;
+    let document = client.manifest(&artifact_digest.to_string(), Some(&artifact_digest))?;
     let manifest: ArtifactManifest = serde_json::from_slice(&document.bytes)
-        .map_err(|e| client.error(format!("index artifact {}: {e}", artifact.digest)))?;
+        .map_err(|e| client.error(format!("index artifact {artifact_digest}: {e}")))?;
     if manifest.artifact_type.as_deref() != Some(ARTIFACT_TYPE)
         || manifest.subject.as_ref().map(|s| s.digest) != Some(*subject)
     {
         return Err(client.error(format!(
-            "index artifact {} is not an ocimount index of {subject}",
-            artifact.digest
+            "index artifact {artifact_digest} is not an ocimount index of {subject}"
         )));
     }
     Ok(manifest
@@ -318,38 +319,26 @@ pub fn push(client: &Client, subject: &Descriptor, indexes: &[LocalIndex]) -> Re
     put_manifest(client, &artifact.to_string(), media::OCI_MANIFEST, &bytes)?;
     let listed_through = match list_referrers(client, &subject.digest)? {
         Listing::Api(_) => "the referrers API".to_string(),
-        Listing::Tag(mut referrers) => {
-            // The tag schema: keep the others' referrers, replace ours.
-            referrers.retain(|r| r.artifact_type.as_deref() != Some(ARTIFACT_TYPE));
-            referrers.push(Referrer {
-                media_type: media::OCI_MANIFEST.to_string(),
-                digest: artifact,
-                size: bytes.len() as u64,
-                artifact_type: Some(ARTIFACT_TYPE.to_string()),
-                annotations: BTreeMap::new(),
-            });
-            let manifests: Vec<serde_json::Value> = referrers
-                .iter()
-                .map(|r| {
-                    let mut d = json!({
-                        "mediaType": if r.media_type.is_empty() { media::OCI_MANIFEST } else { &r.media_type },
-                        "digest": r.digest.to_string(),
-                        "size": r.size,
-                    });
-                    if let Some(t) = &r.artifact_type {
-                        d["artifactType"] = json!(t);
-                    }
-                    if !r.annotations.is_empty() {
-                        d["annotations"] = json!(r.annotations);
-                    }
-                    d
+        Listing::Tag(_, existing) => {
+            // The tag schema: the tag's index as it is, ours replaced.
+            let mut index = existing.unwrap_or_else(|| {
+                json!({
+                    "schemaVersion": 2,
+                    "mediaType": media::OCI_INDEX,
+                    "manifests": [],
                 })
-                .collect();
-            let index = json!({
-                "schemaVersion": 2,
-                "mediaType": media::OCI_INDEX,
-                "manifests": manifests,
             });
+            let manifests = index["manifests"].as_array_mut().ok_or_else(|| {
+                Error::Internal("a referrers index without manifests".to_string())
+            })?;
+            manifests
+                .retain(|m| m.get("artifactType").and_then(|t| t.as_str()) != Some(ARTIFACT_TYPE));
+            manifests.push(json!({
+                "mediaType": media::OCI_MANIFEST,
+                "digest": artifact.to_string(),
+                "size": bytes.len(),
+                "artifactType": ARTIFACT_TYPE,
+            }));
             let index = serde_json::to_vec(&index).map_err(|e| Error::Internal(e.to_string()))?;
             let tag = referrers_tag(&subject.digest);
             put_manifest(client, &tag, media::OCI_INDEX, &index)?;
