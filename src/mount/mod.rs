@@ -45,33 +45,34 @@ pub struct MountRequest {
 }
 
 /// `ocimount mount`: index in this process (with progress), then serve in
-/// a background daemon, returning once the mount is live; or serve here
-/// with `--foreground`.
+/// a background daemon, returning once the mount is live; or open and
+/// serve here with `--foreground`.
 pub fn mount(req: &MountRequest) -> Result<()> {
     let dir = check_mountpoint(&req.dir)?;
     let reference = ImageRef::parse(&req.image)?;
-    let rootfs = Rootfs::open(&reference, &req.open)?;
-    if req.foreground {
-        let setup = daemon::ServeSetup {
-            name: req.image.clone(),
-            dir,
-            ready_fd: None,
-            log: None,
-            flags: MountFlags {
-                allow_other: req.allow_other,
-                suid: req.suid,
-                dev: req.dev,
-            },
-        };
-        return daemon::serve(rootfs, &setup);
+    if !req.foreground {
+        // Index here (with progress, and errors on this terminal), but
+        // build no tree and open no reader: the daemon does that once.
+        let (image, _) = crate::rootfs::open_indexes(&reference, &req.open)?;
+        let pinned = image.reference.pinned(&image.manifest_digest)?;
+        let cache_root = crate::cache::Cache::locate(req.open.cache_dir.as_deref())?
+            .root()
+            .to_path_buf();
+        return spawn_daemon(req, &dir, &cache_root, &pinned);
     }
-    let pinned = rootfs
-        .image
-        .reference
-        .pinned(&rootfs.image.manifest_digest)?;
-    let cache_root = rootfs.cache.root().to_path_buf();
-    drop(rootfs);
-    spawn_daemon(req, &dir, &cache_root, &pinned)
+    let rootfs = Rootfs::open(&reference, &req.open)?;
+    let setup = daemon::ServeSetup {
+        name: req.image.clone(),
+        dir,
+        ready_fd: None,
+        log: None,
+        flags: MountFlags {
+            allow_other: req.allow_other,
+            suid: req.suid,
+            dev: req.dev,
+        },
+    };
+    daemon::serve(rootfs, &setup)
 }
 
 fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
