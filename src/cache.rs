@@ -291,6 +291,35 @@ impl Cache {
         })
     }
 
+    /// Whether the layer's index looks built, from its header and the
+    /// sizes of its files alone (no decoding): for a process that only
+    /// makes sure the cache is warm before another one uses it. That one
+    /// decodes the index whole, and rebuilds it if it is damaged.
+    pub fn looks_built(&self, layer: &LayerInfo) -> bool {
+        let dir = self.layer_dir(layer);
+        let peeked = (|| -> std::io::Result<Option<format::Peek>> {
+            let mut file = File::open(dir.join("index"))?;
+            let len = file.metadata()?.len();
+            let mut start = [0u8; format::PEEK_LEN];
+            std::io::Read::read_exact(&mut file, &mut start)?;
+            Ok(format::peek(&start, len).ok())
+        })();
+        let Ok(Some(peek)) = peeked else {
+            return false;
+        };
+        let sizes_match = peek.digest == layer.digest
+            && peek.diff_id == layer.diff_id
+            && peek.compression == layer.compression
+            && peek.compressed_size == layer.size;
+        // A compressed layer has `data` (the stream's size) and `spans`; a
+        // plain one has both or neither.
+        let data_ok = match fs::metadata(dir.join("data")) {
+            Ok(m) => m.len() == peek.uncompressed_size && dir.join("spans").exists(),
+            Err(_) => layer.compression == Compression::None,
+        };
+        sizes_match && data_ok && self.trusts(&dir)
+    }
+
     /// Whether the layer's index is in the cache and sound.
     pub fn has(&self, layer: &LayerInfo) -> bool {
         let dir = self.layer_dir(layer);

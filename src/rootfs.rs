@@ -84,6 +84,21 @@ pub struct Rootfs {
     pub limit: Option<CacheLimit>,
 }
 
+/// Resolve the image and make sure every layer's index is in the cache,
+/// building those that are not; decodes none that are (see
+/// [`Cache::looks_built`]): what a parent needs before its daemon opens
+/// the image for real.
+pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
+    let image = Image::open(reference, opts.platform.as_ref())?;
+    let cache =
+        Cache::locate(opts.cache_dir.as_deref())?.trusting_published(published_scope(&image, opts));
+    if image.layers.iter().all(|layer| cache.looks_built(layer)) {
+        crate::inventory::record_image(&cache, &image);
+        return Ok(image);
+    }
+    Ok(open_indexes(reference, opts)?.0)
+}
+
 /// An image with every layer indexed (through the cache) and no tree:
 /// what `layers` needs.
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {

@@ -389,3 +389,30 @@ fn a_mount_by_tag_hands_its_daemon_the_manifest_digest_not_the_tag() {
     assert!(args.iter().any(|a| a == "daemon"), "{args:?}");
     assert!(!args.iter().any(|a| a == "--foreground"), "{args:?}");
 }
+
+/// `mount` checks only that each index looks built (header and sizes),
+/// and leaves decoding to the daemon: an index damaged inside its body is
+/// still caught there, rebuilt, and the mount serves the reference tree.
+#[test]
+fn an_index_damaged_in_its_body_is_rebuilt_by_the_daemon() {
+    let cache = tempfile::tempdir().unwrap();
+    let image = layout("debian-gzip");
+    ok(&ocimount(cache.path(), &["ls", &image, "/"]));
+    let layers = cache.path().join("layers/sha256");
+    let mut damaged = 0;
+    for dir in std::fs::read_dir(&layers).unwrap() {
+        let index = dir.unwrap().path().join("index");
+        let mut bytes = std::fs::read(&index).unwrap();
+        let mid = bytes.len() / 2 + 7;
+        bytes[mid] ^= 0x5a;
+        // A new file, not a write through: the index is replaced, as the
+        // cache itself would replace it.
+        let tmp = index.with_extension("tmp");
+        std::fs::write(&tmp, &bytes).unwrap();
+        std::fs::rename(&tmp, &index).unwrap();
+        damaged += 1;
+    }
+    assert_eq!(damaged, 6);
+    let mounted = Mounted::new(cache.path(), &image, &[]);
+    assert_same_tree(&corpus().reference("debian-gzip"), mounted.path());
+}

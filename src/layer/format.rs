@@ -21,6 +21,56 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 pub const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
 
+/// The bytes [`peek`] reads: the header and the body's fixed start.
+pub const PEEK_LEN: usize = HEADER_LEN + 32 + 1 + 8 + 8;
+
+/// What the start of an index file says, read without its body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Peek {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub compression: Compression,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+}
+
+/// Read an index file's header and sizes from its first [`PEEK_LEN`]
+/// bytes, checking magic, version and that the file is `file_len` long:
+/// a cheap "is it there" for a process that will not use the entries. It
+/// proves nothing about the body; whoever uses the index decodes it whole.
+pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
+    let mut r = Reader {
+        bytes: start,
+        pos: 0,
+    };
+    if r.take(8)? != MAGIC {
+        return Err("not an ocimount index (bad magic)".to_string());
+    }
+    if r.u32()? != VERSION {
+        return Err("another index format version".to_string());
+    }
+    let digest = Digest::from_bytes(r.array()?);
+    let body_len = r.u64()?;
+    let _crc = r.u32()?;
+    if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
+        return Err("index is truncated or has trailing bytes".to_string());
+    }
+    let diff_id = Digest::from_bytes(r.array()?);
+    let compression = match r.u8()? {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Zstd,
+        t => return Err(format!("unknown compression tag {t}")),
+    };
+    Ok(Peek {
+        digest,
+        diff_id,
+        compression,
+        compressed_size: r.u64()?,
+        uncompressed_size: r.u64()?,
+    })
+}
+
 pub fn encode(index: &LayerIndex) -> Vec<u8> {
     // The header goes in front of the body once the body is known: one
     // buffer, not a body and then a copy of it (85 MB for 1M entries).
@@ -643,6 +693,20 @@ mod tests {
             decoded(&crowded).unwrap_err(),
             "more entries than the stream has room for"
         );
+    }
+
+    #[test]
+    fn peek_reads_what_decode_reads_and_no_more() {
+        let index = sample();
+        let bytes = encode(&index);
+        let peek = super::peek(&bytes[..PEEK_LEN], bytes.len() as u64).unwrap();
+        assert_eq!(peek.digest, index.digest);
+        assert_eq!(peek.diff_id, index.diff_id);
+        assert_eq!(peek.compression, index.compression);
+        assert_eq!(peek.compressed_size, index.compressed_size);
+        assert_eq!(peek.uncompressed_size, index.uncompressed_size);
+        assert!(super::peek(&bytes[..PEEK_LEN], bytes.len() as u64 - 1).is_err());
+        assert!(super::peek(&bytes[..10], bytes.len() as u64).is_err());
     }
 
     #[test]

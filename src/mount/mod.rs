@@ -53,7 +53,7 @@ pub fn mount(req: &MountRequest) -> Result<()> {
     if !req.foreground {
         // Index here (with progress, and errors on this terminal), but
         // build no tree and open no reader: the daemon does that once.
-        let (image, _) = crate::rootfs::open_indexes(&reference, &req.open)?;
+        let image = crate::rootfs::ensure_indexed(&reference, &req.open)?;
         let pinned = image.reference.pinned(&image.manifest_digest)?;
         let cache_root = crate::cache::Cache::locate(req.open.cache_dir.as_deref())?
             .root()
