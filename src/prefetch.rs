@@ -48,7 +48,8 @@ type SpanRef = (usize, usize);
 /// The running fill: stopped and joined by `stop`.
 pub struct Fill {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Plans the fill, then runs and joins its threads.
+    planner: JoinHandle<()>,
 }
 
 impl Fill {
@@ -71,32 +72,44 @@ impl Fill {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let plan = Arc::new(fill_order(&rootfs, mode));
-        let next = Arc::new(AtomicUsize::new(0));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tracing::info!(
-            "--prefetch {mode}: filling {} spans with {threads} threads",
-            plan.len()
-        );
-        let threads = (0..threads)
-            .filter_map(|_| {
-                let (rootfs, reads, stop) = (rootfs.clone(), reads.clone(), stop.clone());
-                let (plan, next) = (plan.clone(), next.clone());
-                std::thread::Builder::new()
-                    .name("prefetch".into())
-                    .spawn(move || fill(&rootfs, &plan, &next, &reads, &stop))
-                    .ok()
-            })
-            .collect();
-        Some(Fill { stop, threads })
+        let stopped = stop.clone();
+        // The plan walks the whole tree: made off the thread that goes on
+        // to serve the mount, so no request waits for it.
+        let planner = std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || fill_in_parallel(&rootfs, mode, &reads, &stopped));
+        match planner {
+            Ok(planner) => Some(Fill { stop, planner }),
+            Err(e) => {
+                tracing::warn!("--prefetch {mode}: cannot start a thread ({e}); no fill");
+                None
+            }
+        }
     }
 
     /// Stop the fill after the spans being decoded now, and wait for it.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Release);
-        for t in self.threads {
-            let _ = t.join();
+        let _ = self.planner.join();
+    }
+}
+
+/// Plan the fill, then run it on as many threads as there are cores.
+fn fill_in_parallel(rootfs: &Rootfs, mode: Prefetch, reads: &ReadsInFlight, stop: &AtomicBool) {
+    let plan = fill_order(rootfs, mode);
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tracing::info!(
+        "--prefetch {mode}: filling {} spans with {threads} threads",
+        plan.len()
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| fill(rootfs, &plan, &next, reads, stop));
         }
+    });
+    if !stop.load(Ordering::Acquire) {
+        tracing::info!("--prefetch {mode}: the fill has ended");
     }
 }
 
