@@ -174,3 +174,35 @@ fn unmount_during_a_fill_ends_the_daemon_promptly() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(ok(&ocimount(cache.path(), &["mounts"])), "");
 }
+
+#[test]
+fn prefetch_is_skipped_when_the_cache_keeps_no_spans_or_is_bounded() {
+    let image = layout("debian-gzip");
+    for global in [["--cache-mode", "index-only"], ["--cache-max", "64M"]] {
+        let cache = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = global.to_vec();
+        args.extend([
+            "mount",
+            "--prefetch",
+            "all",
+            &image,
+            dir.path().to_str().unwrap(),
+        ]);
+        ok(&ocimount(cache.path(), &args));
+        let m = Mounted {
+            dir,
+            cache: cache.path().to_path_buf(),
+        };
+        let at_mount = spans_stored(cache.path());
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(spans_stored(cache.path()), at_mount, "{global:?}");
+        assert!(at_mount.0 < at_mount.1, "{global:?}: {at_mount:?}");
+        let log = daemon_log(cache.path());
+        assert!(
+            log.contains("--prefetch all: skipped"),
+            "{global:?}:\n{log}"
+        );
+        umount(cache.path(), &m);
+    }
+}
