@@ -206,3 +206,31 @@ fn prefetch_is_skipped_when_the_cache_keeps_no_spans_or_is_bounded() {
         umount(cache.path(), &m);
     }
 }
+
+#[test]
+fn sigterm_during_a_fill_unmounts_and_still_writes_the_record() {
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(
+        cache.path(),
+        &layout("debian-gzip"),
+        &["--prefetch", "all", "--record"],
+    );
+    let pid = m.daemon_pid();
+    std::fs::read(m.path().join("etc/passwd")).unwrap();
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(Duration::from_secs(10), || !process_alive(pid)),
+        "daemon {pid} still running 10 s after SIGTERM"
+    );
+    assert!(!m.is_mounted());
+    let records: Vec<PathBuf> = std::fs::read_dir(cache.path().join("records"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        std::fs::read_to_string(&records[0]).unwrap(),
+        "etc/passwd\n"
+    );
+}
