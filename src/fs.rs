@@ -14,6 +14,8 @@ use fuser::{
 };
 
 use crate::error::{Error, Result};
+use crate::first_reads::FirstReads;
+use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::Rootfs;
 use crate::union::{Node, NodeId, NodeKind, ROOT};
 
@@ -25,6 +27,10 @@ pub const MAX_READ: u32 = 1 << 20;
 /// `FileAttr` per node would cost ~120 bytes per entry for the mount's life.
 pub struct ImageFs {
     rootfs: Arc<Rootfs>,
+    /// Counted around each read, for the background fill to give way to.
+    reads: Arc<ReadsInFlight>,
+    /// `--record`: the files read, in the order of their first read.
+    first_reads: Option<Arc<FirstReads>>,
 }
 
 fn ino_of(id: NodeId) -> INodeNo {
@@ -90,7 +96,21 @@ pub fn attr_of(id: NodeId, node: &Node) -> FileAttr {
 
 impl ImageFs {
     pub fn new(rootfs: Arc<Rootfs>) -> ImageFs {
-        ImageFs { rootfs }
+        ImageFs::watched(rootfs, Arc::default(), None)
+    }
+
+    /// A filesystem whose reads are counted in `reads` while served and,
+    /// with `first_reads`, recorded in the order of their first read.
+    pub fn watched(
+        rootfs: Arc<Rootfs>,
+        reads: Arc<ReadsInFlight>,
+        first_reads: Option<Arc<FirstReads>>,
+    ) -> ImageFs {
+        ImageFs {
+            rootfs,
+            reads,
+            first_reads,
+        }
     }
 
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
@@ -226,6 +246,10 @@ impl Filesystem for ImageFs {
         let Some(NodeKind::File { .. }) = self.node(ino).map(|n| &n.kind) else {
             return reply.error(Errno::EINVAL);
         };
+        let _in_flight = self.reads.begin();
+        if let Some(first_reads) = &self.first_reads {
+            first_reads.note(id_of(ino));
+        }
         let mut buf = vec![0u8; size.min(MAX_READ) as usize];
         match guarded(|| self.rootfs.read_file(id_of(ino), offset, &mut buf)) {
             Ok(n) => reply.data(&buf[..n]),

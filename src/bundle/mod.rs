@@ -21,6 +21,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::mount::{self, MountRequest};
 use crate::oci::manifest::ImageConfig;
 use crate::oci::ImageRef;
+use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::union::NodeKind;
 
@@ -327,6 +328,8 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
             // forces nosuid for unprivileged users anyway).
             suid: root,
             dev: false,
+            prefetch: Prefetch::None,
+            record: false,
         })
     })();
     drop(rootfs);

@@ -6,6 +6,7 @@ use crate::cache::Cache;
 use crate::cli::ImageArgs;
 use crate::error::Result;
 use crate::mount::{list_mounts, mount, run_daemon, umount, DaemonArgs, MountFlags, MountRequest};
+use crate::prefetch::Prefetch;
 use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
@@ -31,6 +32,17 @@ pub struct MountArgs {
     /// Print nothing but errors (no progress, no `mounted …` line)
     #[arg(short, long)]
     pub quiet: bool,
+    /// Once mounted, decode the image's spans into the data cache in the
+    /// background, on every core, giving way to reads: `all` in the order
+    /// of the image's files, `recorded` the files of the image's record
+    /// (see --record) first. Nothing is prefetched with --cache-mode
+    /// index-only or --cache-max
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t)]
+    pub prefetch: Prefetch,
+    /// Record the order files are first read in, written to the cache at
+    /// unmount (CACHE/records/<manifest>) for --prefetch recorded
+    #[arg(long)]
+    pub record: bool,
 }
 
 /// The daemon `mount` starts: every input is an argument.
@@ -56,6 +68,10 @@ pub struct DaemonCliArgs {
     pub suid: bool,
     #[arg(long)]
     pub dev: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub prefetch: Prefetch,
+    #[arg(long)]
+    pub record: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +99,8 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
         allow_other: args.allow_other,
         suid: args.suid,
         dev: args.dev,
+        prefetch: args.prefetch,
+        record: args.record,
     };
     mount(&req)
 }
@@ -100,6 +118,8 @@ pub fn run_daemon_command(args: &DaemonCliArgs, cache: &Option<PathBuf>) -> Resu
             suid: args.suid,
             dev: args.dev,
         },
+        prefetch: args.prefetch,
+        record: args.record,
     })
 }
 

@@ -143,6 +143,30 @@ impl LayerReader {
             .collect()
     }
 
+    /// Whether spans decoded through this reader are stored in the cache.
+    pub fn stores_decoded(&self) -> bool {
+        self.data.is_some() && self.keep_decoded
+    }
+
+    /// How many spans the layer is cut into.
+    pub fn span_count(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Decode span `i` into the data cache if it is not there yet (the
+    /// background fill, `--prefetch`). A span already stored, a layer
+    /// served straight from its blob, and a reader that stores nothing
+    /// (`--cache-mode index-only`) are left as they are.
+    pub fn fill_span(&self, i: usize) -> Result<()> {
+        let Some(data) = &self.data else {
+            return Ok(());
+        };
+        if !self.keep_decoded || i >= self.spans.len() || data.residency.is_present(i) {
+            return Ok(());
+        }
+        self.checked_span(i).map(|_| ())
+    }
+
     /// Take these spans out of the data cache; a reader anywhere that had
     /// checked one reads it again the checked way. Returns the bytes freed.
     pub fn evict(&self, which: &[usize]) -> u64 {

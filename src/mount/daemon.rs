@@ -13,11 +13,14 @@ use std::sync::Arc;
 use fuser::{Config, MountOption, SessionACL};
 
 use super::mountinfo::mount_device;
-use super::registry::{registry_path, write_record, MountRecord};
+use super::registry::{registry_path, write_record as write_mount_record, MountRecord};
 use super::umount::lazy_unmount;
 use crate::error::{Error, IoContext, Result};
+use crate::first_reads::{record_path, write_record, FirstReads};
 use crate::fs::{ImageFs, MAX_READ};
 use crate::oci::ImageRef;
+use crate::prefetch::{Fill, Prefetch};
+use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::{OpenOptions, Rootfs};
 
 /// How the mount treats setuid bits, devices and other users.
@@ -44,6 +47,10 @@ pub struct DaemonArgs {
     /// The log file; stdout and stderr go there through a pipe.
     pub log: Option<PathBuf>,
     pub flags: MountFlags,
+    /// `--prefetch`: the background fill of the data cache.
+    pub prefetch: Prefetch,
+    /// `--record`: write the order files are first read in at unmount.
+    pub record: bool,
 }
 
 /// What `serve` needs besides the opened image.
@@ -54,6 +61,10 @@ pub struct ServeSetup {
     pub ready_fd: Option<i32>,
     pub log: Option<PathBuf>,
     pub flags: MountFlags,
+    /// `--prefetch`: the background fill of the data cache.
+    pub prefetch: Prefetch,
+    /// `--record`: write the order files are first read in at unmount.
+    pub record: bool,
 }
 
 /// The daemon's entry point: open the pinned image (its indexes are warm,
@@ -87,6 +98,8 @@ pub fn run_daemon(args: &DaemonArgs) -> Result<()> {
             ready_fd: args.ready_fd,
             log: args.log.clone(),
             flags: args.flags,
+            prefetch: args.prefetch,
+            record: args.record,
         },
     )
 }
@@ -167,7 +180,12 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
             .map(|l| l.digest.to_string())
             .collect(),
     };
-    let fs = ImageFs::new(Arc::new(rootfs));
+    let rootfs = Arc::new(rootfs);
+    let reads = Arc::new(ReadsInFlight::default());
+    let first_reads = setup
+        .record
+        .then(|| Arc::new(FirstReads::new(rootfs.tree.len())));
+    let fs = ImageFs::watched(rootfs.clone(), reads.clone(), first_reads.clone());
     let mut session = match fuser::Session::new(fs, dir, &fuse_config(&setup.name, &setup.flags)) {
         Ok(s) => s,
         Err(e) => {
@@ -180,7 +198,7 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     };
     raise_readahead(dir);
     let registry = registry_path(&cache, dir);
-    let _ = write_record(&registry, &record);
+    let _ = write_mount_record(&registry, &record);
     let mut unmounter = session.unmount_callable();
     let dir_owned = dir.to_path_buf();
     std::thread::spawn(move || {
@@ -198,9 +216,27 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     if let Some(fd) = ready_fd {
         tell_parent(fd, "ready");
     }
+    let fill = Fill::start(rootfs.clone(), setup.prefetch, reads);
     let result = session.run();
+    if let Some(fill) = fill {
+        fill.stop();
+    }
+    if let Some(first_reads) = first_reads {
+        save_record(&rootfs, &first_reads);
+    }
     let _ = fs::remove_file(&registry);
     result.map_err(|e| Error::io(dir, e))
+}
+
+/// Write the mount's record of first reads into the cache (`--record`);
+/// a failure is logged, the unmount goes on.
+fn save_record(rootfs: &Rootfs, first_reads: &FirstReads) {
+    let path = record_path(&rootfs.cache, &rootfs.image.manifest_digest);
+    let paths = first_reads.paths(&rootfs.tree);
+    match write_record(&path, &paths) {
+        Ok(()) => tracing::info!("recorded {} files read at {}", paths.len(), path.display()),
+        Err(e) => tracing::warn!("cannot write the record of first reads: {e}"),
+    }
 }
 
 /// Send the daemon's stdout and stderr to its log through a pipe drained by

@@ -26,6 +26,7 @@ use registry::path_key;
 
 use crate::error::{Error, IoContext, Result};
 use crate::oci::ImageRef;
+use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
 
 /// How long `mount` waits for its daemon to mount (the index is warm by then).
@@ -42,6 +43,10 @@ pub struct MountRequest {
     pub allow_other: bool,
     pub suid: bool,
     pub dev: bool,
+    /// `--prefetch`: the daemon's background fill of the data cache.
+    pub prefetch: Prefetch,
+    /// `--record`: the daemon records the order files are first read in.
+    pub record: bool,
 }
 
 /// `ocimount mount`: index in this process (with progress), then serve in
@@ -71,6 +76,8 @@ pub fn mount(req: &MountRequest) -> Result<()> {
             suid: req.suid,
             dev: req.dev,
         },
+        prefetch: req.prefetch,
+        record: req.record,
     };
     daemon::serve(rootfs, &setup)
 }
@@ -135,11 +142,14 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
         .arg("3")
         .arg("--log")
         .arg(&log_path)
+        .arg("--prefetch")
+        .arg(req.prefetch.to_string())
         .arg(dir);
     for (on, flag) in [
         (req.allow_other, "--allow-other"),
         (req.suid, "--suid"),
         (req.dev, "--dev"),
+        (req.record, "--record"),
     ] {
         if on {
             cmd.arg(flag);

@@ -1,0 +1,223 @@
+//! `--prefetch`: once a mount is live, decode the image's spans into the
+//! data cache in the background, across the cores, in the order its files
+//! are likely to be read, so that later reads find them decoded. The fill
+//! gives way to every FUSE read (`ReadsInFlight`), stops at the first span
+//! it cannot fill (logged once a thread; the mount goes on), and stops
+//! promptly, between two spans, when the daemon exits.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::first_reads::{read_record, record_path};
+use crate::layer::spans::span_at;
+use crate::reads_in_flight::ReadsInFlight;
+use crate::rootfs::Rootfs;
+use crate::union::{NodeId, NodeKind, ROOT};
+
+/// How long a fill thread sleeps while FUSE reads are being served.
+const YIELD_PAUSE: Duration = Duration::from_millis(2);
+
+/// What the background fill decodes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prefetch {
+    /// No background fill: spans are decoded when read.
+    #[default]
+    None,
+    /// Every span, the files' in the merged tree's order first.
+    All,
+    /// The files of the image's record (`--record`) first, then as `all`.
+    Recorded,
+}
+
+impl fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Prefetch::None => "none",
+            Prefetch::All => "all",
+            Prefetch::Recorded => "recorded",
+        })
+    }
+}
+
+/// A (layer, span) to fill.
+type SpanRef = (usize, usize);
+
+/// The running fill: stopped and joined by `stop`.
+pub struct Fill {
+    stop: Arc<AtomicBool>,
+    /// Plans the fill, then runs and joins its threads.
+    planner: JoinHandle<()>,
+}
+
+impl Fill {
+    /// Start the fill, or nothing when `mode` is `none` or the cache keeps
+    /// no decoded spans (`index-only`) or is bounded (`--cache-max`: a fill
+    /// would only evict what the mount read).
+    pub fn start(rootfs: Arc<Rootfs>, mode: Prefetch, reads: Arc<ReadsInFlight>) -> Option<Fill> {
+        if mode == Prefetch::None {
+            return None;
+        }
+        if !rootfs.readers.iter().any(|r| r.stores_decoded()) {
+            tracing::info!(
+                "--prefetch {mode}: skipped, nothing decoded is stored for this image \
+                 (--cache-mode index-only, or plain layers served from the blob)"
+            );
+            return None;
+        }
+        if rootfs.limit.is_some() {
+            tracing::info!("--prefetch {mode}: skipped, the cache is bounded (--cache-max)");
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        // The plan walks the whole tree: made off the thread that goes on
+        // to serve the mount, so no request waits for it.
+        let planner = std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || fill_in_parallel(&rootfs, mode, &reads, &stopped));
+        match planner {
+            Ok(planner) => Some(Fill { stop, planner }),
+            Err(e) => {
+                tracing::warn!("--prefetch {mode}: cannot start a thread ({e}); no fill");
+                None
+            }
+        }
+    }
+
+    /// Stop the fill after the spans being decoded now, and wait for it.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.planner.join();
+    }
+}
+
+/// Plan the fill, then run it on as many threads as there are cores.
+fn fill_in_parallel(rootfs: &Rootfs, mode: Prefetch, reads: &ReadsInFlight, stop: &AtomicBool) {
+    let plan = fill_order(rootfs, mode);
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tracing::info!(
+        "--prefetch {mode}: filling {} spans with {threads} threads",
+        plan.len()
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| fill(rootfs, &plan, &next, reads, stop));
+        }
+    });
+    if !stop.load(Ordering::Acquire) {
+        tracing::info!("--prefetch {mode}: the fill has ended");
+    }
+}
+
+/// One fill thread: take the next span of the plan until none is left,
+/// the daemon stops, or a span cannot be filled.
+fn fill(
+    rootfs: &Rootfs,
+    plan: &[SpanRef],
+    next: &AtomicUsize,
+    reads: &ReadsInFlight,
+    stop: &AtomicBool,
+) {
+    loop {
+        while reads.any() && !stop.load(Ordering::Acquire) {
+            std::thread::sleep(YIELD_PAUSE);
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(&(layer, span)) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            return;
+        };
+        let Some(reader) = rootfs.readers.get(layer) else {
+            continue;
+        };
+        if let Err(e) = reader.fill_span(span) {
+            tracing::warn!("prefetch: a fill thread stops: {e}");
+            return;
+        }
+    }
+}
+
+/// Every span of the image once, in the order to fill them: the recorded
+/// files' (for `recorded`), then every regular file's in walk order, then
+/// the spans no file covers (headers, whiteouts, overwritten files).
+fn fill_order(rootfs: &Rootfs, mode: Prefetch) -> Vec<SpanRef> {
+    let mut queued: Vec<Vec<bool>> = rootfs
+        .readers
+        .iter()
+        .map(|r| vec![false; r.span_count()])
+        .collect();
+    let mut plan = Vec::with_capacity(queued.iter().map(Vec::len).sum());
+    if mode == Prefetch::Recorded {
+        let path = record_path(&rootfs.cache, &rootfs.image.manifest_digest);
+        match read_record(&path, &rootfs.tree) {
+            Ok(Some(files)) => {
+                tracing::info!(
+                    "--prefetch recorded: filling the {} files of the record first",
+                    files.len()
+                );
+                for id in files {
+                    queue_file(rootfs, id, &mut queued, &mut plan);
+                }
+            }
+            Ok(None) => tracing::info!(
+                "--prefetch recorded: no record at {} (made by a mount with --record); filling as --prefetch all",
+                path.display()
+            ),
+            Err(e) => tracing::warn!(
+                "--prefetch recorded: cannot read the record ({e}); filling as --prefetch all"
+            ),
+        }
+    }
+    let _ = rootfs.tree.visit(ROOT, |_, id| {
+        queue_file(rootfs, id, &mut queued, &mut plan);
+        Ok::<(), ()>(())
+    });
+    for (layer, spans) in queued.iter().enumerate() {
+        plan.extend(
+            spans
+                .iter()
+                .enumerate()
+                .filter(|(_, &q)| !q)
+                .map(|(i, _)| (layer, i)),
+        );
+    }
+    plan
+}
+
+/// Queue the spans holding a regular file's bytes that are not queued yet.
+fn queue_file(rootfs: &Rootfs, id: NodeId, queued: &mut [Vec<bool>], plan: &mut Vec<SpanRef>) {
+    let NodeKind::File {
+        layer,
+        offset,
+        size,
+    } = rootfs.tree.node(id).kind
+    else {
+        return;
+    };
+    let (Some(index), Some(queued)) = (
+        rootfs.indexes.get(layer as usize),
+        queued.get_mut(layer as usize),
+    ) else {
+        return;
+    };
+    if size == 0 {
+        return;
+    }
+    let (Some(first), Some(last)) = (
+        span_at(&index.spans, offset),
+        span_at(&index.spans, offset.saturating_add(size - 1)),
+    ) else {
+        return;
+    };
+    for i in first..=last.min(queued.len().saturating_sub(1)) {
+        if !queued[i] {
+            queued[i] = true;
+            plan.push((layer as usize, i));
+        }
+    }
+}
