@@ -269,21 +269,12 @@ impl Cache {
         // Marked before the index appears, so it is never taken for one
         // built here.
         write_file(&dir.join(ORIGIN), format!("published {scope}\n").as_bytes())?;
-        let pid = std::process::id();
-        let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
         let mut temps = Temporaries(Vec::new());
-        let data_tmp = temps.add(tmp("data"));
-        create_new(&data_tmp)?
-            .set_len(index.uncompressed_size)
-            .at(&data_tmp)?;
-        let spans_tmp = temps.add(tmp("spans"));
-        write_file(&spans_tmp, &vec![0u8; index.spans.len()])?;
-        rename(&data_tmp, &dir.join("data"))?;
-        rename(&spans_tmp, &dir.join("spans"))?;
-        let index_tmp = temps.add(tmp("index"));
+        let data_tmp = temps.add(temporary(&dir, "data"));
+        let data = create_new(&data_tmp)?;
         // Our own encoding of what was decoded, not the bytes as received.
-        write_file(&index_tmp, &format::encode(&index))?;
-        rename(&index_tmp, &dir.join("index"))?;
+        let present = vec![0u8; index.spans.len()];
+        put_in_place(&dir, &mut temps, Some((data, &data_tmp, &present)), &index)?;
         Ok(CacheEntry {
             dir,
             index,
@@ -420,12 +411,10 @@ fn build(
     gzip_span: u64,
     keep_remote_output: bool,
 ) -> Result<LayerIndex> {
-    let pid = std::process::id();
-    let tmp = |name: &str| dir.join(format!("{name}.tmp.{pid}"));
     // Whatever fails (a full disk, say), no temporary outlives this call.
     let mut temps = Temporaries(Vec::new());
     let compressed = layer.compression != Compression::None;
-    let data_tmp = temps.add(tmp("data"));
+    let data_tmp = temps.add(temporary(dir, "data"));
     // A plain layer's bytes are the blob's own: served from the blob where
     // it is local, cached in `data` like decoded spans where it is remote.
     let data = if compressed || blob.is_remote() {
@@ -450,21 +439,13 @@ fn build(
         bar,
         gzip_span,
     )?;
-    if let Some(data) = data {
-        data.set_len(index.uncompressed_size).at(&data_tmp)?;
-        let present: Vec<u8> = index
-            .spans
-            .iter()
-            .map(|s| (keep_all || matches!(s.start, SpanStart::Materialized { .. })) as u8)
-            .collect();
-        let spans_tmp = temps.add(tmp("spans"));
-        write_file(&spans_tmp, &present)?;
-        rename(&data_tmp, &dir.join("data"))?;
-        rename(&spans_tmp, &dir.join("spans"))?;
-    }
-    let index_tmp = temps.add(tmp("index"));
-    write_file(&index_tmp, &format::encode(&index))?;
-    rename(&index_tmp, &dir.join("index"))?;
+    let present: Vec<u8> = index
+        .spans
+        .iter()
+        .map(|s| (keep_all || matches!(s.start, SpanStart::Materialized { .. })) as u8)
+        .collect();
+    let data = data.map(|file| (file, data_tmp.as_path(), present.as_slice()));
+    put_in_place(dir, &mut temps, data, &index)?;
     // Built here: no longer a published index (removed after the rename,
     // so a published index is never left unmarked).
     match fs::remove_file(dir.join(ORIGIN)) {
@@ -473,6 +454,33 @@ fn build(
         Err(e) => return Err(Error::io(dir.join(ORIGIN), e)),
     }
     Ok(index)
+}
+
+/// `NAME.tmp.PID` in `dir`: where a file is written before it is renamed
+/// into place.
+fn temporary(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp.{}", std::process::id()))
+}
+
+/// Rename a layer's files into place, `index` last, so that its presence
+/// means the others are there: `data` (written at `data_tmp`, sized here to
+/// the stream) with its `spans` flags, when the layer has them.
+fn put_in_place(
+    dir: &Path,
+    temps: &mut Temporaries,
+    data: Option<(File, &Path, &[u8])>,
+    index: &LayerIndex,
+) -> Result<()> {
+    if let Some((file, data_tmp, present)) = data {
+        file.set_len(index.uncompressed_size).at(data_tmp)?;
+        let spans_tmp = temps.add(temporary(dir, "spans"));
+        write_file(&spans_tmp, present)?;
+        rename(data_tmp, &dir.join("data"))?;
+        rename(&spans_tmp, &dir.join("spans"))?;
+    }
+    let index_tmp = temps.add(temporary(dir, "index"));
+    write_file(&index_tmp, &format::encode(index))?;
+    rename(&index_tmp, &dir.join("index"))
 }
 
 /// Files written beside their final names, removed on drop (a no-op for

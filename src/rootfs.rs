@@ -90,48 +90,56 @@ pub struct Rootfs {
 /// the image for real.
 pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
     let image = Image::open(reference, opts.platform.as_ref())?;
-    let cache =
-        Cache::locate(opts.cache_dir.as_deref())?.trusting_published(published_scope(&image, opts));
+    let cache = layer_cache(&image, opts)?;
     if image.layers.iter().all(|layer| cache.looks_built(layer)) {
         crate::inventory::record_image(&cache, &image);
-        return Ok(image);
+    } else {
+        index_image(&image, &cache, opts)?;
     }
-    Ok(open_indexes(reference, opts)?.0)
+    Ok(image)
 }
 
 /// An image with every layer indexed (through the cache) and no tree:
 /// what `layers` needs.
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
     let image = Image::open(reference, opts.platform.as_ref())?;
-    let cache = Cache::locate(opts.cache_dir.as_deref())?
+    let cache = layer_cache(&image, opts)?;
+    let (_, entries) = index_image(&image, &cache, opts)?;
+    Ok((image, entries.into_iter().map(|e| e.index).collect()))
+}
+
+/// The cache as `opts` and the image ask for it: whether a registry pass
+/// keeps what it decodes, and whose published indexes are trusted.
+fn layer_cache(image: &Image, opts: &OpenOptions) -> Result<Cache> {
+    Ok(Cache::locate(opts.cache_dir.as_deref())?
         .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
-        .trusting_published(published_scope(&image, opts));
+        .trusting_published(published_scope(image, opts)))
+}
+
+/// Every layer's blob and cache entry (indexed now where missing, from a
+/// published index where there is one), and the image recorded in the cache.
+fn index_image(
+    image: &Image,
+    cache: &Cache,
+    opts: &OpenOptions,
+) -> Result<(Vec<Blob>, Vec<CacheEntry>)> {
     let blobs = image
         .layers
         .iter()
         .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
         .collect::<Result<Vec<Blob>>>()?;
-    take_published_indexes(&image, &cache, opts);
-    let entries = index_layers(&image, &blobs, &cache, opts)?;
-    crate::inventory::record_image(&cache, &image);
-    Ok((image, entries.into_iter().map(|e| e.index).collect()))
+    take_published_indexes(image, cache, opts);
+    let entries = index_layers(image, &blobs, cache, opts)?;
+    crate::inventory::record_image(cache, image);
+    Ok((blobs, entries))
 }
 
 impl Rootfs {
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();
         let image = Image::open(reference, opts.platform.as_ref())?;
-        let cache = Cache::locate(opts.cache_dir.as_deref())?
-            .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
-            .trusting_published(published_scope(&image, opts));
-        let blobs = image
-            .layers
-            .iter()
-            .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
-            .collect::<Result<Vec<Blob>>>()?;
-        take_published_indexes(&image, &cache, opts);
-        let entries = index_layers(&image, &blobs, &cache, opts)?;
-        crate::inventory::record_image(&cache, &image);
+        let cache = layer_cache(&image, opts)?;
+        let (blobs, entries) = index_image(&image, &cache, opts)?;
         let mut stats = OpenStats::default();
         let mut indexes = Vec::with_capacity(entries.len());
         let mut readers = Vec::with_capacity(entries.len());
