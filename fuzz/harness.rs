@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use ocimount::blob::MemoryBlob;
 use ocimount::image::{Image, LayerInfo};
+use ocimount::layer::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, redecode_materialized, GzipIndexer};
 use ocimount::layer::index::{build_index, LayerIndex, DEFAULT_GZIP_SPAN};
@@ -85,6 +86,90 @@ fn assert_tree_sound(index: &LayerIndex, stream_len: u64) {
         let found = tree.resolve(&path, false).unwrap();
         assert_eq!(found, if path.is_empty() { ROOT } else { id });
     }
+}
+
+/// A tree merged from entries the input names (up to its first byte's
+/// value in bytes: one a line, `d` dir, `l` symlink `PATH>TARGET`, `h`
+/// hardlink, else a file), its flat form then changed by the rest (five
+/// bytes an edit: offset, xor), its checksum made valid again when the
+/// edits are of odd length. Reading it must refuse it with a reason or
+/// serve every path, never panic or loop.
+pub fn tree_format(data: &[u8]) {
+    let split = (data.first().copied().unwrap_or(0) as usize).min(data.len());
+    let (names, edits) = data.split_at(split);
+    let entries: Vec<TarEntry> = names
+        .get(1..)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(entry_from_line)
+        .collect();
+    let layers = [LayerEntries {
+        position: 0,
+        digest: Digest::of(b""),
+        entries: &entries,
+    }];
+    let Ok(tree) = Tree::build(&layers) else {
+        return;
+    };
+    let mut bytes = tree.as_bytes().to_vec();
+    for edit in edits.chunks_exact(5) {
+        let at = u32::from_le_bytes(edit[..4].try_into().unwrap()) as usize % bytes.len();
+        bytes[at] ^= edit[4];
+    }
+    if edits.len() % 2 == 1 {
+        let crc = crc32(0, &bytes[64..]);
+        bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+    }
+    let Ok(tree) = Tree::from_bytes(bytes) else {
+        return;
+    };
+    for (path, id) in tree.walk() {
+        let node = tree.node(id);
+        for (name, value) in node.meta.xattrs.iter() {
+            assert_eq!(node.meta.xattrs.get(name), Some(value));
+        }
+        if let Some(children) = node.children() {
+            for (name, child) in children.iter() {
+                let _ = children.get(name);
+                assert!(tree.get(child).is_some());
+            }
+        }
+        let _ = tree.resolve(&path, true);
+        let _ = tree.resolve(&path, false);
+    }
+}
+
+fn entry_from_line(line: &[u8]) -> Option<TarEntry> {
+    let (&tag, rest) = line.split_first()?;
+    let (path, link) = match rest.iter().position(|&b| b == b'>') {
+        Some(i) => (&rest[..i], rest[i + 1..].to_vec()),
+        None => (rest, Vec::new()),
+    };
+    let kind = match tag {
+        b'd' => EntryKind::Dir,
+        b'l' => EntryKind::Symlink,
+        b'h' => EntryKind::Hardlink,
+        _ => EntryKind::File,
+    };
+    let mut entry = TarEntry {
+        path: path.into(),
+        kind,
+        mode: 0o755,
+        uid: u32::from(tag),
+        gid: 0,
+        mtime: i64::from(tag),
+        mtime_nsec: 0,
+        size: 1,
+        data_offset: u64::from(tag),
+        extra: None,
+    };
+    entry.update_extra(|x| {
+        x.link = link;
+        if tag == b'x' {
+            x.xattrs = vec![(b"user.x".to_vec(), path.to_vec())];
+        }
+    });
+    Some(entry)
 }
 
 /// The bytes as a plain tar layer, through the indexer and the union.

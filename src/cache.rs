@@ -10,6 +10,8 @@
 //!                                   layer; `cache rm` and `prune` need it exclusively
 //!                          /used    its mtime: when an image last opened the layer
 //! CACHE/images/<manifest hex>.json  an image opened here: its name and its layers
+//! CACHE/trees/sha256/<manifest hex> its merged tree, mapped by the next process
+//!                                   that opens it (see tree::stored)
 //! CACHE/mounts/<key>.json           a live mount (see mount::registry)
 //! ```
 //! `index` is renamed into place last, so its presence means `data` and
@@ -30,6 +32,7 @@ use crate::layer::index::{build_index, LayerIndex};
 use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
+use crate::tree::layout::IndexIdentity;
 
 /// What the cache keeps of a layer besides its index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +89,9 @@ pub struct Cache {
 pub struct CacheEntry {
     pub dir: PathBuf,
     pub index: LayerIndex,
+    /// Which index file `index` was read from or written to (a stored
+    /// tree records it, see `tree::stored`).
+    pub identity: IndexIdentity,
     /// True when this call built the index (false: found in the cache).
     pub built: bool,
 }
@@ -153,12 +159,31 @@ impl Cache {
         &self,
         dir: &Path,
         layer: &LayerInfo,
-    ) -> std::result::Result<LayerIndex, String> {
-        let index = load(dir, layer)?;
+        keep_entries: bool,
+    ) -> std::result::Result<format::Decoded, String> {
+        let decoded = load_with(dir, layer, keep_entries)?;
         if !self.trusts(dir) {
             return Err("the index came from another image's published artifact".to_string());
         }
-        Ok(index)
+        Ok(decoded)
+    }
+
+    /// The layer's index without its entries, when it is in the cache,
+    /// sound and trusted (nothing is built): what serving a stored merged
+    /// tree needs of a layer.
+    pub fn built_without_entries(
+        &self,
+        layer: &LayerInfo,
+    ) -> std::result::Result<CacheEntry, String> {
+        let dir = self.layer_dir(layer);
+        let decoded = self.load_trusted(&dir, layer, false)?;
+        mark_used(&dir.join("used"));
+        Ok(CacheEntry {
+            dir,
+            index: decoded.index,
+            identity: decoded.identity,
+            built: false,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -184,12 +209,13 @@ impl Cache {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
         mark_used(&dir.join("used"));
-        match self.load_trusted(&dir, layer) {
-            Ok(index) => {
+        match self.load_trusted(&dir, layer, true) {
+            Ok(decoded) => {
                 bar.finish_and_clear();
                 return Ok(CacheEntry {
                     dir,
-                    index,
+                    index: decoded.index,
+                    identity: decoded.identity,
                     built: false,
                 });
             }
@@ -197,20 +223,22 @@ impl Cache {
         }
         let _lock = DirLock::acquire(&dir.join("lock"))?;
         // Another process may have built it while we waited for the lock.
-        if let Ok(index) = self.load_trusted(&dir, layer) {
+        if let Ok(decoded) = self.load_trusted(&dir, layer, true) {
             bar.finish_and_clear();
             return Ok(CacheEntry {
                 dir,
-                index,
+                index: decoded.index,
+                identity: decoded.identity,
                 built: false,
             });
         }
         remove_temporaries(&dir);
-        let index = build(&dir, blob, layer, bar, gzip_span, self.keep_remote_output)?;
+        let (index, identity) = build(&dir, blob, layer, bar, gzip_span, self.keep_remote_output)?;
         bar.finish_and_clear();
         Ok(CacheEntry {
             dir,
             index,
+            identity,
             built: true,
         })
     }
@@ -258,10 +286,11 @@ impl Cache {
         fs::create_dir_all(&dir).at(&dir)?;
         mark_used(&dir.join("used"));
         let _lock = DirLock::acquire(&dir.join("lock"))?;
-        if let Ok(index) = self.load_trusted(&dir, layer) {
+        if let Ok(decoded) = self.load_trusted(&dir, layer, true) {
             return Ok(CacheEntry {
                 dir,
-                index,
+                index: decoded.index,
+                identity: decoded.identity,
                 built: false,
             });
         }
@@ -274,10 +303,11 @@ impl Cache {
         let data = create_new(&data_tmp)?;
         // Our own encoding of what was decoded, not the bytes as received.
         let present = vec![0u8; index.spans.len()];
-        put_in_place(&dir, &mut temps, Some((data, &data_tmp, &present)), &index)?;
+        let identity = put_in_place(&dir, &mut temps, Some((data, &data_tmp, &present)), &index)?;
         Ok(CacheEntry {
             dir,
             index,
+            identity,
             built: true,
         })
     }
@@ -314,7 +344,7 @@ impl Cache {
     /// Whether the layer's index is in the cache and sound.
     pub fn has(&self, layer: &LayerInfo) -> bool {
         let dir = self.layer_dir(layer);
-        self.load_trusted(&dir, layer).is_ok()
+        self.load_trusted(&dir, layer, true).is_ok()
     }
 }
 
@@ -375,6 +405,15 @@ pub(crate) fn flock(f: &File, op: libc::c_int, path: &Path) -> Result<()> {
 
 /// Read and check an index and its companion files.
 pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, String> {
+    load_with(dir, layer, true).map(|d| d.index)
+}
+
+/// `load`, keeping the entries or not.
+fn load_with(
+    dir: &Path,
+    layer: &LayerInfo,
+    keep_entries: bool,
+) -> std::result::Result<format::Decoded, String> {
     let path = dir.join("index");
     let file = File::open(&path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -384,7 +423,8 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
     // SAFETY: index files are only ever replaced by rename, never modified
     // in place, so the mapping cannot change under us.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
-    let index = format::decode(&map, &layer.digest)?;
+    let decoded = format::decode_with(&map, &layer.digest, keep_entries)?;
+    let index = &decoded.index;
     if index.diff_id != layer.diff_id || index.compression != layer.compression {
         return Err("index does not match the layer descriptor".to_string());
     }
@@ -400,7 +440,7 @@ pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, St
             return Err("data or spans file has the wrong size".to_string());
         }
     }
-    Ok(index)
+    Ok(decoded)
 }
 
 fn build(
@@ -410,7 +450,7 @@ fn build(
     bar: &ProgressBar,
     gzip_span: u64,
     keep_remote_output: bool,
-) -> Result<LayerIndex> {
+) -> Result<(LayerIndex, IndexIdentity)> {
     // Whatever fails (a full disk, say), no temporary outlives this call.
     let mut temps = Temporaries(Vec::new());
     let compressed = layer.compression != Compression::None;
@@ -445,7 +485,7 @@ fn build(
         .map(|s| (keep_all || matches!(s.start, SpanStart::Materialized { .. })) as u8)
         .collect();
     let data = data.map(|file| (file, data_tmp.as_path(), present.as_slice()));
-    put_in_place(dir, &mut temps, data, &index)?;
+    let identity = put_in_place(dir, &mut temps, data, &index)?;
     // Built here: no longer a published index (removed after the rename,
     // so a published index is never left unmarked).
     match fs::remove_file(dir.join(ORIGIN)) {
@@ -453,7 +493,7 @@ fn build(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(dir.join(ORIGIN), e)),
     }
-    Ok(index)
+    Ok((index, identity))
 }
 
 /// `NAME.tmp.PID` in `dir`: where a file is written before it is renamed
@@ -470,7 +510,7 @@ fn put_in_place(
     temps: &mut Temporaries,
     data: Option<(File, &Path, &[u8])>,
     index: &LayerIndex,
-) -> Result<()> {
+) -> Result<IndexIdentity> {
     if let Some((file, data_tmp, present)) = data {
         file.set_len(index.uncompressed_size).at(data_tmp)?;
         let spans_tmp = temps.add(temporary(dir, "spans"));
@@ -479,8 +519,13 @@ fn put_in_place(
         rename(&spans_tmp, &dir.join("spans"))?;
     }
     let index_tmp = temps.add(temporary(dir, "index"));
-    write_file(&index_tmp, &format::encode(index))?;
-    rename(&index_tmp, &dir.join("index"))
+    let bytes = format::encode(index);
+    let identity = format::peek(&bytes[..format::PEEK_LEN], bytes.len() as u64)
+        .map_err(|reason| Error::Internal(format!("an index just encoded: {reason}")))?
+        .identity;
+    write_file(&index_tmp, &bytes)?;
+    rename(&index_tmp, &dir.join("index"))?;
+    Ok(identity)
 }
 
 /// Files written beside their final names, removed on drop (a no-op for

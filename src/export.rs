@@ -31,8 +31,8 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
             path.to_vec()
         };
         let mut header = tar::Header::new_gnu();
-        set_metadata(&mut header, node);
-        write_pax(&mut builder, node).map_err(io_err)?;
+        set_metadata(&mut header, &node);
+        write_pax(&mut builder, &node).map_err(io_err)?;
         let name_os = OsStr::from_bytes(&name).to_owned();
         stats.entries += 1;
         if node.nlink > 1 && !matches!(node.kind, NodeKind::Dir { .. }) {
@@ -124,7 +124,7 @@ fn write_pax<W: Write>(builder: &mut tar::Builder<W>, node: &Node) -> io::Result
         .meta
         .xattrs
         .iter()
-        .map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), k].concat(), v.clone()))
+        .map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), k].concat(), v.to_vec()))
         .collect();
     let (secs, nsec) = (node.meta.mtime, node.meta.mtime_nsec);
     if nsec != 0 || secs < 0 {

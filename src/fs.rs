@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::first_reads::FirstReads;
 use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::Rootfs;
-use crate::union::{Node, NodeId, NodeKind, ROOT};
+use crate::union::{Node, NodeId, NodeKind, Xattrs, ROOT};
 
 /// The image never changes under a mount, so the kernel may cache for long.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -114,10 +114,10 @@ impl ImageFs {
     }
 
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
-        Some(attr_of(id_of(ino), self.node(ino)?))
+        Some(attr_of(id_of(ino), &self.node(ino)?))
     }
 
-    fn node(&self, ino: INodeNo) -> Option<&Node> {
+    fn node(&self, ino: INodeNo) -> Option<Node<'_>> {
         if ino.0 == 0 || ino.0 > u64::from(u32::MAX) {
             return None;
         }
@@ -131,16 +131,12 @@ impl ImageFs {
         let mut out = Vec::with_capacity(children.len() + 2);
         out.push((ino, b".".as_slice()));
         out.push((ino_of(node.parent), b"..".as_slice()));
-        out.extend(
-            children
-                .iter()
-                .map(|(name, &child)| (ino_of(child), &**name)),
-        );
+        out.extend(children.iter().map(|(name, child)| (ino_of(child), name)));
         Some(out)
     }
 
-    fn xattrs(&self, ino: INodeNo) -> Option<&[(Vec<u8>, Vec<u8>)]> {
-        Some(&self.node(ino)?.meta.xattrs)
+    fn xattrs(&self, ino: INodeNo) -> Option<Xattrs<'_>> {
+        Some(self.node(ino)?.meta.xattrs)
     }
 }
 
@@ -195,13 +191,13 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOTDIR);
         };
         match children.get(name.as_bytes()) {
-            Some(&child) => match self.attr(ino_of(child)) {
+            Some(child) => match self.attr(ino_of(child)) {
                 Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
                 None => reply.error(Errno::EIO),
             },
             None => {
                 // A negative entry: the kernel remembers the miss for TTL.
-                let mut attr = attr_of(ROOT, self.rootfs.tree.node(ROOT));
+                let mut attr = attr_of(ROOT, &self.rootfs.tree.node(ROOT));
                 attr.ino = INodeNo(0);
                 reply.entry(&TTL, &attr, Generation(0));
             }
@@ -216,7 +212,7 @@ impl Filesystem for ImageFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.node(ino).map(|n| &n.kind) {
+        match self.node(ino).map(|n| n.kind) {
             Some(NodeKind::Symlink { target }) => reply.data(target),
             Some(_) => reply.error(Errno::EINVAL),
             None => reply.error(Errno::ENOENT),
@@ -224,7 +220,7 @@ impl Filesystem for ImageFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| &n.kind) {
+        match self.node(ino).map(|n| n.kind) {
             None => reply.error(Errno::ENOENT),
             Some(NodeKind::Dir { .. }) => reply.error(Errno::EISDIR),
             Some(_) if flags.acc_mode() != OpenAccMode::O_RDONLY => reply.error(Errno::EROFS),
@@ -243,7 +239,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(NodeKind::File { .. }) = self.node(ino).map(|n| &n.kind) else {
+        let Some(NodeKind::File { .. }) = self.node(ino).map(|n| n.kind) else {
             return reply.error(Errno::EINVAL);
         };
         let _in_flight = self.reads.begin();
@@ -261,7 +257,7 @@ impl Filesystem for ImageFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino).map(|n| &n.kind) {
+        match self.node(ino).map(|n| n.kind) {
             Some(NodeKind::Dir { .. }) => reply.opened(
                 FileHandle(0),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
@@ -343,8 +339,8 @@ impl Filesystem for ImageFs {
         let Some(xattrs) = self.xattrs(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
-            Some((_, value)) => reply_sized(reply, size, value),
+        match xattrs.get(name.as_bytes()) {
+            Some(value) => reply_sized(reply, size, value),
             None => reply.error(Errno::ENODATA),
         }
     }
@@ -354,7 +350,7 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::ENOENT);
         };
         let mut names = Vec::new();
-        for (k, _) in xattrs {
+        for (k, _) in xattrs.iter() {
             names.extend_from_slice(k);
             names.push(0);
         }

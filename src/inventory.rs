@@ -341,6 +341,13 @@ fn forget_images_without_layers(cache: &Cache) {
         .map(|(d, _)| (d.to_string(), ()))
         .collect();
     for (path, record) in image_records(cache) {
+        // A stored tree of an image that lost a layer could never be used
+        // again (it names the layer's index file): it goes with the layer.
+        if !record.layers.iter().all(|l| present.contains_key(l)) {
+            if let Some(hex) = path.file_stem().and_then(|s| s.to_str()) {
+                let _ = fs::remove_file(cache.root().join("trees/sha256").join(hex));
+            }
+        }
         if !record.layers.iter().any(|l| present.contains_key(l)) {
             let _ = fs::remove_file(path);
         }

@@ -26,6 +26,7 @@ pub mod progress;
 pub mod reads_in_flight;
 pub mod registry;
 pub mod rootfs;
+pub mod tree;
 pub mod tree_diff;
 pub mod union;
 

@@ -15,6 +15,8 @@ use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
 use crate::layer::{LayerInfo, LayerReader};
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
+use crate::tree::layout::{IndexIdentity, LayerRecord};
+use crate::tree::stored;
 use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 
 #[derive(Clone, Debug)]
@@ -73,7 +75,7 @@ pub struct Rootfs {
     pub image: Image,
     pub cache: Cache,
     /// Each layer's index, without its entries (they are merged into
-    /// `tree`, then dropped): see `entry_counts`.
+    /// `tree`, or it was stored): see `entry_counts`.
     pub indexes: Vec<LayerIndex>,
     /// How many entries each layer's index lists.
     pub entry_counts: Vec<usize>,
@@ -123,23 +125,101 @@ fn index_image(
     cache: &Cache,
     opts: &OpenOptions,
 ) -> Result<(Vec<Blob>, Vec<CacheEntry>)> {
-    let blobs = image
-        .layers
-        .iter()
-        .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
-        .collect::<Result<Vec<Blob>>>()?;
+    let blobs = layer_blobs(image)?;
     take_published_indexes(image, cache, opts);
     let entries = index_layers(image, &blobs, cache, opts)?;
     crate::inventory::record_image(cache, image);
     Ok((blobs, entries))
 }
 
+fn layer_blobs(image: &Image) -> Result<Vec<Blob>> {
+    image
+        .layers
+        .iter()
+        .map(|layer| image.store.blob(&layer.digest, Some(layer.size)))
+        .collect()
+}
+
+/// The image's stored merged tree and its layers' indexes (without their
+/// entries), when every index is in the cache and the tree was merged
+/// from exactly those; `None` (and the log says why) otherwise.
+fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> {
+    let mut entries = Vec::with_capacity(image.layers.len());
+    for layer in &image.layers {
+        match cache.built_without_entries(layer) {
+            Ok(entry) => entries.push(entry),
+            Err(reason) => {
+                tracing::debug!(layer = %layer.digest, "no stored tree use: {reason}");
+                return None;
+            }
+        }
+    }
+    let records: Vec<LayerRecord> = image
+        .layers
+        .iter()
+        .zip(&entries)
+        .map(|(layer, entry)| LayerRecord {
+            digest: layer.digest,
+            index: entry.identity,
+            entries: 0,
+        })
+        .collect();
+    let path = stored::path(cache.root(), &image.manifest_digest);
+    match stored::load(&path, &records) {
+        Ok(tree) => Some((entries, tree)),
+        Err(reason) => {
+            tracing::info!(
+                "merging the layers: the stored tree {}: {reason}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Merge the layers' entries into the tree, dropping each layer's entries
+/// once applied (a layer of a million entries lists 100 MB), and store the
+/// tree for the next process. A cache that cannot take it costs only that.
+fn merge(image: &Image, cache: &Cache, entries: &mut [CacheEntry]) -> Result<Tree> {
+    let mut builder = TreeBuilder::default();
+    for (position, entry) in entries.iter_mut().enumerate() {
+        builder.apply(&LayerEntries {
+            position,
+            digest: entry.index.digest,
+            entries: &entry.index.entries,
+        })?;
+        entry.index.entries = Vec::new();
+    }
+    let identities: Vec<IndexIdentity> = entries.iter().map(|e| e.identity).collect();
+    let tree = builder.finish_with(&identities)?;
+    let path = stored::path(cache.root(), &image.manifest_digest);
+    if let Err(e) = stored::save(&path, &tree) {
+        tracing::warn!("cannot store the merged tree: {e}");
+    }
+    Ok(tree)
+}
+
 impl Rootfs {
+    /// Open the image for reading: from its stored merged tree when the
+    /// cache has one for exactly these layer indexes (no entry is decoded
+    /// and nothing merged), else by indexing what is missing and merging
+    /// the layers, storing the tree for the next process.
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();
         let image = Image::open(reference, opts.platform.as_ref())?;
         let cache = layer_cache(&image, opts)?;
-        let (blobs, entries) = index_image(&image, &cache, opts)?;
+        let (entries, tree, blobs) = match stored_tree(&image, &cache) {
+            Some((entries, tree)) => {
+                crate::inventory::record_image(&cache, &image);
+                let blobs = layer_blobs(&image)?;
+                (entries, tree, blobs)
+            }
+            None => {
+                let (blobs, mut entries) = index_image(&image, &cache, opts)?;
+                let tree = merge(&image, &cache, &mut entries)?;
+                (entries, tree, blobs)
+            }
+        };
         let mut stats = OpenStats::default();
         let mut indexes = Vec::with_capacity(entries.len());
         let mut readers = Vec::with_capacity(entries.len());
@@ -156,20 +236,7 @@ impl Rootfs {
             });
             indexes.push(entry.index);
         }
-        // Each layer's entries are dropped once merged: the tree holds all
-        // that is served, and a layer of a million entries lists 100 MB.
-        let mut builder = TreeBuilder::default();
-        let mut entry_counts = Vec::with_capacity(indexes.len());
-        for (position, ix) in indexes.iter_mut().enumerate() {
-            builder.apply(&LayerEntries {
-                position,
-                digest: ix.digest,
-                entries: &ix.entries,
-            })?;
-            entry_counts.push(ix.entries.len());
-            ix.entries = Vec::new();
-        }
-        let tree = builder.finish();
+        let entry_counts = tree.layers().iter().map(|l| l.entries as usize).collect();
         stats.elapsed = started.elapsed();
         let limit = match (opts.cache_mode, opts.cache_max) {
             (CacheMode::Full, Some(max)) => Some(CacheLimit::new(cache.root(), max)),

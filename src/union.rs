@@ -7,52 +7,53 @@
 //! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::layer::entry::{EntryKind, TarEntry};
+use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
+use crate::tree::layout::{IndexIdentity, LayerRecord};
+use crate::tree::path::{spend, walk, NodeStore, Step};
 
-pub type NodeId = u32;
-pub const ROOT: NodeId = 0;
+pub use crate::tree::{Children, Meta, Node, NodeId, NodeKind, Tree, Xattrs, ROOT};
 
-use crate::limits::{MAX_SYMLINK_HOPS, WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Meta {
+pub(crate) struct DraftMeta {
     /// Permission bits, setuid/setgid/sticky included.
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    pub xattrs: Xattrs,
+    pub xattrs: DraftXattrs,
 }
 
 /// Extended attributes, `(name, value)` in archive order: 8 bytes and no
 /// allocation for the many nodes that have none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Xattrs(Option<Box<XattrList>>);
+pub(crate) struct DraftXattrs(Option<Box<XattrList>>);
 
 type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
 
-impl Xattrs {
-    pub fn new(list: XattrList) -> Xattrs {
-        Xattrs((!list.is_empty()).then(|| Box::new(list)))
+impl DraftXattrs {
+    pub(crate) fn new(list: XattrList) -> DraftXattrs {
+        DraftXattrs((!list.is_empty()).then(|| Box::new(list)))
     }
 }
 
-impl std::ops::Deref for Xattrs {
+impl std::ops::Deref for DraftXattrs {
     type Target = [(Vec<u8>, Vec<u8>)];
     fn deref(&self) -> &Self::Target {
         self.0.as_deref().map_or(&[], |v| v.as_slice())
     }
 }
 
-impl<'a> IntoIterator for &'a Xattrs {
+impl<'a> IntoIterator for &'a DraftXattrs {
     type Item = &'a (Vec<u8>, Vec<u8>);
     type IntoIter = std::slice::Iter<'a, (Vec<u8>, Vec<u8>)>;
     fn into_iter(self) -> Self::IntoIter {
@@ -60,66 +61,66 @@ impl<'a> IntoIterator for &'a Xattrs {
     }
 }
 
-impl PartialEq<XattrList> for Xattrs {
+impl PartialEq<XattrList> for DraftXattrs {
     fn eq(&self, other: &XattrList) -> bool {
         **self == **other
     }
 }
 
-impl Meta {
-    fn of(e: &TarEntry) -> Meta {
-        Meta {
+impl DraftMeta {
+    fn of(e: &TarEntry) -> DraftMeta {
+        DraftMeta {
             mode: e.mode & 0o7777,
             uid: e.uid,
             gid: e.gid,
             mtime: e.mtime,
             mtime_nsec: e.mtime_nsec,
-            xattrs: Xattrs::new(e.xattrs().to_vec()),
+            xattrs: DraftXattrs::new(e.xattrs().to_vec()),
         }
     }
 
     /// Directories a layer implies without listing them.
-    fn implied_dir() -> Meta {
-        Meta {
+    fn implied_dir() -> DraftMeta {
+        DraftMeta {
             mode: 0o755,
             uid: 0,
             gid: 0,
             mtime: 0,
             mtime_nsec: 0,
-            xattrs: Xattrs::default(),
+            xattrs: DraftXattrs::default(),
         }
     }
 }
 
 /// A directory's entries by name.
-pub type Children = BTreeMap<Box<[u8]>, NodeId>;
+pub(crate) type DraftChildren = BTreeMap<Box<[u8]>, NodeId>;
 
-static NO_CHILDREN: Children = BTreeMap::new();
+static NO_CHILDREN: DraftChildren = BTreeMap::new();
 
 /// A directory's children: 8 bytes, and no allocation while there are none
-/// (a layer can hold a million empty directories). Reads see a `Children`.
+/// (a layer can hold a million empty directories). Reads see a `DraftChildren`.
 #[derive(Clone, Default)]
-pub struct DirChildren(Option<Box<Children>>);
+pub(crate) struct DirChildren(Option<Box<DraftChildren>>);
 
 impl DirChildren {
     /// The map, made on first use.
-    fn map_mut(&mut self) -> &mut Children {
+    fn map_mut(&mut self) -> &mut DraftChildren {
         self.0.get_or_insert_with(Box::default)
     }
 
     /// The map if the directory has ever had a child.
-    fn map_if_any(&mut self) -> Option<&mut Children> {
+    fn map_if_any(&mut self) -> Option<&mut DraftChildren> {
         self.0.as_deref_mut()
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0 = None;
     }
 }
 
 impl std::ops::Deref for DirChildren {
-    type Target = Children;
-    fn deref(&self) -> &Children {
+    type Target = DraftChildren;
+    fn deref(&self) -> &DraftChildren {
         self.0.as_deref().unwrap_or(&NO_CHILDREN)
     }
 }
@@ -139,7 +140,7 @@ impl std::fmt::Debug for DirChildren {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodeKind {
+pub(crate) enum DraftKind {
     Dir {
         children: DirChildren,
     },
@@ -164,135 +165,13 @@ pub enum NodeKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    pub kind: NodeKind,
-    pub meta: Meta,
+pub(crate) struct Draft {
+    pub kind: DraftKind,
+    pub meta: DraftMeta,
     /// Names that refer to this node (for a directory: 2 + subdirectories).
     pub nlink: u32,
     /// The directory holding this node's first name (the root is its own).
     pub parent: NodeId,
-}
-
-impl Node {
-    pub fn file_type_bits(&self) -> u32 {
-        match self.kind {
-            NodeKind::Dir { .. } => libc::S_IFDIR,
-            NodeKind::File { .. } => libc::S_IFREG,
-            NodeKind::Symlink { .. } => libc::S_IFLNK,
-            NodeKind::CharDevice { .. } => libc::S_IFCHR,
-            NodeKind::BlockDevice { .. } => libc::S_IFBLK,
-            NodeKind::Fifo => libc::S_IFIFO,
-        }
-    }
-
-    pub fn size(&self) -> u64 {
-        match &self.kind {
-            NodeKind::File { size, .. } => *size,
-            NodeKind::Symlink { target } => target.len() as u64,
-            _ => 0,
-        }
-    }
-
-    pub fn children(&self) -> Option<&Children> {
-        match &self.kind {
-            NodeKind::Dir { children } => Some(children),
-            _ => None,
-        }
-    }
-}
-
-fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-}
-
-/// Where `walk` reads nodes and, when building, makes missing directories.
-trait NodeStore {
-    fn nodes(&self) -> &[Node];
-    /// Make directory `name` in `parent`, replacing what is there; `None`
-    /// when this store is read-only.
-    fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId>;
-    /// Pay for one component of a walk; an error once the budget is spent.
-    fn step(&mut self) -> std::result::Result<(), String>;
-}
-
-struct ReadOnly<'a> {
-    nodes: &'a [Node],
-    budget: &'a mut u64,
-}
-
-impl NodeStore for ReadOnly<'_> {
-    fn nodes(&self) -> &[Node] {
-        self.nodes
-    }
-    fn make_dir(&mut self, _: NodeId, _: &[u8]) -> Option<NodeId> {
-        None
-    }
-    fn step(&mut self) -> std::result::Result<(), String> {
-        spend(self.budget)
-    }
-}
-
-fn spend(budget: &mut u64) -> std::result::Result<(), String> {
-    *budget = budget
-        .checked_sub(1)
-        .ok_or("resolving the layer's paths takes too many steps (long symlink chains?)")?;
-    Ok(())
-}
-
-/// Resolve `path` inside the tree as the kernel would inside a chroot:
-/// symlinks in the middle are followed (absolute targets restart at the
-/// root, `..` stops at it), the last component only if `follow_last`.
-/// With `want_dir` every component must be a directory. Missing directories
-/// (and non-directories in their way) are made if the store can; otherwise
-/// the answer is `Ok(None)`.
-fn walk(
-    store: &mut impl NodeStore,
-    path: &[u8],
-    follow_last: bool,
-    want_dir: bool,
-) -> std::result::Result<Option<NodeId>, String> {
-    let mut queue: VecDeque<Vec<u8>> = components(path).map(<[u8]>::to_vec).collect();
-    let mut stack: Vec<NodeId> = vec![ROOT];
-    let mut hops = 0;
-    while let Some(comp) = queue.pop_front() {
-        store.step()?;
-        let cur = *stack.last().unwrap_or(&ROOT);
-        if comp == b".." {
-            if stack.len() > 1 {
-                stack.pop();
-            }
-            continue;
-        }
-        let child = match &store.nodes()[cur as usize].kind {
-            NodeKind::Dir { children } => children.get(comp.as_slice()).copied(),
-            _ => return Ok(None),
-        };
-        let more = !queue.is_empty();
-        match child.map(|c| &store.nodes()[c as usize].kind) {
-            Some(NodeKind::Symlink { target }) if follow_last || more => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err("too many levels of symbolic links".to_string());
-                }
-                if target.first() == Some(&b'/') {
-                    stack.truncate(1);
-                }
-                let target = target.clone();
-                for part in components(&target).collect::<Vec<_>>().into_iter().rev() {
-                    queue.push_front(part.to_vec());
-                }
-            }
-            Some(NodeKind::Dir { .. }) => stack.extend(child),
-            Some(_) if !more && !want_dir => stack.extend(child),
-            // Missing, or a non-directory where a directory must be.
-            _ => match store.make_dir(cur, &comp) {
-                Some(dir) => stack.push(dir),
-                None => return Ok(None),
-            },
-        }
-    }
-    Ok(stack.last().copied())
 }
 
 /// One layer's entries, with what error messages need to name it.
@@ -302,163 +181,132 @@ pub struct LayerEntries<'a> {
     pub entries: &'a [TarEntry],
 }
 
-/// The merged tree. Node ids are dense, deterministic for a given image
-/// (depth-first, names in byte order), and the root is `ROOT`.
-#[derive(Clone, Debug)]
-pub struct Tree {
-    nodes: Vec<Node>,
-}
-
 /// Builds a `Tree` one layer at a time, bottom first, so that a caller can
 /// drop each layer's entries as soon as they are applied.
-pub struct TreeBuilder(Builder);
+pub struct TreeBuilder {
+    builder: Builder,
+    layers: Vec<LayerRecord>,
+}
 
 impl Default for TreeBuilder {
     fn default() -> Self {
-        TreeBuilder(Builder {
-            budget: 0,
-            nodes: vec![Node {
-                kind: NodeKind::Dir {
-                    children: DirChildren::default(),
-                },
-                meta: Meta::implied_dir(),
-                nlink: 0,
-                parent: ROOT,
-            }],
-        })
+        TreeBuilder {
+            layers: Vec::new(),
+            builder: Builder {
+                budget: 0,
+                nodes: vec![Draft {
+                    kind: DraftKind::Dir {
+                        children: DirChildren::default(),
+                    },
+                    meta: DraftMeta::implied_dir(),
+                    nlink: 0,
+                    parent: ROOT,
+                }],
+            },
+        }
     }
 }
 
 impl TreeBuilder {
     /// Apply the next layer up.
     pub fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
-        self.0.apply(layer)
+        self.builder.apply(layer)?;
+        self.layers.push(LayerRecord {
+            digest: layer.digest,
+            index: IndexIdentity::default(),
+            entries: layer.entries.len() as u64,
+        });
+        Ok(())
     }
 
-    pub fn finish(self) -> Tree {
-        self.0.finish()
+    /// The tree, in its flat form.
+    pub fn finish(self) -> Result<Tree> {
+        self.finish_with(&[])
+    }
+
+    /// The tree, recording which index file each layer's entries came
+    /// from (`identities[i]` for layer `i`), as a stored tree must.
+    pub fn finish_with(mut self, identities: &[IndexIdentity]) -> Result<Tree> {
+        for (layer, identity) in self.layers.iter_mut().zip(identities) {
+            layer.index = *identity;
+        }
+        let drafts = self.builder.finish();
+        let bytes = crate::tree::encode::encode(drafts, &self.layers)?;
+        Tree::from_bytes(bytes)
+            .map_err(|e| Error::Internal(format!("the merged tree does not check: {e}")))
     }
 }
 
 impl Tree {
+    /// Merge `layers`, bottom first.
     pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
         let mut b = TreeBuilder::default();
         for layer in layers {
             b.apply(layer)?;
         }
-        Ok(b.finish())
+        b.finish()
     }
+}
 
-    pub fn node(&self, id: NodeId) -> &Node {
-        &self.nodes[id as usize]
+/// The drafts of a finished builder, read-only: for `replaced_by_layer`
+/// and `resolve_dir` without making anything.
+struct DraftWalk<'a> {
+    nodes: &'a [Draft],
+    budget: &'a mut u64,
+}
+
+fn draft_step(nodes: &[Draft], id: NodeId) -> Step<'_> {
+    match nodes.get(id as usize).map(|n| &n.kind) {
+        Some(DraftKind::Dir { .. }) => Step::Dir,
+        Some(DraftKind::Symlink { target }) => Step::Symlink(target),
+        _ => Step::Other,
     }
+}
 
-    pub fn get(&self, id: NodeId) -> Option<&Node> {
-        self.nodes.get(id as usize)
+fn draft_child(nodes: &[Draft], dir: NodeId, name: &[u8]) -> Option<NodeId> {
+    match &nodes.get(dir as usize)?.kind {
+        DraftKind::Dir { children } => children.get(name).copied(),
+        _ => None,
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
+impl NodeStore for DraftWalk<'_> {
+    fn step_of(&self, id: NodeId) -> Step<'_> {
+        draft_step(self.nodes, id)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+    fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        draft_child(self.nodes, dir, name)
     }
-
-    /// Look a path up inside the image, following symlinks in the middle
-    /// and, if `follow_last`, at the end (`stat` versus `lstat`).
-    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<NodeId> {
-        let shown = || String::from_utf8_lossy(path).into_owned();
-        let mut budget = u64::MAX;
-        let mut store = ReadOnly {
-            nodes: &self.nodes,
-            budget: &mut budget,
-        };
-        match walk(&mut store, path, follow_last, false) {
-            Ok(Some(id)) => Ok(id),
-            Ok(None) => Err(Error::NotFound { path: shown() }),
-            Err(reason) => Err(Error::BadPath {
-                path: shown(),
-                reason,
-            }),
-        }
+    fn make_dir(&mut self, _: NodeId, _: &[u8]) -> Option<NodeId> {
+        None
     }
-
-    pub fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        self.get(dir)?.children()?.get(name).copied()
-    }
-
-    /// Visit `from` and every name below it, depth-first in byte order (a
-    /// directory before its children), with its path relative to `from`
-    /// (empty for `from` itself). One path buffer is reused and the stack
-    /// holds one iterator a level, so memory grows with the depth, not with
-    /// the sum of every path: a tree 100,000 directories deep costs what a
-    /// flat one does, and nothing recurses.
-    pub fn visit<E>(
-        &self,
-        from: NodeId,
-        mut f: impl FnMut(&[u8], NodeId) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
-        let mut path = Vec::new();
-        f(&path, from)?;
-        type Level<'a> = (
-            std::collections::btree_map::Iter<'a, Box<[u8]>, NodeId>,
-            usize,
-        );
-        let mut stack: Vec<Level<'_>> = Vec::new();
-        if let Some(children) = self.node(from).children() {
-            stack.push((children.iter(), 0));
-        }
-        while let Some((children, base)) = stack.last_mut() {
-            let base = *base;
-            let Some((name, &child)) = children.next() else {
-                stack.pop();
-                continue;
-            };
-            path.truncate(base);
-            if base > 0 {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name);
-            f(&path, child)?;
-            if let Some(grandchildren) = self.node(child).children() {
-                stack.push((grandchildren.iter(), path.len()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Every path of the tree with its node, collected (see `visit`, which
-    /// does not hold them all): for tests and small trees.
-    pub fn walk(&self) -> Vec<(Vec<u8>, NodeId)> {
-        let mut out = Vec::with_capacity(self.nodes.len());
-        let _ = self.visit(ROOT, |path, id| {
-            out.push((path.to_vec(), id));
-            Ok::<(), ()>(())
-        });
-        out
+    fn step(&mut self) -> std::result::Result<(), String> {
+        spend(self.budget)
     }
 }
 
 struct Builder {
-    nodes: Vec<Node>,
+    nodes: Vec<Draft>,
     /// Walk steps this layer may still take.
     budget: u64,
 }
 
 impl NodeStore for Builder {
-    fn nodes(&self) -> &[Node] {
-        &self.nodes
+    fn step_of(&self, id: NodeId) -> Step<'_> {
+        draft_step(&self.nodes, id)
+    }
+    fn child(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        draft_child(&self.nodes, dir, name)
     }
     fn step(&mut self) -> std::result::Result<(), String> {
         spend(&mut self.budget)
     }
     fn make_dir(&mut self, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         let dir = self.new_node(
-            NodeKind::Dir {
+            DraftKind::Dir {
                 children: DirChildren::default(),
             },
-            Meta::implied_dir(),
+            DraftMeta::implied_dir(),
             parent,
         );
         self.dir_children_mut(parent).insert(name.into(), dir);
@@ -572,14 +420,14 @@ impl Builder {
             match action {
                 Action::Opaque(dir) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
-                        if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
+                        if let DraftKind::Dir { children } = &mut self.nodes[d as usize].kind {
                             children.clear();
                         }
                     }
                 }
                 Action::Whiteout(dir, name) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
-                        if let NodeKind::Dir { children } = &mut self.nodes[d as usize].kind {
+                        if let DraftKind::Dir { children } = &mut self.nodes[d as usize].kind {
                             if let Some(map) = children.map_if_any() {
                                 map.remove(name);
                             }
@@ -602,7 +450,7 @@ impl Builder {
             // The root itself (`./`): only a directory entry may change its
             // metadata; anything else naming the root is ignored.
             if e.kind == EntryKind::Dir {
-                self.nodes[ROOT as usize].meta = Meta::of(e);
+                self.nodes[ROOT as usize].meta = DraftMeta::of(e);
             }
             return Ok(());
         }
@@ -614,53 +462,53 @@ impl Builder {
         let node = match e.kind {
             EntryKind::Dir => {
                 if let Some(id) = existing {
-                    if matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
-                        self.nodes[id as usize].meta = Meta::of(e);
+                    if matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
+                        self.nodes[id as usize].meta = DraftMeta::of(e);
                         return Ok(());
                     }
                 }
                 self.new_node(
-                    NodeKind::Dir {
+                    DraftKind::Dir {
                         children: DirChildren::default(),
                     },
-                    Meta::of(e),
+                    DraftMeta::of(e),
                     parent,
                 )
             }
             EntryKind::Hardlink => self.hardlink_target(e.link())?,
             EntryKind::File => self.new_node(
-                NodeKind::File {
+                DraftKind::File {
                     layer: layer.position as u32,
                     offset: e.data_offset,
                     size: e.size,
                 },
-                Meta::of(e),
+                DraftMeta::of(e),
                 parent,
             ),
             EntryKind::Symlink => self.new_node(
-                NodeKind::Symlink {
+                DraftKind::Symlink {
                     target: e.link().into(),
                 },
-                Meta::of(e),
+                DraftMeta::of(e),
                 parent,
             ),
             EntryKind::CharDevice => self.new_node(
-                NodeKind::CharDevice {
+                DraftKind::CharDevice {
                     major: e.device().0,
                     minor: e.device().1,
                 },
-                Meta::of(e),
+                DraftMeta::of(e),
                 parent,
             ),
             EntryKind::BlockDevice => self.new_node(
-                NodeKind::BlockDevice {
+                DraftKind::BlockDevice {
                     major: e.device().0,
                     minor: e.device().1,
                 },
-                Meta::of(e),
+                DraftMeta::of(e),
                 parent,
             ),
-            EntryKind::Fifo => self.new_node(NodeKind::Fifo, Meta::of(e), parent),
+            EntryKind::Fifo => self.new_node(DraftKind::Fifo, DraftMeta::of(e), parent),
         };
         if node == parent {
             return Err("a hardlink to its own parent directory".to_string());
@@ -679,12 +527,12 @@ impl Builder {
     ) -> std::result::Result<bool, String> {
         for prefix in prefixes(dir) {
             if new_dirs.contains(prefix) {
-                let mut store = ReadOnly {
+                let mut store = DraftWalk {
                     nodes: &self.nodes,
                     budget: &mut self.budget,
                 };
                 if let Some(id) = walk(&mut store, prefix, false, false)? {
-                    if !matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
+                    if !matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
                         return Ok(true);
                     }
                 }
@@ -704,14 +552,14 @@ impl Builder {
             .get(name)
             .copied()
             .ok_or_else(|| format!("hardlink target {:?} does not exist", shown()))?;
-        if matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. }) {
+        if matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
             return Err(format!("hardlink target {:?} is a directory", shown()));
         }
         Ok(id)
     }
 
-    fn new_node(&mut self, kind: NodeKind, meta: Meta, parent: NodeId) -> NodeId {
-        self.nodes.push(Node {
+    fn new_node(&mut self, kind: DraftKind, meta: DraftMeta, parent: NodeId) -> NodeId {
+        self.nodes.push(Draft {
             kind,
             meta,
             nlink: 0,
@@ -720,16 +568,16 @@ impl Builder {
         (self.nodes.len() - 1) as NodeId
     }
 
-    fn dir_children(&self, dir: NodeId) -> &Children {
+    fn dir_children(&self, dir: NodeId) -> &DraftChildren {
         match &self.nodes[dir as usize].kind {
-            NodeKind::Dir { children } => children,
+            DraftKind::Dir { children } => children,
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
 
-    fn dir_children_mut(&mut self, dir: NodeId) -> &mut Children {
+    fn dir_children_mut(&mut self, dir: NodeId) -> &mut DraftChildren {
         match &mut self.nodes[dir as usize].kind {
-            NodeKind::Dir { children } => children.map_mut(),
+            DraftKind::Dir { children } => children.map_mut(),
             _ => unreachable!("resolve_dir only returns directories"),
         }
     }
@@ -745,18 +593,18 @@ impl Builder {
         let found = if create {
             walk(self, path, true, true)?
         } else {
-            let mut store = ReadOnly {
+            let mut store = DraftWalk {
                 nodes: &self.nodes,
                 budget: &mut self.budget,
             };
             walk(&mut store, path, true, true)?
         };
-        Ok(found.filter(|&id| matches!(self.nodes[id as usize].kind, NodeKind::Dir { .. })))
+        Ok(found.filter(|&id| matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. })))
     }
 
     /// Keep only what is reachable, renumbered depth-first, with link counts.
     /// Nodes are permuted in place, so the peak is one tree, not two.
-    fn finish(self) -> Tree {
+    fn finish(self) -> Vec<Draft> {
         const UNSEEN: NodeId = NodeId::MAX;
         let mut nodes = self.nodes;
         let mut new_id: Vec<NodeId> = vec![UNSEEN; nodes.len()];
@@ -773,7 +621,7 @@ impl Builder {
             new_id[old as usize] = id;
             parents.push(parent);
             names.push(1);
-            if let NodeKind::Dir { children } = &nodes[old as usize].kind {
+            if let DraftKind::Dir { children } = &nodes[old as usize].kind {
                 for &child in children.values().rev() {
                     stack.push((child, id));
                 }
@@ -787,7 +635,7 @@ impl Builder {
         }
         for node in &mut nodes {
             if let Some(children) = match &mut node.kind {
-                NodeKind::Dir { children } => children.map_if_any(),
+                DraftKind::Dir { children } => children.map_if_any(),
                 _ => None,
             } {
                 for v in children.values_mut() {
@@ -812,19 +660,19 @@ impl Builder {
         let subdirs: Vec<u32> = nodes
             .iter()
             .map(|n| match &n.kind {
-                NodeKind::Dir { children } => children
+                DraftKind::Dir { children } => children
                     .values()
-                    .filter(|&&c| matches!(nodes[c as usize].kind, NodeKind::Dir { .. }))
+                    .filter(|&&c| matches!(nodes[c as usize].kind, DraftKind::Dir { .. }))
                     .count() as u32,
                 _ => 0,
             })
             .collect();
         for (node, sub) in nodes.iter_mut().zip(subdirs) {
-            if matches!(node.kind, NodeKind::Dir { .. }) {
+            if matches!(node.kind, DraftKind::Dir { .. }) {
                 node.nlink = 2 + sub;
             }
         }
-        Tree { nodes }
+        nodes
     }
 }
 
@@ -833,13 +681,13 @@ impl Builder {
 mod tests {
     use super::*;
 
-    /// A tree holds one `Node` per name and is built while every entry of
+    /// A tree holds one `Draft` per name and is built while every entry of
     /// the layers is alive: both are sized for millions (issue 11).
     #[test]
     fn nodes_and_entries_stay_small() {
         assert_eq!(std::mem::size_of::<TarEntry>(), 72);
-        assert_eq!(std::mem::size_of::<Meta>(), 32);
-        assert_eq!(std::mem::size_of::<NodeKind>(), 24);
-        assert_eq!(std::mem::size_of::<Node>(), 64);
+        assert_eq!(std::mem::size_of::<DraftMeta>(), 32);
+        assert_eq!(std::mem::size_of::<DraftKind>(), 24);
+        assert_eq!(std::mem::size_of::<Draft>(), 64);
     }
 }

@@ -135,8 +135,17 @@ fn cache_rm_refuses_a_mounted_layer_and_removes_an_unused_one() {
     let debian = layout("debian-gzip");
     let tiny = layout("tiny-opaque");
     let (debian_layers, _) = layers_of(cache, &debian, "linux/amd64");
-    let (tiny_layers, _) = layers_of(cache, &tiny, "linux/amd64");
+    let (tiny_layers, tiny_pinned) = layers_of(cache, &tiny, "linux/amd64");
     let before = ok(&ocimount(cache, &["ls", "-lR", &tiny, "/"]));
+    let tree_of = |pinned: &str| {
+        let hex = pinned.rsplit_once("@sha256:").unwrap().1.to_string();
+        cache.join("trees/sha256").join(hex)
+    };
+    let (tiny_tree, debian_tree) = (
+        tree_of(&tiny_pinned),
+        tree_of(&layers_of(cache, &debian, "linux/amd64").1),
+    );
+    assert!(tiny_tree.is_file());
     let mounted = Mounted::new(cache, &debian, &[]);
     let pid = mounted.daemon_pid();
 
@@ -157,8 +166,12 @@ fn cache_rm_refuses_a_mounted_layer_and_removes_an_unused_one() {
         "{out}"
     );
     assert!(!layer_dir(cache, &tiny_layers[0]).exists());
-    // Indexed again on next use, with the same result.
+    // The stored tree goes with its layer; the other image's stays.
+    assert!(!tiny_tree.exists());
+    assert!(debian_tree.is_file());
+    // Indexed and merged again on next use, with the same result.
     assert_eq!(ok(&ocimount(cache, &["ls", "-lR", &tiny, "/"])), before);
+    assert!(tiny_tree.is_file());
 
     fails(
         &ocimount(

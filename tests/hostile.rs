@@ -1919,11 +1919,12 @@ mod harness;
 fn fuzz_seeds_and_regressions_pass_their_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 4] = [
+    let targets: [(&str, Check); 5] = [
         ("tar_index", harness::tar_index),
         ("gzip_spans", harness::gzip_spans),
         ("index_format", harness::index_format),
         ("json_layout", harness::json_layout),
+        ("tree_format", harness::tree_format),
     ];
     let mut checked = 0;
     for (name, check) in targets {

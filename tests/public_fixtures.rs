@@ -1453,7 +1453,11 @@ fn hostile_go_pax_nul_xattrs() {
             Err(e) => Err(e.to_string()),
             Ok(rootfs) => {
                 let id = rootfs.tree.resolve(b"bad-null.txt", false).unwrap();
-                Ok(rootfs.tree.node(id).meta.xattrs.clone())
+                let xattrs = rootfs.tree.node(id).meta.xattrs;
+                Ok(xattrs
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect::<Vec<_>>())
             }
         }
     });

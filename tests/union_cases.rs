@@ -201,7 +201,7 @@ fn id(tree: &Tree, path: &str) -> NodeId {
         .unwrap_or_else(|e| panic!("{path:?} should exist: {e}"))
 }
 
-fn node<'t>(tree: &'t Tree, path: &str) -> &'t Node {
+fn node<'t>(tree: &'t Tree, path: &str) -> Node<'t> {
     tree.node(id(tree, path))
 }
 

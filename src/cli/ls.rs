@@ -32,7 +32,7 @@ pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
     // a million entries costs no more memory than the tree itself.
     let mut print = |name: &[u8], child: NodeId| -> Result<()> {
         if args.long {
-            out.write_all(&long_line(tree.node(child), name))
+            out.write_all(&long_line(&tree.node(child), name))
         } else {
             out.write_all(name)
         }
@@ -42,7 +42,7 @@ pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
     match tree.node(id).children() {
         None => print(args.path.as_bytes(), id)?,
         Some(children) if !args.recursive => {
-            for (name, &child) in children {
+            for (name, child) in children.iter() {
                 print(name, child)?;
             }
         }

@@ -12,6 +12,7 @@ use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};
+use crate::tree::layout::IndexIdentity;
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the
@@ -32,6 +33,7 @@ pub struct Peek {
     pub compression: Compression,
     pub compressed_size: u64,
     pub uncompressed_size: u64,
+    pub identity: IndexIdentity,
 }
 
 /// Read an index file's header and sizes from its first [`PEEK_LEN`]
@@ -51,7 +53,7 @@ pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
     }
     let digest = Digest::from_bytes(r.array()?);
     let body_len = r.u64()?;
-    let _crc = r.u32()?;
+    let crc = r.u32()?;
     if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
         return Err("index is truncated or has trailing bytes".to_string());
     }
@@ -68,6 +70,7 @@ pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
         compression,
         compressed_size: r.u64()?,
         uncompressed_size: r.u64()?,
+        identity: IndexIdentity { body_len, crc },
     })
 }
 
@@ -147,6 +150,21 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
 /// Decode an index file; any inconsistency is an error with a reason, so the
 /// caller can rebuild.
 pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, String> {
+    decode_with(bytes, expected_digest, true).map(|d| d.index)
+}
+
+/// An index, with what its header says of the file.
+pub struct Decoded {
+    pub index: LayerIndex,
+    /// The entries the file lists, kept or not.
+    pub entry_count: u64,
+    pub identity: IndexIdentity,
+}
+
+/// Decode an index file, with its entries if `keep`; without, they are
+/// stepped over and never allocated: what a process serving a stored tree
+/// needs.
+pub fn decode_with(bytes: &[u8], expected_digest: &Digest, keep: bool) -> Result<Decoded, String> {
     let mut r = Reader { bytes, pos: 0 };
     if r.take(8)? != MAGIC {
         return Err("not an ocimount index (bad magic)".to_string());
@@ -183,8 +201,12 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
     if n as u64 > uncompressed_size / 512 {
         return Err("more entries than the stream has room for".to_string());
     }
-    let mut entries = Vec::with_capacity(n);
+    let mut entries = Vec::with_capacity(if keep { n } else { 0 });
     for _ in 0..n {
+        if !keep {
+            skip_entry(&mut r)?;
+            continue;
+        }
         let path = r.bytes()?;
         let kind = EntryKind::from_u8(r.u8()?).ok_or("unknown entry kind")?;
         let mode = r.u32()?;
@@ -277,15 +299,36 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
     if r.pos != bytes.len() {
         return Err("trailing bytes after the spans".to_string());
     }
-    Ok(LayerIndex {
-        digest,
-        diff_id,
-        compression,
-        compressed_size,
-        uncompressed_size,
-        entries,
-        spans,
+    Ok(Decoded {
+        index: LayerIndex {
+            digest,
+            diff_id,
+            compression,
+            compressed_size,
+            uncompressed_size,
+            entries,
+            spans,
+        },
+        entry_count: n as u64,
+        identity: IndexIdentity {
+            body_len,
+            crc: body_crc,
+        },
     })
+}
+
+/// Step over one entry's record without keeping it.
+fn skip_entry(r: &mut Reader<'_>) -> Result<(), String> {
+    r.bytes()?; // path
+    r.take(1 + 4 + 4 + 4 + 8 + 4 + 8 + 8)?;
+    r.bytes()?; // link
+    r.take(4 + 4)?;
+    let nx = r.count32(8)?;
+    for _ in 0..nx {
+        r.bytes()?;
+        r.bytes()?;
+    }
+    Ok(())
 }
 
 /// What the tar reader guarantees of an entry, checked again on load: the
