@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh [--size large|small|tiny] [--reps N] [--cache-dir DIR]
 #                    [--out DIR] [--name NAME] [--nrand N] [--timeout S]
-#                    [--max-time S] [--bin PATH] [--commit TEXT]
+#                    [--max-time S] [--bin PATH] [--commit TEXT] [--files N]
 #
 #   --size      large (default): ~540 MB of tar in 10 layers; small: ~75 MB in
 #               3 layers, for quick runs; tiny: ~8 MB (the CI smoke run)
@@ -21,6 +21,7 @@
 #   --bin       an ocimount binary to measure instead of building one
 #   --commit    what that binary was built from, for the report (default:
 #               `git describe --always --dirty` of this checkout)
+#   --files     files in the many-files image (default 1000000; 10000 for tiny)
 #
 # Peers, all on the same image: zcat/zstdcat of every layer (the limit),
 # umoci unpack and the extracted directory, ratarmount (PyPI, in a venv under
@@ -29,6 +30,9 @@
 # Registry rows (scripts/bench/registry.py): the gzip image served by
 # Debian's docker-registry on 127.0.0.1; `skopeo copy` then a mount, against
 # ocimount reading docker:// lazily, with and without a published index.
+# Scale rows (scripts/bench/scale.py): an image of --files files (mounts,
+# find, daemon RSS, against umoci unpack); `ocimount run` with --prefetch
+# none, all and recorded; mount + read everything with and without the fill.
 # Needs root (drop_caches, mount, mknod) and /dev/fuse. It is a benchmark,
 # not a test: nothing here fails for being slow.
 set -euo pipefail
@@ -37,7 +41,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
 size=large reps='' cache_dir=target/bench-images out=bench/results name='' nrand=1000
-step_timeout=1800 max_time=14400 bin='' commit=''
+step_timeout=1800 max_time=14400 bin='' commit='' files=''
 usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -51,6 +55,7 @@ while (($#)); do
     --max-time) max_time=${2:?}; shift ;;
     --bin) bin=${2:?}; shift ;;
     --commit) commit=${2:?}; shift ;;
+    --files) files=${2:?}; shift ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -62,6 +67,7 @@ for v in cache_dir out bin; do
   [[ -z ${!v} || ${!v} == /* || ${!v} == target/bench-images || ${!v} == bench/results ]] || printf -v "$v" '%s' "$CALLER/${!v}"
 done
 [[ -n $reps ]] || { [[ $size == large ]] && reps=3 || reps=5; }
+[[ -n $files ]] || { [[ $size == tiny ]] && files=10000 || files=1000000; }
 [[ $EUID -eq 0 ]] || { echo "$0 needs root (drop_caches, mount, mknod)" >&2; exit 1; }
 [[ -e /dev/fuse ]] || { echo "$0 needs /dev/fuse" >&2; exit 1; }
 for tool in umoci skopeo docker-registry mmdebstrap fuse-overlayfs fusermount3 zstd zcat tar python3; do
@@ -100,7 +106,8 @@ cleanup() {
 trap cleanup EXIT
 
 args=(run --bin "$bin" --image "$cache_dir/$size" --work "$work" --out "$out" --reps "$reps"
-  --ratarmount "$venv/bin/ratarmount" --nrand "$nrand" --timeout "$step_timeout")
+  --ratarmount "$venv/bin/ratarmount" --nrand "$nrand" --timeout "$step_timeout"
+  --files "$files" --images-cache "$cache_dir")
 [[ -n $name ]] && args+=(--name "$name")
 [[ -n $commit ]] && args+=(--commit "$commit")
 log "measuring: $reps repetitions (bounded to ${max_time}s)"

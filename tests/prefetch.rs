@@ -234,3 +234,86 @@ fn sigterm_during_a_fill_unmounts_and_still_writes_the_record() {
         "etc/passwd\n"
     );
 }
+
+/// Every daemon log under CACHE/logs, one after another.
+fn all_daemon_logs(cache: &Path) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(cache.join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn run_records_its_first_reads_and_the_next_run_prefetches_them_first() {
+    let reference = corpus().reference("debian-gzip");
+    let image = layout("debian-gzip");
+    let cache = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        support::run_bounded(
+            std::process::Command::new(support::BIN)
+                .env("TMPDIR", tmp.path())
+                .arg("--cache")
+                .arg(cache.path())
+                .arg("run")
+                .args(args),
+            Duration::from_secs(120),
+        )
+    };
+    let script = "cat /etc/os-release >/dev/null; cat /etc/debian_version";
+    let out = run(&["--record", &image, "--", "sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(reference.join("etc/debian_version")).unwrap()
+    );
+    // The daemon writes the record as it exits, after `run` unmounted.
+    let records = cache.path().join("records");
+    assert!(wait_until(Duration::from_secs(20), || std::fs::read_dir(
+        &records
+    )
+    .is_ok_and(|mut d| d.next().is_some())));
+    let record = std::fs::read_dir(&records)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record = std::fs::read_to_string(record).unwrap();
+    let lines: Vec<&str> = record.lines().collect();
+    let at = |file: &str| lines.iter().position(|l| *l == file);
+    // `os-release` is a symlink: its target is what was read.
+    let (release, version) = (at("usr/lib/os-release"), at("etc/debian_version"));
+    assert!(
+        release.is_some() && version.is_some() && release < version,
+        "{record}"
+    );
+    let count = lines.len();
+
+    // Again with the record first: the same bytes, and the log says so.
+    let out = run(&["--prefetch", "recorded", &image, "--", "sh", "-c", script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(reference.join("etc/debian_version")).unwrap()
+    );
+    let expected = format!("the {count} files of the record first");
+    assert!(
+        wait_until(Duration::from_secs(20), || all_daemon_logs(cache.path())
+            .contains(&expected)),
+        "the record was not used:\n{}",
+        all_daemon_logs(cache.path())
+    );
+}

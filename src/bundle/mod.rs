@@ -54,6 +54,10 @@ pub struct BundleOptions {
     pub entrypoint: Option<Vec<String>>,
     /// Replace the image's Cmd.
     pub cmd: Option<Vec<String>>,
+    /// `--prefetch`: the background fill of the rootfs mount's data cache.
+    pub prefetch: Prefetch,
+    /// `--record`: the order files are first read in, kept at unmount.
+    pub record: bool,
 }
 
 /// A bundle `create` made.
@@ -328,8 +332,8 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
             // forces nosuid for unprivileged users anyway).
             suid: root,
             dev: false,
-            prefetch: Prefetch::None,
-            record: false,
+            prefetch: opts.prefetch,
+            record: opts.record,
         })
     })();
     drop(rootfs);

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::bundle::{self, BundleOptions};
+use crate::cli::mount::FillArgs;
 use crate::error::Result;
 use crate::oci::Platform;
 use crate::rootfs::OpenOptions;
@@ -42,6 +43,8 @@ pub struct BundleArgs {
     /// Print nothing but errors and warnings (no progress, no `bundle ready` line)
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub fill: FillArgs,
 }
 
 pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
@@ -71,6 +74,8 @@ pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
         tty: args.tty,
         entrypoint: None,
         cmd: None,
+        prefetch: args.fill.prefetch,
+        record: args.fill.record,
     };
     let made = bundle::create(&opts)?;
     for w in &made.warnings {

@@ -32,6 +32,13 @@ pub struct MountArgs {
     /// Print nothing but errors (no progress, no `mounted …` line)
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub fill: FillArgs,
+}
+
+/// The background fill of a mount's data cache: `mount`, `bundle`, `run`.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct FillArgs {
     /// Once mounted, decode the image's spans into the data cache in the
     /// background, on every core, giving way to reads: `all` in the order
     /// of the image's files, `recorded` the files of the image's record
@@ -99,8 +106,8 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
         allow_other: args.allow_other,
         suid: args.suid,
         dev: args.dev,
-        prefetch: args.prefetch,
-        record: args.record,
+        prefetch: args.fill.prefetch,
+        record: args.fill.record,
     };
     mount(&req)
 }

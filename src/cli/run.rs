@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, ValueEnum};
 
 use crate::bundle::{self, BundleOptions};
+use crate::cli::mount::FillArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::Platform;
 use crate::rootfs::OpenOptions;
@@ -63,6 +64,8 @@ pub struct RunArgs {
     /// The container ID [default: ocimount-PID-RANDOM]
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub fill: FillArgs,
     /// Command and arguments replacing the image's Cmd (after IMAGE, or
     /// after `--`)
     #[arg(
@@ -352,6 +355,8 @@ pub fn run(args: &RunArgs, cache: &Option<PathBuf>) -> Result<()> {
             }
         }),
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
+        prefetch: args.fill.prefetch,
+        record: args.fill.record,
     };
     let made = bundle::create(&opts)?;
     for w in &made.warnings {
