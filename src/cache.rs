@@ -420,10 +420,14 @@ fn load_with(
     if len == 0 {
         return Err("empty index".to_string());
     }
-    // SAFETY: index files are only ever replaced by rename, never modified
-    // in place, so the mapping cannot change under us.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
-    let decoded = format::decode_with(&map, &layer.digest, keep_entries)?;
+    let decoded = if keep_entries {
+        // SAFETY: index files are only ever replaced by rename, never
+        // modified in place, so the mapping cannot change under us.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+        format::decode_full(&map, &layer.digest)?
+    } else {
+        format::decode_without_entries(&file, len, &layer.digest)?
+    };
     let index = &decoded.index;
     if index.diff_id != layer.diff_id || index.compression != layer.compression {
         return Err("index does not match the layer descriptor".to_string());

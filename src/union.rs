@@ -22,7 +22,7 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct DraftMeta {
     /// Permission bits, setuid/setgid/sticky included.
     pub mode: u32,
@@ -35,7 +35,7 @@ pub(crate) struct DraftMeta {
 
 /// Extended attributes, `(name, value)` in archive order: 8 bytes and no
 /// allocation for the many nodes that have none.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct DraftXattrs(Option<Box<XattrList>>);
 
 type XattrList = Vec<(Vec<u8>, Vec<u8>)>;

@@ -1974,7 +1974,7 @@ fn a_published_index_is_found_through_the_referrers_api() {
             "size": 2,
         },
         "layers": [{
-            "mediaType": "application/vnd.ocimount.layer-index.v3+zstd",
+            "mediaType": "application/vnd.ocimount.layer-index.v4+zstd",
             "digest": packed_digest,
             "size": packed.len(),
             "annotations": { "io.ocimount.layer.digest": image.layer_digest },

@@ -242,6 +242,7 @@ fn sections_of(bytes: &[u8]) -> Sections {
     Sections::new(
         u32_at(bytes, 32) as usize,
         u32_at(bytes, 12) as usize,
+        u64_at(bytes, 56) as usize,
         u64_at(bytes, 16) as usize,
         u64_at(bytes, 24) as usize,
         u64_at(bytes, 40) as usize,
@@ -296,30 +297,43 @@ fn a_forged_tree_with_a_valid_checksum_is_refused_by_its_ranges() {
         (
             "node 0: the root is not a directory",
             forged(&bytes, |b, s| {
-                let mode = libc::S_IFREG | 0o755;
-                b[s.nodes..s.nodes + 4].copy_from_slice(&mode.to_le_bytes());
+                let file = 8u32 << 28; // S_IFREG >> 12, in the top 4 bits
+                b[s.nodes..s.nodes + 4].copy_from_slice(&file.to_le_bytes());
             }),
         ),
         (
             "node 0: its contents lie outside the tree",
             forged(&bytes, |b, s| {
                 // The root's children run past the last dirent.
-                let at = s.nodes + 40;
+                let at = s.nodes + 24;
                 b[at..at + 8].copy_from_slice(&(s.dirent_count as u64 + 1).to_le_bytes());
             }),
         ),
         (
             "node 3: parent out of range",
             forged(&bytes, |b, s| {
-                let at = s.nodes + 3 * NODE_LEN + 16;
+                let at = s.nodes + 3 * NODE_LEN + 8;
                 b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
             }),
         ),
         (
-            "node 2: unknown mode bits",
+            "node 2: unknown kind",
             forged(&bytes, |b, s| {
                 let at = s.nodes + 2 * NODE_LEN;
-                b[at..at + 4].copy_from_slice(&0o170_755u32.to_le_bytes());
+                b[at..at + 4].copy_from_slice(&(0xfu32 << 28).to_le_bytes());
+            }),
+        ),
+        (
+            "node 2: metadata out of range",
+            forged(&bytes, |b, s| {
+                let at = s.nodes + 2 * NODE_LEN + 12;
+                b[at..at + 4].copy_from_slice(&(s.meta_count as u32).to_le_bytes());
+            }),
+        ),
+        (
+            "metadata 0: unknown mode bits",
+            forged(&bytes, |b, s| {
+                b[s.metas..s.metas + 4].copy_from_slice(&0o170_755u32.to_le_bytes());
             }),
         ),
         (
@@ -329,7 +343,7 @@ fn a_forged_tree_with_a_valid_checksum_is_refused_by_its_ranges() {
             }),
         ),
         (
-            "tree format version 9, this build reads 1",
+            "tree format version 9, this build reads 2",
             forged(&bytes, |b, _| b[8..12].copy_from_slice(&9u32.to_le_bytes())),
         ),
     ];

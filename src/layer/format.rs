@@ -4,7 +4,8 @@
 //! file a rebuild, never a misread.
 //!
 //! Layout: header (magic, version, layer digest, body length, body CRC-32),
-//! then the body (diff_id, compression, sizes, entries, spans).
+//! then the body: diff_id, compression, sizes; the spans' length and a
+//! CRC-32 of everything so far and the spans; the spans; the entries.
 
 use crate::digest::Digest;
 use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
@@ -18,8 +19,10 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the
 /// tar reader reads some archive differently (2: own PAX/GNU reader; 3:
 /// gzip spans capped at `MAX_SPAN_BYTES`, `Materialized` in gzip layers
-/// naming the checkpoint span before it, so an older index is rebuilt).
-pub const VERSION: u32 = 3;
+/// naming the checkpoint span before it, so an older index is rebuilt; 4:
+/// the spans before the entries, with a CRC of their own, so a process
+/// serving a stored tree reads the spans and never the entries).
+pub const VERSION: u32 = 4;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
 
 /// The bytes [`peek`] reads: the header and the body's fixed start.
@@ -85,27 +88,9 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     body.u8(compression_tag(index.compression));
     body.u64(index.compressed_size);
     body.u64(index.uncompressed_size);
-    body.u64(index.entries.len() as u64);
-    for e in &index.entries {
-        body.bytes(&e.path);
-        body.u8(e.kind as u8);
-        body.u32(e.mode);
-        body.u32(e.uid);
-        body.u32(e.gid);
-        body.u64(e.mtime as u64);
-        body.u32(e.mtime_nsec);
-        body.u64(e.size);
-        body.u64(e.data_offset);
-        body.bytes(e.link());
-        let (dev_major, dev_minor) = e.device();
-        body.u32(dev_major);
-        body.u32(dev_minor);
-        body.u32(e.xattrs().len() as u32);
-        for (name, value) in e.xattrs() {
-            body.bytes(name);
-            body.bytes(value);
-        }
-    }
+    // The spans' length and CRC, filled in once they are written.
+    body.u64(0);
+    body.u32(0);
     body.u64(index.spans.len() as u64);
     for s in &index.spans {
         body.u64(s.out_offset);
@@ -135,6 +120,32 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
             }
         }
     }
+    let spans_len = body.0.len() - HEADER_LEN - SPANS_AT;
+    let at = HEADER_LEN + FIXED_LEN;
+    body.0[at..at + 8].copy_from_slice(&(spans_len as u64).to_le_bytes());
+    let crc = head_crc(&body.0[HEADER_LEN..], spans_len);
+    body.0[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
+    body.u64(index.entries.len() as u64);
+    for e in &index.entries {
+        body.bytes(&e.path);
+        body.u8(e.kind as u8);
+        body.u32(e.mode);
+        body.u32(e.uid);
+        body.u32(e.gid);
+        body.u64(e.mtime as u64);
+        body.u32(e.mtime_nsec);
+        body.u64(e.size);
+        body.u64(e.data_offset);
+        body.bytes(e.link());
+        let (dev_major, dev_minor) = e.device();
+        body.u32(dev_major);
+        body.u32(dev_minor);
+        body.u32(e.xattrs().len() as u32);
+        for (name, value) in e.xattrs() {
+            body.bytes(name);
+            body.bytes(value);
+        }
+    }
     let mut out = body.0;
     let body = &out[HEADER_LEN..];
     let mut header = Writer(Vec::with_capacity(HEADER_LEN));
@@ -150,22 +161,41 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
 /// Decode an index file; any inconsistency is an error with a reason, so the
 /// caller can rebuild.
 pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, String> {
-    decode_with(bytes, expected_digest, true).map(|d| d.index)
+    decode_full(bytes, expected_digest).map(|d| d.index)
 }
 
 /// An index, with what its header says of the file.
 pub struct Decoded {
     pub index: LayerIndex,
-    /// The entries the file lists, kept or not.
+    /// The entries the file lists (kept or not).
     pub entry_count: u64,
     pub identity: IndexIdentity,
 }
 
-/// Decode an index file, with its entries if `keep`; without, they are
-/// stepped over and never allocated: what a process serving a stored tree
-/// needs.
-pub fn decode_with(bytes: &[u8], expected_digest: &Digest, keep: bool) -> Result<Decoded, String> {
-    let mut r = Reader { bytes, pos: 0 };
+/// The body's fixed fields: diff_id, compression, both sizes.
+const FIXED_LEN: usize = 32 + 1 + 8 + 8;
+/// Where the spans section starts in the body: after the fixed fields, its
+/// length (u64) and its CRC-32 (u32).
+const SPANS_AT: usize = FIXED_LEN + 8 + 4;
+
+/// The CRC-32 that covers the fixed fields, the spans' length and the
+/// spans: what a process that reads no entry relies on.
+fn head_crc(body: &[u8], spans_len: usize) -> u32 {
+    let fixed = crc32(0, &body[..FIXED_LEN + 8]);
+    crc32(fixed, &body[SPANS_AT..SPANS_AT + spans_len])
+}
+
+/// Check the header of an index file of `file_len` bytes; its body length
+/// and CRC.
+fn decode_header(
+    header: &[u8],
+    file_len: u64,
+    expected_digest: &Digest,
+) -> Result<IndexIdentity, String> {
+    let mut r = Reader {
+        bytes: header,
+        pos: 0,
+    };
     if r.take(8)? != MAGIC {
         return Err("not an ocimount index (bad magic)".to_string());
     }
@@ -180,13 +210,20 @@ pub fn decode_with(bytes: &[u8], expected_digest: &Digest, keep: bool) -> Result
         return Err(format!("index is for layer {digest}"));
     }
     let body_len = r.u64()?;
-    let body_crc = r.u32()?;
-    if body_len != (bytes.len() - r.pos) as u64 {
+    let crc = r.u32()?;
+    if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
         return Err("index is truncated or has trailing bytes".to_string());
     }
-    if crc32(0, &bytes[r.pos..]) != body_crc {
-        return Err("index checksum mismatch".to_string());
-    }
+    Ok(IndexIdentity { body_len, crc })
+}
+
+/// The body's head (fixed fields and spans, checked by their own CRC) from
+/// `body`, which holds at least that much; and where the entries start.
+fn decode_head(body: &[u8], digest: Digest) -> Result<(LayerIndex, usize), String> {
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
     let diff_id = Digest::from_bytes(r.array()?);
     let compression = match r.u8()? {
         0 => Compression::None,
@@ -196,61 +233,19 @@ pub fn decode_with(bytes: &[u8], expected_digest: &Digest, keep: bool) -> Result
     };
     let compressed_size = r.u64()?;
     let uncompressed_size = r.u64()?;
-    let n = r.count(60)?;
-    // Every entry has a 512-byte header in the stream: no more fit.
-    if n as u64 > uncompressed_size / 512 {
-        return Err("more entries than the stream has room for".to_string());
+    let spans_len = r.u64()?;
+    let crc = r.u32()?;
+    let spans_len = usize::try_from(spans_len)
+        .ok()
+        .filter(|&n| n <= body.len() - SPANS_AT)
+        .ok_or("index is truncated")?;
+    if head_crc(body, spans_len) != crc {
+        return Err("index checksum mismatch (spans)".to_string());
     }
-    let mut entries = Vec::with_capacity(if keep { n } else { 0 });
-    for _ in 0..n {
-        if !keep {
-            skip_entry(&mut r)?;
-            continue;
-        }
-        let path = r.bytes()?;
-        let kind = EntryKind::from_u8(r.u8()?).ok_or("unknown entry kind")?;
-        let mode = r.u32()?;
-        let uid = r.u32()?;
-        let gid = r.u32()?;
-        let mtime = r.u64()? as i64;
-        let mtime_nsec = r.u32()?;
-        let size = r.u64()?;
-        let data_offset = r.u64()?;
-        let link = r.bytes()?.to_vec();
-        let dev_major = r.u32()?;
-        let dev_minor = r.u32()?;
-        let nx = r.count32(8)?;
-        let mut xattrs = Vec::with_capacity(nx);
-        for _ in 0..nx {
-            xattrs.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
-        }
-        if data_offset
-            .checked_add(size)
-            .is_none_or(|end| end > uncompressed_size)
-        {
-            return Err("an entry's data lies outside the stream".to_string());
-        }
-        check_entry(kind, path, &link, mtime_nsec, &xattrs)?;
-        let mut entry = TarEntry {
-            path: path.into(),
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            mtime_nsec,
-            size,
-            data_offset,
-            extra: None,
-        };
-        entry.set_extra(EntryExtra {
-            link,
-            dev_major,
-            dev_minor,
-            xattrs,
-        });
-        entries.push(entry);
-    }
+    let mut r = Reader {
+        bytes: &body[..SPANS_AT + spans_len],
+        pos: SPANS_AT,
+    };
     let n = r.count(29)?;
     let mut spans: Vec<Span> = Vec::with_capacity(n);
     let mut expected_offset = 0u64;
@@ -296,39 +291,163 @@ pub fn decode_with(bytes: &[u8], expected_digest: &Digest, keep: bool) -> Result
     if expected_offset != uncompressed_size {
         return Err("spans do not cover the stream".to_string());
     }
-    if r.pos != bytes.len() {
+    if r.pos != r.bytes.len() {
         return Err("trailing bytes after the spans".to_string());
     }
+    let index = LayerIndex {
+        digest,
+        diff_id,
+        compression,
+        compressed_size,
+        uncompressed_size,
+        entries: Vec::new(),
+        spans,
+    };
+    Ok((index, SPANS_AT + spans_len))
+}
+
+/// Decode a whole index file, entries included.
+pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, String> {
+    let header = bytes.get(..HEADER_LEN).ok_or("index is truncated")?;
+    let identity = decode_header(header, bytes.len() as u64, expected_digest)?;
+    let body = &bytes[HEADER_LEN..];
+    if crc32(0, body) != identity.crc {
+        return Err("index checksum mismatch".to_string());
+    }
+    let (mut index, entries_at) = decode_head(body, *expected_digest)?;
+    let uncompressed_size = index.uncompressed_size;
+    let mut r = Reader {
+        bytes: body,
+        pos: entries_at,
+    };
+    let n = r.count(60)?;
+    // Every entry has a 512-byte header in the stream: no more fit.
+    if n as u64 > uncompressed_size / 512 {
+        return Err("more entries than the stream has room for".to_string());
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let path = r.bytes()?;
+        let kind = EntryKind::from_u8(r.u8()?).ok_or("unknown entry kind")?;
+        let mode = r.u32()?;
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let mtime = r.u64()? as i64;
+        let mtime_nsec = r.u32()?;
+        let size = r.u64()?;
+        let data_offset = r.u64()?;
+        let link = r.bytes()?.to_vec();
+        let dev_major = r.u32()?;
+        let dev_minor = r.u32()?;
+        let nx = r.count32(8)?;
+        let mut xattrs = Vec::with_capacity(nx);
+        for _ in 0..nx {
+            xattrs.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
+        }
+        if data_offset
+            .checked_add(size)
+            .is_none_or(|end| end > uncompressed_size)
+        {
+            return Err("an entry's data lies outside the stream".to_string());
+        }
+        check_entry(kind, path, &link, mtime_nsec, &xattrs)?;
+        let mut entry = TarEntry {
+            path: path.into(),
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtime_nsec,
+            size,
+            data_offset,
+            extra: None,
+        };
+        entry.set_extra(EntryExtra {
+            link,
+            dev_major,
+            dev_minor,
+            xattrs,
+        });
+        entries.push(entry);
+    }
+    if r.pos != body.len() {
+        return Err("trailing bytes after the entries".to_string());
+    }
+    index.entries = entries;
     Ok(Decoded {
-        index: LayerIndex {
-            digest,
-            diff_id,
-            compression,
-            compressed_size,
-            uncompressed_size,
-            entries,
-            spans,
-        },
+        index,
         entry_count: n as u64,
-        identity: IndexIdentity {
-            body_len,
-            crc: body_crc,
-        },
+        identity,
     })
 }
 
-/// Step over one entry's record without keeping it.
-fn skip_entry(r: &mut Reader<'_>) -> Result<(), String> {
-    r.bytes()?; // path
-    r.take(1 + 4 + 4 + 4 + 8 + 4 + 8 + 8)?;
-    r.bytes()?; // link
-    r.take(4 + 4)?;
-    let nx = r.count32(8)?;
-    for _ in 0..nx {
-        r.bytes()?;
-        r.bytes()?;
+/// An index file's header and spans, read from `file` (of `file_len`
+/// bytes) and checked by their own CRC; the entries are neither read nor
+/// checked: what a process serving a stored merged tree needs, whatever
+/// the layer's file count.
+pub fn decode_without_entries(
+    file: &std::fs::File,
+    file_len: u64,
+    expected_digest: &Digest,
+) -> Result<Decoded, String> {
+    use std::os::unix::fs::FileExt;
+    let read = |len: usize, at: u64| -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at)
+            .map_err(|e| format!("index is truncated ({e})"))?;
+        Ok(buf)
+    };
+    let start = read(HEADER_LEN + SPANS_AT, 0)?;
+    let identity = decode_header(&start[..HEADER_LEN], file_len, expected_digest)?;
+    let spans_len = u64::from_le_bytes(
+        start[HEADER_LEN + FIXED_LEN..HEADER_LEN + FIXED_LEN + 8]
+            .try_into()
+            .map_err(|_| "index is truncated")?,
+    );
+    let head_len = (SPANS_AT as u64)
+        .checked_add(spans_len)
+        .filter(|&n| n.saturating_add(8) <= identity.body_len)
+        .ok_or("index is truncated")?;
+    let head = read(head_len as usize + 8, HEADER_LEN as u64)?;
+    let (index, entries_at) = decode_head(&head[..head_len as usize], *expected_digest)?;
+    let count = &head[entries_at..entries_at + 8];
+    Ok(Decoded {
+        index,
+        entry_count: u64::from_le_bytes(count.try_into().map_err(|_| "index is truncated")?),
+        identity,
+    })
+}
+
+/// Make the header (magic, version, body length, body CRC) and the spans'
+/// CRC of `bytes` valid again, whatever the body holds, where the spans'
+/// length allows: for fuzzing and tests, so that changed bytes reach the
+/// parsers instead of stopping at a checksum.
+pub fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < HEADER_LEN {
+        return;
     }
-    Ok(())
+    let body_len = (bytes.len() - HEADER_LEN) as u64;
+    bytes[..8].copy_from_slice(MAGIC);
+    bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    bytes[44..52].copy_from_slice(&body_len.to_le_bytes());
+    let body = &mut bytes[HEADER_LEN..];
+    if body.len() >= SPANS_AT {
+        let spans_len = u64::from_le_bytes(
+            body[FIXED_LEN..FIXED_LEN + 8]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        if let Some(n) = usize::try_from(spans_len)
+            .ok()
+            .filter(|&n| n <= body.len() - SPANS_AT)
+        {
+            let crc = head_crc(body, n);
+            body[FIXED_LEN + 8..SPANS_AT].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    let crc = crc32(0, &bytes[HEADER_LEN..]);
+    bytes[52..56].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What the tar reader guarantees of an entry, checked again on load: the
@@ -618,7 +737,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 3"
+            "index format version 99, this build reads 4"
         );
     }
 
@@ -753,6 +872,46 @@ mod tests {
     }
 
     #[test]
+    fn the_spans_are_read_without_the_entries_and_checked_on_their_own() {
+        let index = sample();
+        let bytes = encode(&index);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let read = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            decode_without_entries(&file, bytes.len() as u64, &index.digest)
+        };
+        let decoded = read(&bytes).unwrap();
+        assert_eq!(decoded.index.spans, index.spans);
+        assert!(decoded.index.entries.is_empty());
+        assert_eq!(decoded.entry_count, index.entries.len() as u64);
+        let full = decode_full(&bytes, &index.digest).unwrap();
+        assert_eq!(decoded.identity, full.identity);
+        // Every byte of the head (fixed fields, spans) is checked; the
+        // entries are not read at all.
+        let entries_at = HEADER_LEN + SPANS_AT + {
+            let at = HEADER_LEN + FIXED_LEN;
+            u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize
+        };
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            let result = read(&flipped);
+            if (52..HEADER_LEN).contains(&i) || i >= entries_at {
+                // The body CRC in the header, and the entries (their count
+                // included) are not read.
+                assert!(result.is_ok(), "byte {i}");
+            } else {
+                assert!(result.is_err(), "a flip of byte {i} was not noticed");
+            }
+        }
+        for cut in 0..bytes.len() {
+            assert!(read(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+    }
+
+    #[test]
     fn the_encoding_is_pinned() {
         let hex: String = encode(&sample())
             .iter()
@@ -765,20 +924,20 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580003000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
-        "3e9ec42f9674b4d46ac6b8b89601000000000000cfb8155a90aebae315675cbf",
+        "4f43494d4944580004000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b8a201000000000000b50f70bf90aebae315675cbf",
         "04612de4f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb0163000000000000",
-        "00000c00000000000002000000000000000a0000006574632f70617373776400",
-        "ed090000e80300002e160000fbffffffffffffff070000000a00000000000000",
-        "0002000000000000000000000000000000000000020000000600000075736572",
-        "2e61040000000062696e1300000073656375726974792e6361706162696c6974",
-        "790200000001020500000062696e2f7803ed090000e80300002e160000fbffff",
-        "ffffffffff070000000a0000000000000000020000000000000a000000657463",
-        "2f70617373776400000000000000000000000004000000000000000000000000",
-        "0000000004000000000000000000000000000001000000030004000000000000",
-        "0004000000000000280000000000000002000000040305110000000909090909",
-        "090909090909090909090909000800000000000000020000000000003c000000",
-        "000000000300000003000a000000000000000200000000000046000000000000",
-        "000400000001000a000000000000",
+        "00000c0000000000009b000000000000007ebfedaf0400000000000000000000",
+        "0000000000000400000000000000000000000000000100000003000400000000",
+        "0000000400000000000028000000000000000200000004030511000000090909",
+        "0909090909090909090909090909000800000000000000020000000000003c00",
+        "0000000000000300000003000a00000000000000020000000000004600000000",
+        "0000000400000001000a00000000000002000000000000000a0000006574632f",
+        "70617373776400ed090000e80300002e160000fbffffffffffffff070000000a",
+        "0000000000000000020000000000000000000000000000000000000200000006",
+        "000000757365722e61040000000062696e1300000073656375726974792e6361",
+        "706162696c6974790200000001020500000062696e2f7803ed090000e8030000",
+        "2e160000fbffffffffffffff070000000a000000000000000002000000000000",
+        "0a0000006574632f706173737764000000000000000000000000",
     );
 }

@@ -1,16 +1,22 @@
 //! Write a finished union (its drafts, numbered depth-first) in the flat
 //! form of [`super::layout`]: one buffer of the exact size, each draft's
-//! children and attributes freed as soon as they are written, so the peak
-//! is one tree and a bit, not two.
+//! children freed as soon as they are written, so the peak is one tree and
+//! a bit, not two. Metadata the nodes share is written once.
 
-use super::layout::{self, node as field, put_u32, put_u64, LayerRecord, Sections};
-use super::layout::{DIRENT_LEN, NODE_LEN, XATTR_LEN};
+use std::collections::HashMap;
+
+use super::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
+use super::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 use crate::error::{Error, Result};
-use crate::union::{Draft, DraftKind};
+use crate::union::{Draft, DraftKind, DraftMeta};
 
 pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u8>> {
     let too_big = || Error::Internal("the merged tree is too large to store".to_string());
-    let (mut dirents, mut xattrs, mut strings) = (0usize, 0usize, 0usize);
+    if drafts.len() > u32::MAX as usize || layers.len() > layout::LAYER_MASK as usize {
+        return Err(too_big());
+    }
+    let (meta_of, metas) = shared_metadata(&drafts);
+    let (mut dirents, mut strings) = (0usize, 0usize);
     for d in &drafts {
         match &d.kind {
             DraftKind::Dir { children } => {
@@ -20,19 +26,22 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
             DraftKind::Symlink { target } => strings += target.len(),
             _ => {}
         }
-        xattrs += d.meta.xattrs.len();
-        strings += d
-            .meta
-            .xattrs
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
     }
-    if drafts.len() > u32::MAX as usize {
-        return Err(too_big());
-    }
-    let s =
-        Sections::new(layers.len(), drafts.len(), dirents, xattrs, strings).ok_or_else(too_big)?;
+    let xattrs: usize = metas.iter().map(|m| m.xattrs.len()).sum();
+    strings += metas
+        .iter()
+        .flat_map(|m| m.xattrs.iter())
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>();
+    let s = Sections::new(
+        layers.len(),
+        drafts.len(),
+        metas.len(),
+        dirents,
+        xattrs,
+        strings,
+    )
+    .ok_or_else(too_big)?;
     let mut out = vec![0u8; s.total_len()];
     for (i, layer) in layers.iter().enumerate() {
         layout::put_layer(&mut out, &s, i, layer);
@@ -42,7 +51,29 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
         xattr: 0,
         string: 0,
     };
-    for (id, mut d) in drafts.into_iter().enumerate() {
+    for (i, m) in metas.iter().enumerate() {
+        let at = s.metas + i * META_LEN;
+        let first = w.xattr;
+        for (name, value) in &m.xattrs {
+            let name_at = w.string(&mut out, &s, name);
+            let value_at = w.string(&mut out, &s, value);
+            let e = s.xattrs + w.xattr * XATTR_LEN;
+            put_u64(&mut out, e, name_at);
+            put_u64(&mut out, e + 8, value_at);
+            put_u32(&mut out, e + 16, name.len() as u32);
+            put_u32(&mut out, e + 20, value.len() as u32);
+            w.xattr += 1;
+        }
+        put_u32(&mut out, at + meta::MODE, m.mode & 0o7777);
+        put_u32(&mut out, at + meta::UID, m.uid);
+        put_u32(&mut out, at + meta::GID, m.gid);
+        put_u32(&mut out, at + meta::MTIME_NSEC, m.mtime_nsec);
+        put_u64(&mut out, at + meta::MTIME, m.mtime as u64);
+        put_u64(&mut out, at + meta::XATTR_FIRST, first as u64);
+        put_u32(&mut out, at + meta::XATTR_COUNT, m.xattrs.len() as u32);
+    }
+    drop(metas);
+    for (id, (mut d, meta_id)) in drafts.into_iter().zip(meta_of).enumerate() {
         let at = s.nodes + id * NODE_LEN;
         let (a, b, layer, type_bits) = match &mut d.kind {
             DraftKind::Dir { children } => {
@@ -78,40 +109,36 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
             }
             DraftKind::Fifo => (0, 0, 0, libc::S_IFIFO),
         };
-        let xattr_first = w.xattr;
-        for (name, value) in &d.meta.xattrs {
-            let name_at = w.string(&mut out, &s, name);
-            let value_at = w.string(&mut out, &s, value);
-            let e = s.xattrs + w.xattr * XATTR_LEN;
-            put_u64(&mut out, e, name_at);
-            put_u64(&mut out, e + 8, value_at);
-            put_u32(&mut out, e + 16, name.len() as u32);
-            put_u32(&mut out, e + 20, value.len() as u32);
-            w.xattr += 1;
-        }
         put_u32(
             &mut out,
-            at + field::MODE,
-            type_bits | (d.meta.mode & 0o7777),
+            at + field::KIND_LAYER,
+            layout::kind_layer(type_bits, layer),
         );
-        put_u32(&mut out, at + field::UID, d.meta.uid);
-        put_u32(&mut out, at + field::GID, d.meta.gid);
         put_u32(&mut out, at + field::NLINK, d.nlink);
         put_u32(&mut out, at + field::PARENT, d.parent);
-        put_u32(&mut out, at + field::MTIME_NSEC, d.meta.mtime_nsec);
-        put_u64(&mut out, at + field::MTIME, d.meta.mtime as u64);
+        put_u32(&mut out, at + field::META, meta_id);
         put_u64(&mut out, at + field::A, a);
         put_u64(&mut out, at + field::B, b);
-        put_u32(&mut out, at + field::LAYER, layer);
-        put_u32(
-            &mut out,
-            at + field::XATTR_COUNT,
-            d.meta.xattrs.len() as u32,
-        );
-        put_u64(&mut out, at + field::XATTR_FIRST, xattr_first as u64);
     }
     layout::seal(&mut out, &s);
     Ok(out)
+}
+
+/// Each draft's metadata number, and the distinct metadata in number order
+/// (first use first, so the same tree always encodes to the same bytes).
+fn shared_metadata(drafts: &[Draft]) -> (Vec<u32>, Vec<DraftMeta>) {
+    let mut numbers: HashMap<&DraftMeta, u32> = HashMap::new();
+    let mut distinct: Vec<DraftMeta> = Vec::new();
+    let meta_of = drafts
+        .iter()
+        .map(|d| {
+            *numbers.entry(&d.meta).or_insert_with(|| {
+                distinct.push(d.meta.clone());
+                (distinct.len() - 1) as u32
+            })
+        })
+        .collect();
+    (meta_of, distinct)
 }
 
 /// The next free record of each variable section.

@@ -8,8 +8,11 @@
 //! header   64 bytes   magic, version, counts, body length and CRC-32
 //! layers   56 each    digest, the layer index it was built from (length,
 //!                     CRC-32) and its entry count
-//! nodes    64 each    mode (type bits included), owner, nlink, parent,
-//!                     mtime, two kind words, layer, xattr range
+//! nodes    32 each    file type and layer, nlink, parent, metadata number,
+//!                     two kind words
+//! metas    40 each    permission bits, owner, mtime, xattr range: shared by
+//!                     every node that has the same (most files of a
+//!                     package do), so a node stays 32 bytes
 //! dirents  16 each    name (offset, length in strings), child; each
 //!                     directory's run is sorted by name
 //! xattrs   24 each    name and value (offset in strings), their lengths
@@ -24,10 +27,11 @@ pub const MAGIC: &[u8; 8] = b"OCIMTRE\0";
 /// Bump whenever a record's layout or meaning changes, or the union rules
 /// merge some image differently: a stored tree of another version is
 /// rebuilt, never read.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const LAYER_LEN: usize = 56;
-pub const NODE_LEN: usize = 64;
+pub const NODE_LEN: usize = 32;
+pub const META_LEN: usize = 40;
 pub const DIRENT_LEN: usize = 16;
 pub const XATTR_LEN: usize = 24;
 
@@ -38,6 +42,8 @@ pub struct Sections {
     pub layer_count: usize,
     pub nodes: usize,
     pub node_count: usize,
+    pub metas: usize,
+    pub meta_count: usize,
     pub dirents: usize,
     pub dirent_count: usize,
     pub xattrs: usize,
@@ -52,13 +58,15 @@ impl Sections {
     pub fn new(
         layer_count: usize,
         node_count: usize,
+        meta_count: usize,
         dirent_count: usize,
         xattr_count: usize,
         strings_len: usize,
     ) -> Option<Sections> {
         let layers = HEADER_LEN;
         let nodes = layers.checked_add(layer_count.checked_mul(LAYER_LEN)?)?;
-        let dirents = nodes.checked_add(node_count.checked_mul(NODE_LEN)?)?;
+        let metas = nodes.checked_add(node_count.checked_mul(NODE_LEN)?)?;
+        let dirents = metas.checked_add(meta_count.checked_mul(META_LEN)?)?;
         let xattrs = dirents.checked_add(dirent_count.checked_mul(DIRENT_LEN)?)?;
         let strings = xattrs.checked_add(xattr_count.checked_mul(XATTR_LEN)?)?;
         strings.checked_add(strings_len)?;
@@ -67,6 +75,8 @@ impl Sections {
             layer_count,
             nodes,
             node_count,
+            metas,
+            meta_count,
             dirents,
             dirent_count,
             xattrs,
@@ -93,21 +103,47 @@ pub const KINDS: [u32; 6] = [
 
 /// Node record field offsets.
 pub mod node {
+    /// The file type (`S_IFMT` bits, shifted down 12) in the top 4 bits; a
+    /// file's layer in the other 28 (zero for anything else).
+    pub const KIND_LAYER: usize = 0;
+    pub const NLINK: usize = 4;
+    pub const PARENT: usize = 8;
+    /// Its record in the metadata table.
+    pub const META: usize = 12;
+    /// File: stream offset. Dir: first dirent. Symlink: target offset in
+    /// strings. Device: major.
+    pub const A: usize = 16;
+    /// File: size. Dir: child count. Symlink: target length. Device: minor.
+    pub const B: usize = 24;
+}
+
+/// Metadata record field offsets.
+pub mod meta {
+    /// Permission bits, setuid/setgid/sticky included.
     pub const MODE: usize = 0;
     pub const UID: usize = 4;
     pub const GID: usize = 8;
-    pub const NLINK: usize = 12;
-    pub const PARENT: usize = 16;
-    pub const MTIME_NSEC: usize = 20;
-    pub const MTIME: usize = 24;
-    /// File: stream offset. Dir: first dirent. Symlink: target offset in
-    /// strings. Device: major.
-    pub const A: usize = 32;
-    /// File: size. Dir: child count. Symlink: target length. Device: minor.
-    pub const B: usize = 40;
-    pub const LAYER: usize = 48;
-    pub const XATTR_COUNT: usize = 52;
-    pub const XATTR_FIRST: usize = 56;
+    pub const MTIME_NSEC: usize = 12;
+    pub const MTIME: usize = 16;
+    pub const XATTR_FIRST: usize = 24;
+    pub const XATTR_COUNT: usize = 32;
+}
+
+/// The file type of a node's `KIND_LAYER` word, as `S_IFMT` bits.
+pub fn kind_of(word: u32) -> u32 {
+    (word >> 28) << 12
+}
+
+/// The layer of a file node's `KIND_LAYER` word.
+pub fn layer_of(word: u32) -> u32 {
+    word & LAYER_MASK
+}
+
+pub const LAYER_MASK: u32 = (1 << 28) - 1;
+
+/// A `KIND_LAYER` word.
+pub fn kind_layer(type_bits: u32, layer: u32) -> u32 {
+    ((type_bits >> 12) << 28) | (layer & LAYER_MASK)
 }
 
 pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -159,7 +195,7 @@ pub fn seal(bytes: &mut [u8], s: &Sections) {
     put_u32(bytes, 32, s.layer_count as u32);
     put_u64(bytes, 40, s.strings_len as u64);
     put_u64(bytes, 48, (bytes.len() - HEADER_LEN) as u64);
-    put_u64(bytes, 56, 0);
+    put_u64(bytes, 56, s.meta_count as u64);
     let crc = crc32(0, &bytes[HEADER_LEN..]);
     put_u32(bytes, 36, crc);
 }
@@ -185,15 +221,14 @@ pub fn validate(bytes: &[u8]) -> Result<(Sections, Vec<LayerRecord>), String> {
     let crc = u32_at(bytes, 36);
     let strings_len = count(u64_at(bytes, 40))?;
     let body_len = u64_at(bytes, 48);
-    if u64_at(bytes, 56) != 0 {
-        return Err("unknown header flags".to_string());
-    }
+    let meta_count = count(u64_at(bytes, 56))?;
     if (HEADER_LEN as u64).checked_add(body_len) != Some(bytes.len() as u64) {
         return Err("tree is truncated or has trailing bytes".to_string());
     }
     let s = Sections::new(
         layer_count,
         node_count,
+        meta_count,
         dirent_count,
         xattr_count,
         strings_len,
@@ -236,11 +271,11 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
     for id in 0..s.node_count {
         let at = s.nodes + id * NODE_LEN;
         let field = |f| u64_at(bytes, at + f);
-        let mode = u32_at(bytes, at + node::MODE);
-        let kind = mode & libc::S_IFMT;
+        let word = u32_at(bytes, at + node::KIND_LAYER);
+        let kind = kind_of(word);
         let bad = |what: &str| Err(format!("node {id}: {what}"));
-        if !KINDS.contains(&kind) || mode & !(libc::S_IFMT | 0o7777) != 0 {
-            return bad("unknown mode bits");
+        if !KINDS.contains(&kind) || (kind != libc::S_IFREG && layer_of(word) != 0) {
+            return bad("unknown kind");
         }
         if id == 0 && kind != libc::S_IFDIR {
             return bad("the root is not a directory");
@@ -248,8 +283,8 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
         if u32_at(bytes, at + node::PARENT) as usize >= s.node_count {
             return bad("parent out of range");
         }
-        if u32_at(bytes, at + node::MTIME_NSEC) > 999_999_999 {
-            return bad("nanoseconds out of range");
+        if u32_at(bytes, at + node::META) as usize >= s.meta_count {
+            return bad("metadata out of range");
         }
         let (a, b) = (field(node::A), field(node::B));
         let ok = match kind {
@@ -257,7 +292,7 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
                 a.checked_add(b).is_some_and(|e| e <= s.dirent_count as u64)
                     && subdirs_are_below(bytes, s, id, a as usize, b as usize, &mut named)?
             }
-            libc::S_IFREG => (u32_at(bytes, at + node::LAYER) as usize) < s.layer_count,
+            libc::S_IFREG => (layer_of(word) as usize) < s.layer_count,
             libc::S_IFLNK => b as usize <= MAX_PATH_BYTES && in_strings(a, b),
             libc::S_IFCHR | libc::S_IFBLK => a <= u64::from(u32::MAX) && b <= u64::from(u32::MAX),
             _ => true,
@@ -265,9 +300,19 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
         if !ok {
             return bad("its contents lie outside the tree");
         }
+    }
+    for i in 0..s.meta_count {
+        let at = s.metas + i * META_LEN;
+        let bad = |what: &str| Err(format!("metadata {i}: {what}"));
+        if u32_at(bytes, at + meta::MODE) & !0o7777 != 0 {
+            return bad("unknown mode bits");
+        }
+        if u32_at(bytes, at + meta::MTIME_NSEC) > 999_999_999 {
+            return bad("nanoseconds out of range");
+        }
         let (first, n) = (
-            field(node::XATTR_FIRST),
-            u64::from(u32_at(bytes, at + node::XATTR_COUNT)),
+            u64_at(bytes, at + meta::XATTR_FIRST),
+            u64::from(u32_at(bytes, at + meta::XATTR_COUNT)),
         );
         if first
             .checked_add(n)
@@ -323,7 +368,7 @@ fn subdirs_are_below(
             continue;
         }
         let at = s.nodes + child * NODE_LEN;
-        if u32_at(bytes, at + node::MODE) & libc::S_IFMT != libc::S_IFDIR {
+        if kind_of(u32_at(bytes, at + node::KIND_LAYER)) != libc::S_IFDIR {
             continue;
         }
         if child <= dir || u32_at(bytes, at + node::PARENT) as usize != dir || named[child] {

@@ -13,8 +13,8 @@ pub mod stored;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use layout::{node as field, u32_at, u64_at, LayerRecord, Sections};
-use layout::{DIRENT_LEN, NODE_LEN, XATTR_LEN};
+use layout::{meta, node as field, u32_at, u64_at, LayerRecord, Sections};
+use layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 
 pub type NodeId = u32;
 pub const ROOT: NodeId = 0;
@@ -382,8 +382,8 @@ impl Tree {
         let at = self.sections.nodes + id * NODE_LEN;
         let word = |f| u32_at(bytes, at + f);
         let (a, b) = (u64_at(bytes, at + field::A), u64_at(bytes, at + field::B));
-        let mode = word(field::MODE);
-        let kind = match mode & libc::S_IFMT {
+        let kind_layer = word(field::KIND_LAYER);
+        let kind = match layout::kind_of(kind_layer) {
             libc::S_IFDIR => NodeKind::Dir {
                 children: Children {
                     tree: self,
@@ -392,7 +392,7 @@ impl Tree {
                 },
             },
             libc::S_IFREG => NodeKind::File {
-                layer: word(field::LAYER),
+                layer: layout::layer_of(kind_layer),
                 offset: a,
                 size: b,
             },
@@ -409,18 +409,20 @@ impl Tree {
             },
             _ => NodeKind::Fifo,
         };
+        let m = self.sections.metas + word(field::META) as usize * META_LEN;
+        let meta_word = |f| u32_at(bytes, m + f);
         Some(Node {
             kind,
             meta: Meta {
-                mode: mode & 0o7777,
-                uid: word(field::UID),
-                gid: word(field::GID),
-                mtime: u64_at(bytes, at + field::MTIME) as i64,
-                mtime_nsec: word(field::MTIME_NSEC),
+                mode: meta_word(meta::MODE),
+                uid: meta_word(meta::UID),
+                gid: meta_word(meta::GID),
+                mtime: u64_at(bytes, m + meta::MTIME) as i64,
+                mtime_nsec: meta_word(meta::MTIME_NSEC),
                 xattrs: Xattrs {
                     tree: self,
-                    first: u64_at(bytes, at + field::XATTR_FIRST) as usize,
-                    count: word(field::XATTR_COUNT) as usize,
+                    first: u64_at(bytes, m + meta::XATTR_FIRST) as usize,
+                    count: meta_word(meta::XATTR_COUNT) as usize,
                 },
             },
             nlink: word(field::NLINK),
