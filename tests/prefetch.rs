@@ -253,8 +253,10 @@ fn run_records_its_first_reads_and_the_next_run_prefetches_them_first() {
     let image = layout("debian-gzip");
     let cache = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let expected = std::fs::read(reference.join("etc/debian_version")).unwrap();
+    // `run` must succeed and print /etc/debian_version.
     let run = |args: &[&str]| {
-        support::run_bounded(
+        let out = support::run_bounded(
             std::process::Command::new(support::BIN)
                 .env("TMPDIR", tmp.path())
                 .arg("--cache")
@@ -262,19 +264,13 @@ fn run_records_its_first_reads_and_the_next_run_prefetches_them_first() {
                 .arg("run")
                 .args(args),
             Duration::from_secs(120),
-        )
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(out.stdout, expected, "{stderr}");
     };
     let script = "cat /etc/os-release >/dev/null; cat /etc/debian_version";
-    let out = run(&["--record", &image, "--", "sh", "-c", script]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.stdout,
-        std::fs::read(reference.join("etc/debian_version")).unwrap()
-    );
+    run(&["--record", &image, "--", "sh", "-c", script]);
     // The daemon writes the record as it exits, after `run` unmounted.
     let records = cache.path().join("records");
     assert!(wait_until(Duration::from_secs(20), || std::fs::read_dir(
@@ -299,20 +295,11 @@ fn run_records_its_first_reads_and_the_next_run_prefetches_them_first() {
     let count = lines.len();
 
     // Again with the record first: the same bytes, and the log says so.
-    let out = run(&["--prefetch", "recorded", &image, "--", "sh", "-c", script]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.stdout,
-        std::fs::read(reference.join("etc/debian_version")).unwrap()
-    );
-    let expected = format!("the {count} files of the record first");
+    run(&["--prefetch", "recorded", &image, "--", "sh", "-c", script]);
+    let logged = format!("the {count} files of the record first");
     assert!(
         wait_until(Duration::from_secs(20), || all_daemon_logs(cache.path())
-            .contains(&expected)),
+            .contains(&logged)),
         "the record was not used:\n{}",
         all_daemon_logs(cache.path())
     );
