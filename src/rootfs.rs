@@ -15,7 +15,7 @@ use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
 use crate::layer::{LayerInfo, LayerReader};
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
-use crate::tree::layout::{IndexIdentity, LayerRecord};
+use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::stored;
 use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 
@@ -162,6 +162,7 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
             digest: layer.digest,
             index: entry.identity,
             entries: 0,
+            stream_len: entry.index.uncompressed_size,
         })
         .collect();
     let path = stored::path(cache.root(), &image.manifest_digest);
@@ -190,8 +191,14 @@ fn merge(image: &Image, cache: &Cache, entries: &mut [CacheEntry]) -> Result<Tre
         })?;
         entry.index.entries = Vec::new();
     }
-    let identities: Vec<IndexIdentity> = entries.iter().map(|e| e.identity).collect();
-    let tree = builder.finish_with(&identities)?;
+    let sources: Vec<LayerSource> = entries
+        .iter()
+        .map(|e| LayerSource {
+            index: e.identity,
+            stream_len: e.index.uncompressed_size,
+        })
+        .collect();
+    let tree = builder.finish_with(&sources)?;
     let path = stored::path(cache.root(), &image.manifest_digest);
     if let Err(e) = stored::save(&path, &tree) {
         tracing::warn!("cannot store the merged tree: {e}");
@@ -271,12 +278,26 @@ impl Rootfs {
             return Ok(0);
         }
         let want = (size - offset).min(buf.len() as u64) as usize;
-        let reader = &self.readers[layer as usize];
-        let n = reader.read_at(start + offset, &mut buf[..want])?;
+        let (Some(reader), Some(index)) = (
+            self.readers.get(layer as usize),
+            self.indexes.get(layer as usize),
+        ) else {
+            return Err(Error::Internal(format!("inode {id}: no layer {layer}")));
+        };
+        // The tree was checked to keep every file inside its layer's
+        // stream; checked here too, so no sum can wrap.
+        let at = start
+            .checked_add(offset)
+            .ok_or_else(|| Error::DamagedSpan {
+                digest: index.digest,
+                offset: start,
+                reason: "the file lies outside the stream".to_string(),
+            })?;
+        let n = reader.read_at(at, &mut buf[..want])?;
         if n < want {
             return Err(Error::DamagedSpan {
-                digest: self.indexes[layer as usize].digest,
-                offset: start + offset + n as u64,
+                digest: index.digest,
+                offset: at + n as u64,
                 reason: "the stream ends inside the file".to_string(),
             });
         }

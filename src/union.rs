@@ -13,7 +13,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::layer::entry::{EntryKind, TarEntry};
 use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
-use crate::tree::layout::{IndexIdentity, LayerRecord};
+use crate::tree::layout::{IndexIdentity, LayerRecord, LayerSource};
 use crate::tree::path::{spend, walk, NodeStore, Step};
 
 pub use crate::tree::{Children, Meta, Node, NodeId, NodeKind, Tree, Xattrs, ROOT};
@@ -215,6 +215,8 @@ impl TreeBuilder {
             digest: layer.digest,
             index: IndexIdentity::default(),
             entries: layer.entries.len() as u64,
+            // No bound until the caller says (see `finish_with`).
+            stream_len: u64::MAX,
         });
         Ok(())
     }
@@ -224,11 +226,13 @@ impl TreeBuilder {
         self.finish_with(&[])
     }
 
-    /// The tree, recording which index file each layer's entries came
-    /// from (`identities[i]` for layer `i`), as a stored tree must.
-    pub fn finish_with(mut self, identities: &[IndexIdentity]) -> Result<Tree> {
-        for (layer, identity) in self.layers.iter_mut().zip(identities) {
-            layer.index = *identity;
+    /// The tree, recording where each layer's entries came from
+    /// (`sources[i]` for layer `i`: its index file and stream length), as
+    /// a stored tree must.
+    pub fn finish_with(mut self, sources: &[LayerSource]) -> Result<Tree> {
+        for (layer, source) in self.layers.iter_mut().zip(sources) {
+            layer.index = source.index;
+            layer.stream_len = source.stream_len;
         }
         let drafts = self.builder.finish();
         let bytes = crate::tree::encode::encode(drafts, &self.layers)?;

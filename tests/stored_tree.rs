@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use ocimount::layer::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::spans::crc32;
-use ocimount::tree::layout::{IndexIdentity, LayerRecord, Sections, DIRENT_LEN, NODE_LEN};
+use ocimount::tree::layout::{
+    IndexIdentity, LayerRecord, LayerSource, Sections, DIRENT_LEN, NODE_LEN,
+};
 use ocimount::tree::{stored, NodeKind, Tree};
 use ocimount::union::{LayerEntries, TreeBuilder};
 use ocimount::Digest;
@@ -82,13 +84,19 @@ fn sample_tree() -> Tree {
         .unwrap();
     }
     b.finish_with(&[
-        IndexIdentity {
-            body_len: 10,
-            crc: 1,
+        LayerSource {
+            index: IndexIdentity {
+                body_len: 10,
+                crc: 1,
+            },
+            stream_len: 4096,
         },
-        IndexIdentity {
-            body_len: 20,
-            crc: 2,
+        LayerSource {
+            index: IndexIdentity {
+                body_len: 20,
+                crc: 2,
+            },
+            stream_len: 1024,
         },
     ])
     .unwrap()
@@ -172,7 +180,8 @@ fn the_flat_tree_keeps_every_node_name_and_attribute() {
                     body_len: 10,
                     crc: 1
                 },
-                entries: 9
+                entries: 9,
+                stream_len: 4096
             },
             LayerRecord {
                 digest: Digest::of(&[1]),
@@ -180,7 +189,8 @@ fn the_flat_tree_keeps_every_node_name_and_attribute() {
                     body_len: 20,
                     crc: 2
                 },
-                entries: 1
+                entries: 1,
+                stream_len: 1024
             },
         ]
     );
@@ -204,6 +214,29 @@ fn the_flat_tree_keeps_every_node_name_and_attribute() {
     for id in 0..tree.len() as u32 {
         assert_eq!(again.node(id), tree.node(id));
     }
+}
+
+/// A symlink's target may make a directory of any of its components, and
+/// a component may be longer than a name in a tar entry may be: the tree
+/// keeps it (as the union always did), and it stores and reads back.
+#[test]
+fn a_directory_named_by_a_long_symlink_component_is_kept() {
+    let long = "n".repeat(300);
+    let entries = vec![
+        linked("a", EntryKind::Symlink, &long),
+        entry("a/f", EntryKind::File, 0o644),
+    ];
+    let tree = Tree::build(&[LayerEntries {
+        position: 0,
+        digest: Digest::of(b"layer"),
+        entries: &entries,
+    }])
+    .unwrap();
+    let again = Tree::from_bytes(tree.as_bytes().to_vec()).unwrap();
+    let f = again
+        .resolve(format!("{long}/f").as_bytes(), false)
+        .unwrap();
+    assert_eq!(again.resolve(b"a/f", true).unwrap(), f);
 }
 
 #[test]
@@ -288,6 +321,33 @@ fn a_forged_tree_with_a_valid_checksum_is_refused_by_its_ranges() {
             }),
         ),
         (
+            // `/etc/passwd` (node 5, layer 0) past the layer's 4096 bytes.
+            "node 5: its contents lie outside the tree",
+            forged(&bytes, |b, s| {
+                let at = s.nodes + 5 * NODE_LEN + 16;
+                b[at..at + 8].copy_from_slice(&4070u64.to_le_bytes());
+            }),
+        ),
+        (
+            // The root's `dev` and `etc` swapped: lookups would miss.
+            "node 0: its entries are not in order",
+            forged(&bytes, |b, s| {
+                let (first, second) = (s.dirents, s.dirents + DIRENT_LEN);
+                let a = b[first..first + DIRENT_LEN].to_vec();
+                let c = b[second..second + DIRENT_LEN].to_vec();
+                b[first..first + DIRENT_LEN].copy_from_slice(&c);
+                b[second..second + DIRENT_LEN].copy_from_slice(&a);
+            }),
+        ),
+        (
+            // A name holding `/`: `dev` becomes `d/v`.
+            "directory entry 0: bad name",
+            forged(&bytes, |b, s| {
+                let off = u64::from_le_bytes(b[s.dirents..s.dirents + 8].try_into().unwrap());
+                b[s.strings + off as usize + 1] = b'/';
+            }),
+        ),
+        (
             "directory entry 1: bad name",
             forged(&bytes, |b, s| {
                 let at = s.dirents + DIRENT_LEN;
@@ -343,7 +403,7 @@ fn a_forged_tree_with_a_valid_checksum_is_refused_by_its_ranges() {
             }),
         ),
         (
-            "tree format version 9, this build reads 2",
+            "tree format version 9, this build reads 3",
             forged(&bytes, |b, _| b[8..12].copy_from_slice(&9u32.to_le_bytes())),
         ),
     ];

@@ -392,13 +392,19 @@ pub fn decode_without_entries(
     expected_digest: &Digest,
 ) -> Result<Decoded, String> {
     use std::os::unix::fs::FileExt;
-    let read = |len: usize, at: u64| -> Result<Vec<u8>, String> {
-        let mut buf = vec![0u8; len];
+    let read = |len: u64, at: u64| -> Result<Vec<u8>, String> {
+        // The length comes from the file: a failed allocation is an error
+        // (and a rebuild), never an abort.
+        let len = usize::try_from(len).map_err(|_| "index spans too large")?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len)
+            .map_err(|_| "index spans too large to read")?;
+        buf.resize(len, 0);
         file.read_exact_at(&mut buf, at)
             .map_err(|e| format!("index is truncated ({e})"))?;
         Ok(buf)
     };
-    let start = read(HEADER_LEN + SPANS_AT, 0)?;
+    let start = read((HEADER_LEN + SPANS_AT) as u64, 0)?;
     let identity = decode_header(&start[..HEADER_LEN], file_len, expected_digest)?;
     let spans_len = u64::from_le_bytes(
         start[HEADER_LEN + FIXED_LEN..HEADER_LEN + FIXED_LEN + 8]
@@ -409,8 +415,8 @@ pub fn decode_without_entries(
         .checked_add(spans_len)
         .filter(|&n| n.saturating_add(8) <= identity.body_len)
         .ok_or("index is truncated")?;
-    let head = read(head_len as usize + 8, HEADER_LEN as u64)?;
-    let (index, entries_at) = decode_head(&head[..head_len as usize], *expected_digest)?;
+    let head = read(head_len + 8, HEADER_LEN as u64)?;
+    let (index, entries_at) = decode_head(&head[..head.len() - 8], *expected_digest)?;
     let count = &head[entries_at..entries_at + 8];
     Ok(Decoded {
         index,

@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! header   64 bytes   magic, version, counts, body length and CRC-32
-//! layers   56 each    digest, the layer index it was built from (length,
-//!                     CRC-32) and its entry count
+//! layers   64 each    digest, the layer index it was built from (length,
+//!                     CRC-32), its entry count and its stream's length
 //! nodes    32 each    file type and layer, nlink, parent, metadata number,
 //!                     two kind words
 //! metas    40 each    permission bits, owner, mtime, xattr range: shared by
@@ -27,9 +27,9 @@ pub const MAGIC: &[u8; 8] = b"OCIMTRE\0";
 /// Bump whenever a record's layout or meaning changes, or the union rules
 /// merge some image differently: a stored tree of another version is
 /// rebuilt, never read.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 64;
-pub const LAYER_LEN: usize = 56;
+pub const LAYER_LEN: usize = 64;
 pub const NODE_LEN: usize = 32;
 pub const META_LEN: usize = 40;
 pub const DIRENT_LEN: usize = 16;
@@ -175,6 +175,17 @@ pub struct LayerRecord {
     /// index say, may list other entries, so the tree is rebuilt.
     pub index: IndexIdentity,
     pub entries: u64,
+    /// The layer's uncompressed stream length: every file of the layer lies
+    /// inside it.
+    pub stream_len: u64,
+}
+
+/// Where a layer's entries came from, as a stored tree records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerSource {
+    pub index: IndexIdentity,
+    /// The layer's uncompressed stream length.
+    pub stream_len: u64,
 }
 
 /// What tells one layer index file from another without reading its body.
@@ -238,7 +249,7 @@ pub fn validate(bytes: &[u8]) -> Result<(Sections, Vec<LayerRecord>), String> {
     if crc32(0, &bytes[HEADER_LEN..]) != crc {
         return Err("tree checksum mismatch".to_string());
     }
-    let layers = (0..layer_count)
+    let layers: Vec<LayerRecord> = (0..layer_count)
         .map(|i| {
             let at = s.layers + i * LAYER_LEN;
             let mut digest = [0u8; 32];
@@ -250,20 +261,38 @@ pub fn validate(bytes: &[u8]) -> Result<(Sections, Vec<LayerRecord>), String> {
                     crc: u32_at(bytes, at + 40),
                 },
                 entries: u64_at(bytes, at + 48),
+                stream_len: u64_at(bytes, at + 56),
             }
         })
         .collect();
-    check_records(bytes, &s)?;
+    check_records(bytes, &s, &layers)?;
     Ok((s, layers))
 }
 
-fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
+fn check_records(bytes: &[u8], s: &Sections, layers: &[LayerRecord]) -> Result<(), String> {
     let in_strings = |off: u64, len: u64| {
         off.checked_add(len)
             .is_some_and(|end| end <= s.strings_len as u64)
     };
     if s.node_count == 0 {
         return Err("the tree has no root".to_string());
+    }
+    for i in 0..s.dirent_count {
+        let at = s.dirents + i * DIRENT_LEN;
+        let (off, len) = (u64_at(bytes, at), u64::from(u32_at(bytes, at + 8)));
+        // Names are components: a symlink's target may make a directory of
+        // any of its components, so only the path limit bounds them.
+        if len == 0 || len as usize > MAX_PATH_BYTES || !in_strings(off, len) {
+            return Err(format!("directory entry {i}: bad name"));
+        }
+        let start = s.strings + off as usize;
+        let name = &bytes[start..start + len as usize];
+        if name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0) {
+            return Err(format!("directory entry {i}: bad name"));
+        }
+        if u32_at(bytes, at + 12) as usize >= s.node_count {
+            return Err(format!("directory entry {i}: child out of range"));
+        }
     }
     // Which directories have a name already: each has one, the root none.
     let mut named = vec![false; s.node_count];
@@ -292,7 +321,9 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
                 a.checked_add(b).is_some_and(|e| e <= s.dirent_count as u64)
                     && subdirs_are_below(bytes, s, id, a as usize, b as usize, &mut named)?
             }
-            libc::S_IFREG => (layer_of(word) as usize) < s.layer_count,
+            libc::S_IFREG => layers
+                .get(layer_of(word) as usize)
+                .is_some_and(|l| a.checked_add(b).is_some_and(|end| end <= l.stream_len)),
             libc::S_IFLNK => b as usize <= MAX_PATH_BYTES && in_strings(a, b),
             libc::S_IFCHR | libc::S_IFBLK => a <= u64::from(u32::MAX) && b <= u64::from(u32::MAX),
             _ => true,
@@ -321,17 +352,6 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
             return bad("its xattrs lie outside the tree");
         }
     }
-    for i in 0..s.dirent_count {
-        let at = s.dirents + i * DIRENT_LEN;
-        let len = u64::from(u32_at(bytes, at + 8));
-        // A whiteout's `.wh.` may stay on a directory a deeper path implies.
-        if len == 0 || len as usize > MAX_NAME_BYTES + 4 || !in_strings(u64_at(bytes, at), len) {
-            return Err(format!("directory entry {i}: bad name"));
-        }
-        if u32_at(bytes, at + 12) as usize >= s.node_count {
-            return Err(format!("directory entry {i}: child out of range"));
-        }
-    }
     for i in 0..s.xattr_count {
         let at = s.xattrs + i * XATTR_LEN;
         let (name_len, value_len) = (
@@ -349,11 +369,12 @@ fn check_records(bytes: &[u8], s: &Sections) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether every directory among `dir`'s `count` entries from dirent
-/// `first` comes after it in the depth-first numbering, names it as its
-/// parent and has no other name: then no walk can loop or branch back, as
-/// a forged file could otherwise make it. (Dirents are range-checked on
-/// their own pass; here an out-of-range child is left to it.)
+/// Whether `dir`'s `count` entries from dirent `first` are in strictly
+/// increasing byte order of their names (lookups search them), and every
+/// directory among them comes after it in the depth-first numbering, names
+/// it as its parent and has no other name: then no walk can loop or branch
+/// back, as a forged file could otherwise make it. (Every dirent is
+/// range-checked before this.)
 fn subdirs_are_below(
     bytes: &[u8],
     s: &Sections,
@@ -362,11 +383,16 @@ fn subdirs_are_below(
     count: usize,
     named: &mut [bool],
 ) -> Result<bool, String> {
+    let name = |i: usize| {
+        let at = s.dirents + i * DIRENT_LEN;
+        let start = s.strings + u64_at(bytes, at) as usize;
+        &bytes[start..start + u32_at(bytes, at + 8) as usize]
+    };
     for i in first..first + count {
-        let child = u32_at(bytes, s.dirents + i * DIRENT_LEN + 12) as usize;
-        if child >= s.node_count {
-            continue;
+        if i > first && name(i - 1) >= name(i) {
+            return Err(format!("node {dir}: its entries are not in order"));
         }
+        let child = u32_at(bytes, s.dirents + i * DIRENT_LEN + 12) as usize;
         let at = s.nodes + child * NODE_LEN;
         if kind_of(u32_at(bytes, at + node::KIND_LAYER)) != libc::S_IFDIR {
             continue;
@@ -387,4 +413,5 @@ pub fn put_layer(bytes: &mut [u8], s: &Sections, i: usize, layer: &LayerRecord) 
     put_u32(bytes, at + 40, layer.index.crc);
     put_u32(bytes, at + 44, 0);
     put_u64(bytes, at + 48, layer.entries);
+    put_u64(bytes, at + 56, layer.stream_len);
 }

@@ -21,8 +21,8 @@ pub fn path(cache_root: &Path, manifest: &Digest) -> PathBuf {
 }
 
 /// The stored tree at `path`, if it was merged from exactly the layer
-/// index files `layers` describes (digest and identity; entry counts are
-/// the tree's own). The error says why not.
+/// index files `layers` describes (digest, identity and stream length;
+/// entry counts are the tree's own). The error says why not.
 pub fn load(path: &Path, layers: &[LayerRecord]) -> std::result::Result<Tree, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     // SAFETY: stored trees are only ever replaced by rename, never modified
@@ -30,11 +30,9 @@ pub fn load(path: &Path, layers: &[LayerRecord]) -> std::result::Result<Tree, St
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
     let tree = Tree::from_map(map)?;
     let same = tree.layers().len() == layers.len()
-        && tree
-            .layers()
-            .iter()
-            .zip(layers)
-            .all(|(a, b)| a.digest == b.digest && a.index == b.index);
+        && tree.layers().iter().zip(layers).all(|(a, b)| {
+            a.digest == b.digest && a.index == b.index && a.stream_len == b.stream_len
+        });
     if !same {
         return Err("it was merged from other layer indexes".to_string());
     }
@@ -51,8 +49,19 @@ pub fn save(path: &Path, tree: &Tree) -> Result<()> {
     let name = path
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let written = (|| File::create(&tmp)?.write_all(tree.as_bytes()))();
+    // Never a file someone else is writing (another process of the same
+    // pid in another pid namespace, say): a new name, created new.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
+    let written = (|| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?
+            .write_all(tree.as_bytes())
+    })();
     if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
