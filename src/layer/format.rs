@@ -48,11 +48,29 @@ pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
         bytes: start,
         pos: 0,
     };
+    let (digest, identity) = read_header(&mut r, file_len)?;
+    let fixed = read_fixed(&mut r)?;
+    Ok(Peek {
+        digest,
+        diff_id: fixed.diff_id,
+        compression: fixed.compression,
+        compressed_size: fixed.compressed_size,
+        uncompressed_size: fixed.uncompressed_size,
+        identity,
+    })
+}
+
+/// The header: magic, version, the layer digest, and the body's length
+/// (which must make the file `file_len` long) and CRC.
+fn read_header(r: &mut Reader<'_>, file_len: u64) -> Result<(Digest, IndexIdentity), String> {
     if r.take(8)? != MAGIC {
         return Err("not an ocimount index (bad magic)".to_string());
     }
-    if r.u32()? != VERSION {
-        return Err("another index format version".to_string());
+    let version = r.u32()?;
+    if version != VERSION {
+        return Err(format!(
+            "index format version {version}, this build reads {VERSION}"
+        ));
     }
     let digest = Digest::from_bytes(r.array()?);
     let body_len = r.u64()?;
@@ -60,6 +78,18 @@ pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
     if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
         return Err("index is truncated or has trailing bytes".to_string());
     }
+    Ok((digest, IndexIdentity { body_len, crc }))
+}
+
+/// The body's fixed fields.
+struct Fixed {
+    diff_id: Digest,
+    compression: Compression,
+    compressed_size: u64,
+    uncompressed_size: u64,
+}
+
+fn read_fixed(r: &mut Reader<'_>) -> Result<Fixed, String> {
     let diff_id = Digest::from_bytes(r.array()?);
     let compression = match r.u8()? {
         0 => Compression::None,
@@ -67,13 +97,11 @@ pub fn peek(start: &[u8], file_len: u64) -> Result<Peek, String> {
         2 => Compression::Zstd,
         t => return Err(format!("unknown compression tag {t}")),
     };
-    Ok(Peek {
-        digest,
+    Ok(Fixed {
         diff_id,
         compression,
         compressed_size: r.u64()?,
         uncompressed_size: r.u64()?,
-        identity: IndexIdentity { body_len, crc },
     })
 }
 
@@ -167,8 +195,6 @@ pub fn decode(bytes: &[u8], expected_digest: &Digest) -> Result<LayerIndex, Stri
 /// An index, with what its header says of the file.
 pub struct Decoded {
     pub index: LayerIndex,
-    /// The entries the file lists (kept or not).
-    pub entry_count: u64,
     pub identity: IndexIdentity,
 }
 
@@ -196,25 +222,11 @@ fn decode_header(
         bytes: header,
         pos: 0,
     };
-    if r.take(8)? != MAGIC {
-        return Err("not an ocimount index (bad magic)".to_string());
-    }
-    let version = r.u32()?;
-    if version != VERSION {
-        return Err(format!(
-            "index format version {version}, this build reads {VERSION}"
-        ));
-    }
-    let digest = Digest::from_bytes(r.array()?);
+    let (digest, identity) = read_header(&mut r, file_len)?;
     if digest != *expected_digest {
         return Err(format!("index is for layer {digest}"));
     }
-    let body_len = r.u64()?;
-    let crc = r.u32()?;
-    if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
-        return Err("index is truncated or has trailing bytes".to_string());
-    }
-    Ok(IndexIdentity { body_len, crc })
+    Ok(identity)
 }
 
 /// The body's head (fixed fields and spans, checked by their own CRC) from
@@ -224,15 +236,12 @@ fn decode_head(body: &[u8], digest: Digest) -> Result<(LayerIndex, usize), Strin
         bytes: body,
         pos: 0,
     };
-    let diff_id = Digest::from_bytes(r.array()?);
-    let compression = match r.u8()? {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Zstd,
-        t => return Err(format!("unknown compression tag {t}")),
-    };
-    let compressed_size = r.u64()?;
-    let uncompressed_size = r.u64()?;
+    let Fixed {
+        diff_id,
+        compression,
+        compressed_size,
+        uncompressed_size,
+    } = read_fixed(&mut r)?;
     let spans_len = r.u64()?;
     let crc = r.u32()?;
     let spans_len = usize::try_from(spans_len)
@@ -375,11 +384,7 @@ pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, St
         return Err("trailing bytes after the entries".to_string());
     }
     index.entries = entries;
-    Ok(Decoded {
-        index,
-        entry_count: n as u64,
-        identity,
-    })
+    Ok(Decoded { index, identity })
 }
 
 /// An index file's header and spans, read from `file` (of `file_len`
@@ -411,18 +416,14 @@ pub fn decode_without_entries(
             .try_into()
             .map_err(|_| "index is truncated")?,
     );
+    // The entries' count must follow the spans.
     let head_len = (SPANS_AT as u64)
         .checked_add(spans_len)
         .filter(|&n| n.saturating_add(8) <= identity.body_len)
         .ok_or("index is truncated")?;
-    let head = read(head_len + 8, HEADER_LEN as u64)?;
-    let (index, entries_at) = decode_head(&head[..head.len() - 8], *expected_digest)?;
-    let count = &head[entries_at..entries_at + 8];
-    Ok(Decoded {
-        index,
-        entry_count: u64::from_le_bytes(count.try_into().map_err(|_| "index is truncated")?),
-        identity,
-    })
+    let head = read(head_len, HEADER_LEN as u64)?;
+    let (index, _) = decode_head(&head, *expected_digest)?;
+    Ok(Decoded { index, identity })
 }
 
 /// Make the header (magic, version, body length, body CRC) and the spans'
@@ -891,7 +892,6 @@ mod tests {
         let decoded = read(&bytes).unwrap();
         assert_eq!(decoded.index.spans, index.spans);
         assert!(decoded.index.entries.is_empty());
-        assert_eq!(decoded.entry_count, index.entries.len() as u64);
         let full = decode_full(&bytes, &index.digest).unwrap();
         assert_eq!(decoded.identity, full.identity);
         // Every byte of the head (fixed fields, spans) is checked; the

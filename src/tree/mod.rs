@@ -125,10 +125,6 @@ impl<'t> Node<'t> {
             _ => None,
         }
     }
-
-    pub fn is_dir(&self) -> bool {
-        matches!(self.kind, NodeKind::Dir { .. })
-    }
 }
 
 /// A directory's entries, sorted by name.
@@ -179,14 +175,6 @@ impl<'t> Children<'t> {
             front: 0,
             back: self.count,
         }
-    }
-
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = NodeId> + 't {
-        self.iter().map(|(_, id)| id)
-    }
-
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &'t [u8]> + 't {
-        self.iter().map(|(name, _)| name)
     }
 }
 
