@@ -13,6 +13,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
 use crate::first_reads::FirstReads;
 use crate::reads_in_flight::ReadsInFlight;
@@ -31,6 +32,8 @@ pub struct ImageFs {
     reads: Arc<ReadsInFlight>,
     /// `--record`: the files read, in the order of their first read.
     first_reads: Option<Arc<FirstReads>>,
+    /// Told of each read, to decode the spans after it on the other cores.
+    decode_ahead: Option<Arc<DecodeAhead>>,
     /// Whether the kernel takes ENOSYS to `open` and `opendir` as "never
     /// send them again" (FUSE_NO_OPEN_SUPPORT, Linux 4.19 and later).
     no_open: bool,
@@ -113,8 +116,15 @@ impl ImageFs {
             rootfs,
             reads,
             first_reads,
+            decode_ahead: None,
             no_open: false,
         }
+    }
+
+    /// Tell `decode_ahead` of each read before it is served.
+    pub fn with_decode_ahead(mut self, decode_ahead: Option<Arc<DecodeAhead>>) -> ImageFs {
+        self.decode_ahead = decode_ahead;
+        self
     }
 
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
@@ -258,6 +268,9 @@ impl Filesystem for ImageFs {
         let _in_flight = self.reads.begin();
         if let Some(first_reads) = &self.first_reads {
             first_reads.note(id_of(ino));
+        }
+        if let Some(decode_ahead) = &self.decode_ahead {
+            decode_ahead.before_read(id_of(ino), offset);
         }
         let mut buf = vec![0u8; size.min(MAX_READ) as usize];
         match guarded(|| self.rootfs.read_file(id_of(ino), offset, &mut buf)) {

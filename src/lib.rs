@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cache;
 pub mod cache_limit;
 pub mod cli;
+pub mod decode_ahead;
 pub mod digest;
 pub mod error;
 pub mod export;

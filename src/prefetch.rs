@@ -23,7 +23,8 @@ const YIELD_PAUSE: Duration = Duration::from_millis(2);
 /// What the background fill decodes first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Prefetch {
-    /// No background fill: spans are decoded when read.
+    /// No background fill: spans are decoded when read, with those a read
+    /// will want next decoded ahead on the other cores.
     #[default]
     None,
     /// Every span, the files' in the merged tree's order first.

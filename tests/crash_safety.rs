@@ -103,6 +103,29 @@ fn assert_cache_consistent(cache: &Path, layout: &Path) -> (usize, usize) {
     assert_cache_consistent_but(cache, layout, &[])
 }
 
+/// The decoded bytes of every span the cache marks present.
+fn stored_span_bytes(cache: &Path, layout: &Path) -> u64 {
+    let image = Image::open(&ImageRef::parse(layout.to_str().unwrap()).unwrap(), None).unwrap();
+    let mut total = 0;
+    for layer in &image.layers {
+        let dir = layer_dir(cache, &layer.digest);
+        let (Ok(index), Ok(flags)) = (
+            ocimount::cache::load(&dir, layer),
+            std::fs::read(dir.join("spans")),
+        ) else {
+            continue;
+        };
+        total += index
+            .spans
+            .iter()
+            .zip(&flags)
+            .filter(|(_, &flag)| flag == 1)
+            .map(|(span, _)| span.out_len)
+            .sum::<u64>();
+    }
+    total
+}
+
 fn assert_cache_consistent_but(
     cache: &Path,
     layout: &Path,
@@ -326,9 +349,18 @@ fn kill_9_while_filling_spans_never_leaves_a_wrong_span() {
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = cache_dir.path();
         ls_lr(cache, &layout);
-        let started = Instant::now();
-        cat(cache, &layout, &files[0]);
-        let cold = started.elapsed();
+        // The fastest of three cold reads: one slowed by a busy machine
+        // (the other tests of this file run beside it) would put most
+        // kills after the read has ended.
+        let cold = (0..3)
+            .map(|_| {
+                forget_spans(cache);
+                let started = Instant::now();
+                cat(cache, &layout, &files[0]);
+                started.elapsed()
+            })
+            .min()
+            .unwrap();
         for _ in 0..rounds {
             forget_spans(cache);
             let rel = &files[rng.below(files.len() as u64) as usize];
@@ -580,8 +612,12 @@ impl SmallFs {
     fn fill(&self) -> PathBuf {
         let path = self.path().join("filler");
         let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0x5au8; 64 * 1024];
-        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        // Down to single bytes, so that no block is left a small span
+        // could be stored in.
+        for size in [64 * 1024, 4096, 1] {
+            let chunk = vec![0x5au8; size];
+            while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        }
         let _ = f.sync_all();
         path
     }
@@ -730,13 +766,22 @@ fn a_full_cache_disk_under_a_mount_serves_from_memory_then_stores_again() {
         let pid = m.daemon_pid();
         // Spans stored while indexing (blocks past the span cap) stay.
         let (_, stored) = assert_cache_consistent(&cache, &gzip);
+        let stored_bytes = stored_span_bytes(&cache, &gzip);
         let filler = fs.fill();
         // Nothing more can be stored: spans are decoded into memory and served.
         assert!(std::fs::read(m.path().join("big.bin")).unwrap() == big);
         let out = ocimount(&cache, &["cat", gzip.to_str().unwrap(), "/big.bin"]);
         assert!(out.status.success() && out.stdout == big);
+        // No new block could be written; a span lying within blocks that
+        // were written already (the 78-byte tail after the last stored
+        // span, which decode-ahead may reach) can be stored.
         let (_, present) = assert_cache_consistent(&cache, &gzip);
-        assert_eq!(present, stored, "a span was marked present on a full disk");
+        let grew = stored_span_bytes(&cache, &gzip) - stored_bytes;
+        assert!(
+            grew < 4096,
+            "{} spans ({grew} bytes) stored on a full disk",
+            present - stored
+        );
         // Some spans were not stored before: those were served from memory.
         let info: serde_json::Value = serde_json::from_slice(
             &ocimount(&cache, &["inspect", "--json", gzip.to_str().unwrap()]).stdout,

@@ -158,13 +158,53 @@ impl LayerReader {
     /// served straight from its blob, and a reader that stores nothing
     /// (`--cache-mode index-only`) are left as they are.
     pub fn fill_span(&self, i: usize) -> Result<()> {
+        let Some(data) = self.data_to_fill(i) else {
+            return Ok(());
+        };
+        self.stored_or_decoded(i, data, self.lock(i)).map(|_| ())
+    }
+
+    /// Make span `i` ready to serve without waiting: decoded into the data
+    /// cache if it is not there, read and checked if it is but this
+    /// process has not checked it yet (a remount). A span whose lock is
+    /// held (a read is on it, or on one beside it in the lock's stripe) is
+    /// left alone rather than waited for: for the decode-ahead, which must
+    /// never hold a read up.
+    pub fn prepare_span_if_idle(&self, i: usize) -> Result<()> {
         let Some(data) = &self.data else {
             return Ok(());
         };
-        if !self.keep_decoded || i >= self.spans.len() || data.residency.is_present(i) {
+        if !self.keep_decoded || i >= self.spans.len() || self.is_ready(i) {
             return Ok(());
         }
-        self.checked_span(i).map(|_| ())
+        let guard = match self.locks[i % LOCK_STRIPES].try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        self.stored_or_decoded(i, data, guard).map(|_| ())
+    }
+
+    /// The data cache, where span `i` is one a fill should decode into it:
+    /// not stored yet, in a reader that stores what it decodes.
+    fn data_to_fill(&self, i: usize) -> Option<&DataCache> {
+        let data = self.data.as_ref()?;
+        (self.keep_decoded && i < self.spans.len() && !data.residency.is_present(i)).then_some(data)
+    }
+
+    /// Whether a read of span `i` would be served at once, from bytes this
+    /// process has checked. A hint (an eviction may change it at any
+    /// time), for deciding what to prepare ahead, never for serving.
+    pub fn is_ready(&self, i: usize) -> bool {
+        self.verified.get(i).is_some_and(|v| {
+            let checked = v.load(Ordering::Acquire);
+            checked != 0 && checked == self.check_mark()
+        })
+    }
+
+    /// The span holding byte `offset` of the layer's stream.
+    pub fn span_at(&self, offset: u64) -> Option<usize> {
+        span_at(&self.spans, offset)
     }
 
     /// Take these spans out of the data cache; a reader anywhere that had
@@ -269,7 +309,18 @@ impl LayerReader {
             self.verified[i].store(1, Ordering::Release);
             return Ok(Arc::new(bytes));
         };
-        let _guard = self.lock(i);
+        self.stored_or_decoded(i, data, self.lock(i))
+    }
+
+    /// Span `i` from the data cache if it is there and checks, else
+    /// decoded into it; `_guard` is the span's lock, held throughout.
+    fn stored_or_decoded(
+        &self,
+        i: usize,
+        data: &DataCache,
+        _guard: std::sync::MutexGuard<'_, ()>,
+    ) -> Result<Arc<Vec<u8>>> {
+        let span = &self.spans[i];
         // Taken before the bytes are read: an eviction after this makes the
         // mark stale, and the span is checked again at its next read.
         let mark = self.check_mark();

@@ -15,6 +15,7 @@ use fuser::{Config, MountOption, SessionACL};
 use super::mountinfo::mount_device;
 use super::registry::{registry_path, write_record as write_mount_record, MountRecord};
 use super::umount::lazy_unmount;
+use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, IoContext, Result};
 use crate::first_reads::{record_path, write_record, FirstReads};
 use crate::fs::{ImageFs, MAX_READ};
@@ -185,7 +186,9 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     let first_reads = setup
         .record
         .then(|| Arc::new(FirstReads::new(rootfs.tree.len())));
-    let fs = ImageFs::watched(rootfs.clone(), reads.clone(), first_reads.clone());
+    let decode_ahead = DecodeAhead::start(rootfs.clone());
+    let fs = ImageFs::watched(rootfs.clone(), reads.clone(), first_reads.clone())
+        .with_decode_ahead(decode_ahead.clone());
     let mut session = match fuser::Session::new(fs, dir, &fuse_config(&setup.name, &setup.flags)) {
         Ok(s) => s,
         Err(e) => {
@@ -220,6 +223,9 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     let result = session.run();
     if let Some(fill) = fill {
         fill.stop();
+    }
+    if let Some(decode_ahead) = decode_ahead {
+        decode_ahead.stop();
     }
     if let Some(first_reads) = first_reads {
         save_record(&rootfs, &first_reads);

@@ -1,0 +1,207 @@
+//! Decode-ahead: while a FUSE read decodes the span it needs, worker
+//! threads on the other cores decode the spans the reader will want next,
+//! into the data cache, so that a read finds them stored.
+//!
+//! Two patterns are followed, both decided from where each read falls:
+//! - **Within a file.** A read that finds its span not stored queues the
+//!   rest of its file's spans (up to `FILE_AHEAD` of them): a large file
+//!   read at random or in order is then decoded on every core, not one
+//!   span at a time on the reading thread.
+//! - **Along a layer.** A read that moves on from span `i - 1` to span `i`
+//!   of a layer (files read in the order the layer holds them, as `tar`,
+//!   `cp -r` and a container's start do) queues the next few spans.
+//!
+//! A worker skips a span that is stored already or whose lock is held (a
+//! read is decoding it), so it never holds a read up. Spans are checked
+//! against the index as every decoded span is: what is read is the same
+//! bytes, only sooner. Off where the cache stores nothing decoded
+//! (`index-only`, plain layers) or is bounded (`--cache-max`), where it
+//! would only evict what was read.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::rootfs::Rootfs;
+use crate::union::{NodeId, NodeKind};
+
+/// How many spans of a file a miss queues (64 MiB at the usual spacing).
+const FILE_AHEAD: usize = 64;
+/// How many spans past a layer read in order are queued, per worker.
+const LAYER_AHEAD_PER_WORKER: usize = 2;
+/// At most this many spans wait in the queue; later ones are dropped.
+const QUEUE_MAX: usize = 1024;
+/// No span recorded yet for a layer.
+const NONE: usize = usize::MAX;
+
+/// The running decode-ahead; stopped and joined by `stop`.
+pub struct DecodeAhead {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Shared {
+    rootfs: Arc<Rootfs>,
+    queue: Mutex<VecDeque<(usize, usize)>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    /// For each layer, the span its last read fell in (`NONE`: no read).
+    last_span: Vec<AtomicUsize>,
+    /// How many spans along a layer read in order are queued.
+    layer_ahead: usize,
+}
+
+impl DecodeAhead {
+    /// Start one worker per core, or nothing where no layer stores what it
+    /// decodes or the cache is bounded.
+    pub fn start(rootfs: Arc<Rootfs>) -> Option<Arc<DecodeAhead>> {
+        if rootfs.limit.is_some() || !rootfs.readers.iter().any(|r| r.stores_decoded()) {
+            return None;
+        }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shared = Arc::new(Shared {
+            last_span: rootfs
+                .readers
+                .iter()
+                .map(|_| AtomicUsize::new(NONE))
+                .collect(),
+            rootfs,
+            queue: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            layer_ahead: LAYER_AHEAD_PER_WORKER * workers,
+        });
+        let mut handles = Vec::with_capacity(workers);
+        for n in 0..workers {
+            let shared = shared.clone();
+            match std::thread::Builder::new()
+                .name(format!("decode-ahead-{n}"))
+                .spawn(move || work(&shared))
+            {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    tracing::warn!("decode-ahead: cannot start a thread ({e})");
+                    break;
+                }
+            }
+        }
+        if handles.is_empty() {
+            return None;
+        }
+        tracing::info!("decode-ahead: {} threads", handles.len());
+        Some(Arc::new(DecodeAhead {
+            shared,
+            workers: Mutex::new(handles),
+        }))
+    }
+
+    /// Called before file `id` is read at `offset`: queue what that read
+    /// says will be wanted next.
+    pub fn before_read(&self, id: NodeId, offset: u64) {
+        let shared = &self.shared;
+        let NodeKind::File {
+            layer,
+            offset: start,
+            size,
+        } = shared.rootfs.tree.node(id).kind
+        else {
+            return;
+        };
+        let layer = layer as usize;
+        let (Some(reader), Some(last_span)) = (
+            shared.rootfs.readers.get(layer),
+            shared.last_span.get(layer),
+        ) else {
+            return;
+        };
+        if size == 0 || offset >= size || !reader.stores_decoded() {
+            return;
+        }
+        let span_of = |at: u64| reader.span_at(at);
+        let (Some(here), Some(first), Some(last)) = (
+            span_of(start.saturating_add(offset)),
+            span_of(start),
+            span_of(start.saturating_add(size - 1)),
+        ) else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        if !reader.is_ready(here) {
+            // The rest of the file from here, then its start.
+            wanted.extend(
+                (here + 1..=last)
+                    .chain(first..here)
+                    .filter(|&i| !reader.is_ready(i))
+                    .take(FILE_AHEAD),
+            );
+        }
+        let previous = last_span.swap(here, Ordering::Relaxed);
+        if previous != NONE && previous + 1 == here {
+            let end = here
+                .saturating_add(shared.layer_ahead)
+                .min(reader.span_count().saturating_sub(1));
+            wanted.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
+        }
+        if !wanted.is_empty() {
+            shared.push(layer, &wanted);
+        }
+    }
+
+    /// Stop after the spans being decoded now, and wait for the workers.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+        let handles = std::mem::take(&mut *lock(&self.workers));
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Shared {
+    fn push(&self, layer: usize, spans: &[usize]) {
+        let mut queue = lock(&self.queue);
+        for &span in spans {
+            if queue.len() >= QUEUE_MAX {
+                break;
+            }
+            if !queue.contains(&(layer, span)) {
+                queue.push_back((layer, span));
+            }
+        }
+        drop(queue);
+        self.wake.notify_all();
+    }
+
+    /// The next span to decode; `None` once stopped.
+    fn next(&self) -> Option<(usize, usize)> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(next) = queue.pop_front() {
+                return Some(next);
+            }
+            queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// One worker: decode queued spans until stopped. A span that cannot be
+/// decoded is left to the read that wants it, which reports the error.
+fn work(shared: &Shared) {
+    while let Some((layer, span)) = shared.next() {
+        let Some(reader) = shared.rootfs.readers.get(layer) else {
+            continue;
+        };
+        if let Err(e) = reader.prepare_span_if_idle(span) {
+            tracing::debug!("decode-ahead: span {span} of layer {layer}: {e}");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
