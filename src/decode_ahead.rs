@@ -1,24 +1,28 @@
 //! Decode-ahead: while a FUSE read decodes the span it needs, worker
-//! threads on the other cores decode the spans the reader will want next,
-//! into the data cache, so that a read finds them stored.
+//! threads decode the spans the reader will want next into the data cache,
+//! so that a read finds them stored.
 //!
 //! Two patterns are followed, both decided from where each read falls:
-//! - **Within a file.** A read that finds its span not stored queues the
+//! - **Within a file.** A read that finds its span not ready queues the
 //!   rest of its file's spans (up to `FILE_AHEAD` of them): a large file
-//!   read at random or in order is then decoded on every core, not one
+//!   read at random or in order is then decoded on several cores, not one
 //!   span at a time on the reading thread.
 //! - **Along a layer.** A read that moves on from span `i - 1` to span `i`
 //!   of a layer (files read in the order the layer holds them, as `tar`,
 //!   `cp -r` and a container's start do) queues the next few spans.
 //!
-//! A worker skips a span that is stored already or whose lock is held (a
-//! read is decoding it), so it never holds a read up. Spans are checked
-//! against the index as every decoded span is: what is read is the same
-//! bytes, only sooner. Off where the cache stores nothing decoded
-//! (`index-only`, plain layers) or is bounded (`--cache-max`), where it
-//! would only evict what was read.
+//! The newest wants are served first; the oldest are dropped when the
+//! queue is full. A worker skips a span this process has checked already,
+//! and one whose lock is held (a read is decoding it); a stored span not
+//! yet checked here (after a remount) is read and checked. Spans are
+//! checked against the index as every decoded span is: what is read is the
+//! same bytes, only sooner. There is one worker per core but one (none on
+//! a single core): the reading threads keep a core. Off where the cache
+//! stores nothing decoded (`index-only`) or is bounded (`--cache-max`, it
+//! would only evict what was read); a remote blob's spans are only checked
+//! ahead, never fetched ahead (see `LayerReader::prepare_span_if_idle`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -30,8 +34,8 @@ use crate::union::{NodeId, NodeKind};
 const FILE_AHEAD: usize = 64;
 /// How many spans past a layer read in order are queued, per worker.
 const LAYER_AHEAD_PER_WORKER: usize = 2;
-/// At most this many spans wait in the queue; later ones are dropped.
-const QUEUE_MAX: usize = 1024;
+/// At most this many spans wait in the queue; the oldest are dropped.
+const QUEUE_MAX: usize = 256;
 /// No span recorded yet for a layer.
 const NONE: usize = usize::MAX;
 
@@ -43,7 +47,7 @@ pub struct DecodeAhead {
 
 struct Shared {
     rootfs: Arc<Rootfs>,
-    queue: Mutex<VecDeque<(usize, usize)>>,
+    queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
     /// For each layer, the span its last read fell in (`NONE`: no read).
@@ -53,13 +57,17 @@ struct Shared {
 }
 
 impl DecodeAhead {
-    /// Start one worker per core, or nothing where no layer stores what it
-    /// decodes or the cache is bounded.
+    /// Start a worker for each core but one, or nothing on a single core,
+    /// where no layer stores what it decodes, or where the cache is bounded.
     pub fn start(rootfs: Arc<Rootfs>) -> Option<Arc<DecodeAhead>> {
         if rootfs.limit.is_some() || !rootfs.readers.iter().any(|r| r.stores_decoded()) {
             return None;
         }
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = cores - 1;
+        if workers == 0 {
+            return None;
+        }
         let shared = Arc::new(Shared {
             last_span: rootfs
                 .readers
@@ -67,7 +75,7 @@ impl DecodeAhead {
                 .map(|_| AtomicUsize::new(NONE))
                 .collect(),
             rootfs,
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             layer_ahead: LAYER_AHEAD_PER_WORKER * workers,
@@ -159,29 +167,41 @@ impl DecodeAhead {
     }
 }
 
+/// The spans to prepare, newest wants first, each once.
+#[derive(Default)]
+struct Queue {
+    order: VecDeque<(usize, usize)>,
+    queued: HashSet<(usize, usize)>,
+}
+
 impl Shared {
+    /// Queue `spans` of `layer` ahead of what waits, in their order; the
+    /// oldest wants go when the queue is full.
     fn push(&self, layer: usize, spans: &[usize]) {
         let mut queue = lock(&self.queue);
-        for &span in spans {
-            if queue.len() >= QUEUE_MAX {
-                break;
+        for &span in spans.iter().rev() {
+            if queue.queued.insert((layer, span)) {
+                queue.order.push_front((layer, span));
             }
-            if !queue.contains(&(layer, span)) {
-                queue.push_back((layer, span));
+        }
+        while queue.order.len() > QUEUE_MAX {
+            if let Some(oldest) = queue.order.pop_back() {
+                queue.queued.remove(&oldest);
             }
         }
         drop(queue);
         self.wake.notify_all();
     }
 
-    /// The next span to decode; `None` once stopped.
+    /// The next span to prepare; `None` once stopped.
     fn next(&self) -> Option<(usize, usize)> {
         let mut queue = lock(&self.queue);
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return None;
             }
-            if let Some(next) = queue.pop_front() {
+            if let Some(next) = queue.order.pop_front() {
+                queue.queued.remove(&next);
                 return Some(next);
             }
             queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());

@@ -164,17 +164,25 @@ impl LayerReader {
         self.stored_or_decoded(i, data, self.lock(i)).map(|_| ())
     }
 
-    /// Make span `i` ready to serve without waiting: decoded into the data
-    /// cache if it is not there, read and checked if it is but this
-    /// process has not checked it yet (a remount). A span whose lock is
-    /// held (a read is on it, or on one beside it in the lock's stripe) is
-    /// left alone rather than waited for: for the decode-ahead, which must
-    /// never hold a read up.
+    /// Make span `i` ready to serve (for the decode-ahead): decoded into
+    /// the data cache if it is not there, read and checked if it is but
+    /// this process has not checked it yet (a remount). Left alone: a span
+    /// whose lock is held (a read is on it, or on one beside it in the
+    /// lock's stripe), which is not waited for; a span of a remote blob not
+    /// stored yet (no request is made that no read asked for); and every
+    /// span once a write to the data cache has failed or the eviction
+    /// epoch cannot be seen, where nothing decoded would stay.
     pub fn prepare_span_if_idle(&self, i: usize) -> Result<()> {
         let Some(data) = &self.data else {
             return Ok(());
         };
-        if !self.keep_decoded || i >= self.spans.len() || self.is_ready(i) {
+        if !self.keep_decoded
+            || i >= self.spans.len()
+            || self.store_failed.load(Ordering::Relaxed)
+            || self.check_mark() == 0
+            || self.is_ready(i)
+            || (self.blob.is_remote() && !data.residency.is_present(i))
+        {
             return Ok(());
         }
         let guard = match self.locks[i % LOCK_STRIPES].try_lock() {
@@ -577,6 +585,56 @@ mod tests {
             out.push((offset, ((seed >> 40) % 400_000).min(len - offset) as usize));
         }
         out
+    }
+
+    /// The decode-ahead's step: a span is decoded and stored, or (in a
+    /// second reader, as after a remount) read back and checked; a span
+    /// whose lock is held is left alone; nothing is prepared once a write
+    /// to the data cache has failed. Reads then give the tar's bytes.
+    #[test]
+    fn prepare_span_if_idle_stores_checks_and_gives_way() {
+        let tar = sample_tar();
+        let work = tempfile::tempdir().unwrap();
+        let entry = indexed(
+            work.path(),
+            &compress(&tar, Compression::Gzip),
+            &tar,
+            Compression::Gzip,
+        );
+        let open = || {
+            let blob = blob_source(work.path(), &entry);
+            LayerReader::open(&entry.dir, &entry.index, blob).unwrap()
+        };
+        let spans = entry.index.spans.len();
+        assert!(spans > 3);
+        let first = open();
+        assert!(!first.is_ready(1) && !first.is_ready(2));
+        first.prepare_span_if_idle(1).unwrap();
+        assert!(first.is_ready(1));
+        {
+            let _held = first.lock(2);
+            first.prepare_span_if_idle(2).unwrap();
+            assert!(!first.is_ready(2), "a span whose lock is held was prepared");
+        }
+        first.store_failed.store(true, Ordering::Relaxed);
+        first.prepare_span_if_idle(2).unwrap();
+        assert!(!first.is_ready(2), "prepared after a failed write");
+
+        let second = open();
+        assert!(
+            !second.is_ready(1),
+            "a new reader trusts what it has not checked"
+        );
+        second.prepare_span_if_idle(1).unwrap();
+        assert!(second.is_ready(1));
+        let span = &entry.index.spans[1];
+        let mut buf = vec![0u8; span.out_len as usize];
+        assert_eq!(
+            second.read_at(span.out_offset, &mut buf).unwrap(),
+            buf.len()
+        );
+        let at = span.out_offset as usize;
+        assert!(buf == tar[at..at + buf.len()]);
     }
 
     #[test]
