@@ -13,7 +13,7 @@
 
 use crate::blob::BlobSource;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use libz_rs_sys::{
     inflate, inflateEnd, inflateInit2_, inflatePrime, inflateReset2, inflateSetDictionary,
@@ -138,6 +138,9 @@ pub struct GzipIndexer<R> {
     in_pos: u64,
     last_byte: u8,
     recent: Vec<u8>,
+    /// Packs each checkpoint's window; one for the pass, so its buffers
+    /// are allocated once.
+    packer: WindowPacker,
     spans: SpanBuilder,
     span_size: u64,
     max_span: u64,
@@ -166,6 +169,7 @@ impl<R: Read> GzipIndexer<R> {
             in_pos: 0,
             last_byte: 0,
             recent: Vec::with_capacity(2 * WINDOW),
+            packer: WindowPacker::new(),
             spans,
             span_size: span_size.clamp(WINDOW as u64, MAX_SPAN_BYTES),
             max_span: MAX_SPAN_BYTES,
@@ -245,7 +249,7 @@ impl<R: Read> GzipIndexer<R> {
         let start = SpanStart::GzipBlock {
             bits,
             prime,
-            window: compress_window(window)?,
+            window: self.packer.pack(window)?,
         };
         self.begin(start);
         Ok(())
@@ -338,10 +342,42 @@ impl<R: Read> Read for GzipIndexer<R> {
     }
 }
 
-fn compress_window(window: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(window)?;
-    enc.finish()
+/// Compresses checkpoint windows (raw deflate, read back by
+/// `expand_window`). The window is packed at every checkpoint of the pass,
+/// so the level is a trade of index size for indexing time: on the small
+/// bench image, level 9 took a quarter of the pass's CPU (`ls` from an
+/// empty cache 250 ms) against 200 ms at level 6, for indexes 2 % larger
+/// (1.31 against 1.34 MB); level 1 saved little more and grew them 19 %.
+struct WindowPacker(flate2::Compress);
+
+/// zlib's default level.
+const WINDOW_LEVEL: u32 = 6;
+
+impl WindowPacker {
+    fn new() -> WindowPacker {
+        WindowPacker(flate2::Compress::new(
+            flate2::Compression::new(WINDOW_LEVEL),
+            false,
+        ))
+    }
+
+    fn pack(&mut self, window: &[u8]) -> io::Result<Vec<u8>> {
+        self.0.reset();
+        // More than deflate's worst case for 32 KiB (stored blocks).
+        let mut out = Vec::with_capacity(window.len() + window.len() / 8 + 64);
+        match self
+            .0
+            .compress_vec(window, &mut out, flate2::FlushCompress::Finish)
+        {
+            Ok(flate2::Status::StreamEnd) => Ok(out),
+            Ok(status) => Err(io::Error::other(format!(
+                "packing a checkpoint window stopped early ({status:?})"
+            ))),
+            Err(e) => Err(io::Error::other(format!(
+                "packing a checkpoint window: {e}"
+            ))),
+        }
+    }
 }
 
 fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
@@ -487,6 +523,7 @@ mod tests {
     use super::*;
     use crate::blob::MemoryBlob;
     use crate::layer::spans::crc32;
+    use std::io::Write;
     use std::os::unix::fs::FileExt;
 
     fn text(len: usize, mut seed: u64) -> Vec<u8> {
