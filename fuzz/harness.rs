@@ -17,7 +17,7 @@ use ocimount::image::{Image, LayerInfo};
 use ocimount::layer::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, redecode_materialized, GzipIndexer};
-use ocimount::layer::index::{build_index, LayerIndex, DEFAULT_GZIP_SPAN};
+use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
 use ocimount::layer::spans::{crc32, Span, SpanStart};
 use ocimount::oci::media::Compression;
 use ocimount::oci::ImageRef;
@@ -185,7 +185,14 @@ pub fn tar_index(data: &[u8]) {
         diff_id: digest,
     };
     let bar = ProgressBar::hidden();
-    if let Ok(index) = build_index(&layer, &memblob(data), None, None, &bar, DEFAULT_GZIP_SPAN) {
+    if let Ok(index) = build_index(
+        &layer,
+        &memblob(data),
+        None,
+        None,
+        &bar,
+        PassOptions::default(),
+    ) {
         assert_index_sound(&index, data.len() as u64);
     }
 }

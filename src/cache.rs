@@ -28,7 +28,7 @@ use indicatif::ProgressBar;
 use crate::blob::BlobSource;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::format;
-use crate::layer::index::{build_index, LayerIndex};
+use crate::layer::index::{build_index, LayerIndex, PassOptions};
 use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
@@ -204,7 +204,7 @@ impl Cache {
         blob: &dyn BlobSource,
         layer: &LayerInfo,
         bar: &ProgressBar,
-        gzip_span: u64,
+        pass: PassOptions,
     ) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
         fs::create_dir_all(&dir).at(&dir)?;
@@ -233,7 +233,7 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
-        let (index, identity) = build(&dir, blob, layer, bar, gzip_span, self.keep_remote_output)?;
+        let (index, identity) = build(&dir, blob, layer, bar, pass, self.keep_remote_output)?;
         bar.finish_and_clear();
         Ok(CacheEntry {
             dir,
@@ -452,7 +452,7 @@ fn build(
     blob: &dyn BlobSource,
     layer: &LayerInfo,
     bar: &ProgressBar,
-    gzip_span: u64,
+    pass: PassOptions,
     keep_remote_output: bool,
 ) -> Result<(LayerIndex, IndexIdentity)> {
     // Whatever fails (a full disk, say), no temporary outlives this call.
@@ -481,7 +481,7 @@ fn build(
             .transpose()
             .at(&data_tmp)?,
         bar,
-        gzip_span,
+        pass,
     )?;
     let present: Vec<u8> = index
         .spans

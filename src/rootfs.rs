@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::cache_limit::CacheLimit;
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::layer::index::{LayerIndex, DEFAULT_GZIP_SPAN};
+use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN};
 use crate::layer::{LayerInfo, LayerReader};
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
@@ -390,6 +390,7 @@ fn index_layers(
     // Streams from a registry wait on the network more than on a core.
     let remote = blobs.iter().any(|b| b.is_remote());
     let threads = if remote { REMOTE_STREAMS } else { cores }.min(count.max(1));
+    let total_size: u64 = image.layers.iter().map(|l| l.size).sum();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<CacheEntry>>>> =
         Mutex::new((0..count).map(|_| None).collect());
@@ -401,7 +402,14 @@ fn index_layers(
                     break;
                 };
                 let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
-                let result = cache.entry(&*blobs[i], layer, &bar, opts.gzip_span);
+                let pass = PassOptions {
+                    gzip_span: opts.gzip_span,
+                    // A layer longer than the cores' fair share outlasts
+                    // the others: its hashing gets the cores they free.
+                    hash_apart: cores > 1
+                        && u128::from(layer.size) * cores as u128 > u128::from(total_size),
+                };
+                let result = cache.entry(&*blobs[i], layer, &bar, pass);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
             });
         }

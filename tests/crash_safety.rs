@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use ocimount::image::Image;
 use ocimount::layer::format;
+use ocimount::layer::index::PassOptions;
 use ocimount::layer::spans::crc32;
 use ocimount::oci::media::Compression;
 use ocimount::oci::ImageRef;
@@ -531,7 +532,7 @@ fn threads_racing_to_index_one_layer_build_it_once() {
                 s.spawn(|| {
                     let bar = indicatif::ProgressBar::hidden();
                     cache
-                        .entry(&*blob, &layer, &bar, 1 << 20)
+                        .entry(&*blob, &layer, &bar, PassOptions::default())
                         .map(|e| (e.built, format::encode(&e.index)))
                 })
             })

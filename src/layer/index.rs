@@ -7,11 +7,11 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 
 use indicatif::ProgressBar;
-use sha2::{Digest as _, Sha256};
 
 use crate::blob::BlobSource;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::layer::background_hash::BackgroundHash;
 use crate::layer::entry::TarEntry;
 use crate::layer::gzip::GzipIndexer;
 use crate::layer::spans::{Span, SpanBuilder, SpanStart};
@@ -35,6 +35,26 @@ pub struct LayerIndex {
 /// Gzip checkpoints are about this far apart in the uncompressed stream.
 pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
 
+/// How one indexing pass runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PassOptions {
+    /// About how far apart gzip checkpoints are.
+    pub gzip_span: u64,
+    /// Hash the blob and the tar on threads of their own
+    /// (`crate::layer::background_hash`): for a layer that outlasts the
+    /// others, while the cores they used are free.
+    pub hash_apart: bool,
+}
+
+impl Default for PassOptions {
+    fn default() -> PassOptions {
+        PassOptions {
+            gzip_span: DEFAULT_GZIP_SPAN,
+            hash_apart: false,
+        }
+    }
+}
+
 /// Index one layer. `data` is the cache's data file for the uncompressed
 /// stream, created empty (zstd writes large frames into it, gzip the part
 /// of a deflate block past `MAX_SPAN_BYTES`); plain tar needs none. With
@@ -45,7 +65,7 @@ pub fn build_index(
     data: Option<File>,
     keep: Option<File>,
     bar: &ProgressBar,
-    gzip_span: u64,
+    pass: PassOptions,
 ) -> Result<LayerIndex> {
     let fail = |reason: String| Error::Layer {
         layer: layer.position,
@@ -81,21 +101,21 @@ pub fn build_index(
         )));
     }
 
-    let hashing = HashingReader::new(stream, bar.clone());
+    let hashing = HashingReader::new(stream, bar.clone(), pass.hash_apart);
     let decoder = match layer.compression {
         Compression::None => Decoder::Plain(PlainIndexer {
             inner: hashing,
             spans: SpanBuilder::default(),
         }),
         Compression::Gzip => Decoder::Gzip(
-            GzipIndexer::new(hashing, gzip_span, data).map_err(|e| fail(e.to_string()))?,
+            GzipIndexer::new(hashing, pass.gzip_span, data).map_err(|e| fail(e.to_string()))?,
         ),
         Compression::Zstd => {
             let data = data.ok_or_else(|| fail("zstd layers need a data file".to_string()))?;
             Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)
         }
     };
-    let result = read_tar(layer, decoder, keep);
+    let result = read_tar(layer, decoder, keep, pass.hash_apart);
     let (entries, tar_hasher) = match result {
         Ok(ok) => ok,
         Err(e) => {
@@ -109,9 +129,15 @@ pub fn build_index(
         }
     };
     let uncompressed_size = tar_hasher.count;
-    let diff_id = Digest::from_hasher(tar_hasher.hasher);
+    let diff_id = Digest::from_hasher(
+        tar_hasher
+            .hasher
+            .finish()
+            .map_err(|e| fail(e.to_string()))?,
+    );
     let (hashing, spans) = tar_hasher.inner.finish();
-    expect_blob_digest(layer, Digest::from_hasher(hashing.hasher))?;
+    let compressed_size = hashing.count;
+    expect_blob_digest(layer, hashing.digest().map_err(|e| fail(e.to_string()))?)?;
     if diff_id != layer.diff_id {
         return Err(Error::DigestMismatch {
             what: format!(
@@ -126,7 +152,7 @@ pub fn build_index(
         digest: layer.digest,
         diff_id,
         compression: layer.compression,
-        compressed_size: hashing.count,
+        compressed_size,
         uncompressed_size,
         entries,
         spans,
@@ -137,10 +163,15 @@ fn read_tar<'a>(
     layer: &LayerInfo,
     decoder: Decoder<HashingReader<'a>>,
     keep: Option<File>,
+    hash_apart: bool,
 ) -> Result<(Vec<TarEntry>, TarHasher<Decoder<HashingReader<'a>>>)> {
     let tar_hasher = TarHasher {
         inner: decoder,
-        hasher: Sha256::new(),
+        hasher: if hash_apart {
+            BackgroundHash::start("sha256-tar")
+        } else {
+            BackgroundHash::in_place()
+        },
         count: 0,
         keep,
     };
@@ -197,13 +228,14 @@ fn read_head(stream: &mut dyn Read, head: &mut [u8]) -> io::Result<usize> {
 }
 
 fn check_blob_digest(layer: &LayerInfo, blob: &dyn BlobSource) -> Result<()> {
-    let mut hashing = HashingReader::new(blob.stream(), ProgressBar::hidden());
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| Error::Layer {
+    let mut hashing = HashingReader::new(blob.stream(), ProgressBar::hidden(), false);
+    let fail = |e: io::Error| Error::Layer {
         layer: layer.position,
         digest: layer.digest,
         reason: format!("cannot read blob: {e}"),
-    })?;
-    expect_blob_digest(layer, Digest::from_hasher(hashing.hasher))
+    };
+    io::copy(&mut hashing, &mut io::sink()).map_err(fail)?;
+    expect_blob_digest(layer, hashing.digest().map_err(fail)?)
 }
 
 fn expect_blob_digest(layer: &LayerInfo, actual: Digest) -> Result<()> {
@@ -217,22 +249,32 @@ fn expect_blob_digest(layer: &LayerInfo, actual: Digest) -> Result<()> {
     Ok(())
 }
 
-/// Reads the blob front to back, hashing it and moving the progress bar.
+/// Reads the blob front to back, hashing it (on a thread of its own with
+/// `apart`) and moving the progress bar.
 pub(crate) struct HashingReader<'a> {
     inner: Box<dyn Read + Send + 'a>,
-    pub(crate) hasher: Sha256,
+    hasher: BackgroundHash,
     count: u64,
     bar: ProgressBar,
 }
 
 impl<'a> HashingReader<'a> {
-    pub(crate) fn new(inner: Box<dyn Read + Send + 'a>, bar: ProgressBar) -> Self {
+    pub(crate) fn new(inner: Box<dyn Read + Send + 'a>, bar: ProgressBar, apart: bool) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: if apart {
+                BackgroundHash::start("sha256-blob")
+            } else {
+                BackgroundHash::in_place()
+            },
             count: 0,
             bar,
         }
+    }
+
+    /// The digest of every byte read.
+    pub(crate) fn digest(self) -> io::Result<Digest> {
+        self.hasher.finish().map(Digest::from_hasher)
     }
 }
 
@@ -249,7 +291,7 @@ impl Read for HashingReader<'_> {
 /// Hashes and counts the uncompressed tar stream.
 struct TarHasher<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: BackgroundHash,
     count: u64,
     /// Where every decoded byte is also written, at its own offset.
     keep: Option<File>,

@@ -1,6 +1,7 @@
 //! One layer blob: its tar entries, its random-access spans, the one-pass
 //! indexer that finds both, the binary index file and the byte reader.
 
+pub mod background_hash;
 pub mod compression;
 pub mod descriptor;
 pub mod entry;

@@ -564,7 +564,15 @@ mod tests {
         let cache = Cache::locate(Some(&root.join("cache"))).unwrap();
         let blob = layout.open_blob(&digest, Some(blob.len() as u64)).unwrap();
         cache
-            .entry(&blob, &layer, &ProgressBar::hidden(), 64 << 10)
+            .entry(
+                &blob,
+                &layer,
+                &ProgressBar::hidden(),
+                crate::layer::index::PassOptions {
+                    gzip_span: 64 << 10,
+                    hash_apart: false,
+                },
+            )
             .unwrap()
     }
 

@@ -27,7 +27,7 @@ pub fn check_layer(
     blob: &dyn BlobSource,
     bar: &ProgressBar,
 ) -> io::Result<LayerCheck> {
-    let mut blob_hash = HashingReader::new(blob.stream(), bar.clone());
+    let mut blob_hash = HashingReader::new(blob.stream(), bar.clone(), false);
     let mut tar_hash = Sha256::new();
     let mut total = 0u64;
     let result = {
@@ -41,7 +41,7 @@ pub fn check_layer(
     // Whatever happened to decompression, the blob digest is over every byte.
     io::copy(&mut blob_hash, &mut io::sink())?;
     Ok(LayerCheck {
-        blob_digest: Digest::from_hasher(blob_hash.hasher),
+        blob_digest: blob_hash.digest()?,
         diff_id: result.is_ok().then(|| Digest::from_hasher(tar_hash)),
         uncompressed_size: total,
         decode_error: result.err().map(|e| e.to_string()),
