@@ -120,7 +120,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     body.u64(0);
     body.u32(0);
     body.u64(index.spans.len() as u64);
-    for s in &index.spans {
+    for s in index.spans.iter() {
         body.u64(s.out_offset);
         body.u64(s.out_len);
         body.u64(s.in_offset);
@@ -231,7 +231,14 @@ fn decode_header(
 
 /// The body's head (fixed fields and spans, checked by their own CRC) from
 /// `body`, which holds at least that much; and where the entries start.
-fn decode_head(body: &[u8], digest: Digest) -> Result<(LayerIndex, usize), String> {
+///
+/// With `shared`, the buffer `body` lies in, each window is a range of it
+/// rather than a copy.
+fn decode_head(
+    body: &[u8],
+    digest: Digest,
+    shared: Option<&bytes::Bytes>,
+) -> Result<(LayerIndex, usize), String> {
     let mut r = Reader {
         bytes: body,
         pos: 0,
@@ -273,7 +280,10 @@ fn decode_head(body: &[u8], digest: Digest) -> Result<(LayerIndex, usize), Strin
             4 => SpanStart::GzipBlock {
                 bits: r.u8()?,
                 prime: r.u8()?,
-                window: r.bytes()?.to_vec(),
+                window: match shared {
+                    Some(shared) => shared.slice_ref(r.bytes()?),
+                    None => bytes::Bytes::copy_from_slice(r.bytes()?),
+                },
             },
             t => return Err(format!("unknown span tag {t}")),
         };
@@ -310,7 +320,7 @@ fn decode_head(body: &[u8], digest: Digest) -> Result<(LayerIndex, usize), Strin
         compressed_size,
         uncompressed_size,
         entries: Vec::new(),
-        spans,
+        spans: spans.into(),
     };
     Ok((index, SPANS_AT + spans_len))
 }
@@ -323,7 +333,7 @@ pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, St
     if crc32(0, body) != identity.crc {
         return Err("index checksum mismatch".to_string());
     }
-    let (mut index, entries_at) = decode_head(body, *expected_digest)?;
+    let (mut index, entries_at) = decode_head(body, *expected_digest, None)?;
     let uncompressed_size = index.uncompressed_size;
     let mut r = Reader {
         bytes: body,
@@ -421,8 +431,21 @@ pub fn decode_without_entries(
         .checked_add(spans_len)
         .filter(|&n| n.saturating_add(8) <= identity.body_len)
         .ok_or("index is truncated")?;
-    let head = read(head_len, HEADER_LEN as u64)?;
-    let (index, _) = decode_head(&head, *expected_digest)?;
+    // The head is mapped, not read: its windows stay where they are in the
+    // page cache, shared by every span that names one, with nothing copied
+    // or zeroed (a gzip layer has megabytes of them). Index files are
+    // replaced by rename, never truncated, so the mapping stays whole.
+    let mapped_len = (HEADER_LEN as u64)
+        .checked_add(head_len)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or("index spans too large")?;
+    // SAFETY: a read-only mapping of a cache file that is only ever
+    // replaced by rename (see above).
+    let map = unsafe { memmap2::MmapOptions::new().len(mapped_len).map(file) }
+        .map_err(|e| format!("cannot map the index ({e})"))?;
+    let mapped = bytes::Bytes::from_owner(map);
+    let head = mapped.slice(HEADER_LEN..);
+    let (index, _) = decode_head(&head, *expected_digest, Some(&head))?;
     Ok(Decoded { index, identity })
 }
 
@@ -636,6 +659,11 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// The spans of an index a test is changing (the only holder).
+    fn spans_mut(ix: &mut LayerIndex) -> &mut [Span] {
+        std::sync::Arc::get_mut(&mut ix.spans).expect("the test's own index")
+    }
+
     fn sample() -> LayerIndex {
         let mut entry = TarEntry {
             path: b"etc/passwd".as_slice().into(),
@@ -688,7 +716,7 @@ mod tests {
                     start: SpanStart::GzipBlock {
                         bits: 3,
                         prime: 5,
-                        window: vec![9; 17],
+                        window: vec![9; 17].into(),
                     },
                 },
                 Span {
@@ -705,7 +733,8 @@ mod tests {
                     crc32: 4,
                     start: SpanStart::Materialized { frame_out: 2560 },
                 },
-            ],
+            ]
+            .into(),
         }
     }
 
@@ -764,45 +793,45 @@ mod tests {
         type Change = Box<dyn FnOnce(&mut LayerIndex)>;
         let cases: Vec<(Change, &str)> = vec![
             (
-                Box::new(|ix| ix.spans[2].start = zstd_frame(7)),
+                Box::new(|ix| spans_mut(ix)[2].start = zstd_frame(7)),
                 "a span has a bad kind for the layer's compression",
             ),
             (
                 Box::new(|ix| {
                     ix.compression = Compression::Zstd;
-                    for span in &mut ix.spans[..3] {
+                    for span in &mut spans_mut(ix)[..3] {
                         span.start = zstd_frame(50);
                     }
                 }),
                 "a span has a bad frame range",
             ),
             (
-                Box::new(|ix| ix.spans[3].start = SpanStart::Materialized { frame_out: 2561 }),
+                Box::new(|ix| spans_mut(ix)[3].start = SpanStart::Materialized { frame_out: 2561 }),
                 "a span has a bad frame start",
             ),
             (
                 Box::new(|ix| {
-                    ix.spans[1].start = SpanStart::GzipBlock {
+                    spans_mut(ix)[1].start = SpanStart::GzipBlock {
                         bits: 8,
                         prime: 0,
-                        window: vec![],
+                        window: bytes::Bytes::new(),
                     }
                 }),
                 "a span has a bad bit offset",
             ),
             (
-                Box::new(|ix| ix.spans[3].in_offset = 100),
+                Box::new(|ix| spans_mut(ix)[3].in_offset = 100),
                 "a span has a bad blob offset",
             ),
             (
                 Box::new(|ix| {
                     ix.compression = Compression::None;
                     ix.compressed_size = 3072;
-                    for span in &mut ix.spans {
+                    for span in spans_mut(ix).iter_mut() {
                         span.start = SpanStart::Blob;
                         span.in_offset = span.out_offset;
                     }
-                    ix.spans[3].in_offset = 2561;
+                    spans_mut(ix)[3].in_offset = 2561;
                 }),
                 "a span has a bad blob range",
             ),
@@ -818,7 +847,7 @@ mod tests {
         // makes the loader refuse the index (so it is built again).
         let err = decode_changed(|ix| {
             ix.uncompressed_size = 2560 + MAX_SPAN_BYTES + 1;
-            ix.spans[3].out_len = MAX_SPAN_BYTES + 1;
+            spans_mut(ix)[3].out_len = MAX_SPAN_BYTES + 1;
         })
         .unwrap_err();
         assert_eq!(

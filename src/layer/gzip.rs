@@ -249,7 +249,7 @@ impl<R: Read> GzipIndexer<R> {
         let start = SpanStart::GzipBlock {
             bits,
             prime,
-            window: self.packer.pack(window)?,
+            window: self.packer.pack(window)?.into(),
         };
         self.begin(start);
         Ok(())

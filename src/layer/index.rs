@@ -29,7 +29,9 @@ pub struct LayerIndex {
     pub compressed_size: u64,
     pub uncompressed_size: u64,
     pub entries: Vec<TarEntry>,
-    pub spans: Vec<Span>,
+    /// Shared, not copied, by the readers: a gzip layer's spans hold its
+    /// checkpoint windows (about 15 KiB each, megabytes a layer).
+    pub spans: std::sync::Arc<[Span]>,
 }
 
 /// Gzip checkpoints are about this far apart in the uncompressed stream.
@@ -155,7 +157,7 @@ pub fn build_index(
         compressed_size,
         uncompressed_size,
         entries,
-        spans,
+        spans: spans.into(),
     })
 }
 

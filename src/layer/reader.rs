@@ -48,7 +48,7 @@ const RECENT_SPANS: usize = 8;
 pub struct LayerReader {
     digest: Digest,
     compression: Compression,
-    spans: Vec<Span>,
+    spans: Arc<[Span]>,
     blob: Blob,
     data: Option<DataCache>,
     /// For each span, 1 + the layer's eviction epoch it was checked under

@@ -27,11 +27,14 @@ pub enum SpanStart {
     /// A gzip member header starts at `in_offset`.
     GzipMember,
     /// Raw deflate resumes at `in_offset` after priming `bits` bits of
-    /// `prime`, with `window` (deflate-compressed) as the dictionary.
+    /// `prime`, with `window` (deflate-compressed) as the dictionary. The
+    /// window is shared, not copied: a range of the index file's mapping
+    /// where the index was loaded for serving (a gzip layer's windows are
+    /// megabytes; copying them was most of a warm mount).
     GzipBlock {
         bits: u8,
         prime: u8,
-        window: Vec<u8>,
+        window: bytes::Bytes,
     },
 }
 
