@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
+use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
 use crate::union::{Node, NodeId, NodeKind, ROOT};
@@ -17,7 +18,14 @@ pub struct ExportStats {
     pub file_bytes: u64,
 }
 
-pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
+/// Write the merged tree as one tar to `out`. With `decode_ahead`, the
+/// spans the walk will read next are decoded on the other cores while it
+/// writes (`crate::decode_ahead`).
+pub fn export(
+    rootfs: &Rootfs,
+    out: impl Write,
+    decode_ahead: Option<&DecodeAhead>,
+) -> Result<ExportStats> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut first_name: HashMap<NodeId, Vec<u8>> = HashMap::new();
@@ -60,6 +68,7 @@ pub fn export(rootfs: &Rootfs, out: impl Write) -> Result<ExportStats> {
                 header.set_size(*size);
                 let reader = FileReader {
                     rootfs,
+                    decode_ahead,
                     id,
                     pos: 0,
                     error: None,
@@ -150,6 +159,7 @@ fn k_str(k: &[u8]) -> &str {
 
 struct FileReader<'a> {
     rootfs: &'a Rootfs,
+    decode_ahead: Option<&'a DecodeAhead>,
     id: NodeId,
     pos: u64,
     /// The real error, kept because `io::Read` can only carry a string.
@@ -158,6 +168,9 @@ struct FileReader<'a> {
 
 impl Read for FileReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(decode_ahead) = self.decode_ahead {
+            decode_ahead.before_read(self.id, self.pos);
+        }
         match self.rootfs.read_file(self.id, self.pos, buf) {
             Ok(n) => {
                 self.pos += n as u64;

@@ -1,10 +1,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
+use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, IoContext, Result};
 
 #[derive(Debug, Args)]
@@ -17,7 +19,10 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = args.image.open(cache)?;
+    let rootfs = Arc::new(args.image.open(cache)?);
+    // Stopped (and its workers joined) however the export ends.
+    let ahead = StopOnDrop(DecodeAhead::start(rootfs.clone()));
+    let decode_ahead = ahead.0.as_deref();
     let is_special = std::fs::metadata(&args.output).is_ok_and(|m| !m.is_file());
     if args.output.as_os_str() == "-" || is_special {
         if is_special {
@@ -26,12 +31,16 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
                 .write(true)
                 .open(&args.output)
                 .at(&args.output)?;
-            crate::export::export(&rootfs, BufWriter::with_capacity(1 << 20, file))?;
+            crate::export::export(
+                &rootfs,
+                BufWriter::with_capacity(1 << 20, file),
+                decode_ahead,
+            )?;
             return Ok(());
         }
         let stdout = std::io::stdout();
         let out = BufWriter::with_capacity(1 << 20, stdout.lock());
-        crate::export::export(&rootfs, out).map_err(|e| match e {
+        crate::export::export(&rootfs, out, decode_ahead).map_err(|e| match e {
             Error::Io { source, .. } => stdout_error(source),
             e => e,
         })?;
@@ -41,7 +50,11 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
     // half-written tar under the requested name.
     let tmp = args.output.with_extension("tar.partial");
     let file = File::create(&tmp).at(&tmp)?;
-    let result = crate::export::export(&rootfs, BufWriter::with_capacity(1 << 20, file));
+    let result = crate::export::export(
+        &rootfs,
+        BufWriter::with_capacity(1 << 20, file),
+        decode_ahead,
+    );
     match result {
         Ok(stats) => {
             std::fs::rename(&tmp, &args.output).at(&args.output)?;
@@ -58,6 +71,17 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
+        }
+    }
+}
+
+/// Stops the decode-ahead it holds when dropped.
+struct StopOnDrop(Option<Arc<DecodeAhead>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(decode_ahead) = &self.0 {
+            decode_ahead.stop();
         }
     }
 }
