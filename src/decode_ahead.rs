@@ -39,7 +39,8 @@ const QUEUE_MAX: usize = 256;
 /// No span recorded yet for a layer.
 const NONE: usize = usize::MAX;
 
-/// The running decode-ahead; stopped and joined by `stop`.
+/// The running decode-ahead; stopped and joined by `stop`, or when the
+/// last holder drops it.
 pub struct DecodeAhead {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -164,6 +165,12 @@ impl DecodeAhead {
         for handle in handles {
             let _ = handle.join();
         }
+    }
+}
+
+impl Drop for DecodeAhead {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

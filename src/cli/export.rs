@@ -20,9 +20,9 @@ pub struct ExportArgs {
 
 pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
     let rootfs = Arc::new(args.image.open(cache)?);
-    // Stopped (and its workers joined) however the export ends.
-    let ahead = StopOnDrop(DecodeAhead::start(rootfs.clone()));
-    let decode_ahead = ahead.0.as_deref();
+    // Stopped (and its workers joined) when dropped, however the export ends.
+    let ahead = DecodeAhead::start(rootfs.clone());
+    let decode_ahead = ahead.as_deref();
     let is_special = std::fs::metadata(&args.output).is_ok_and(|m| !m.is_file());
     if args.output.as_os_str() == "-" || is_special {
         if is_special {
@@ -71,17 +71,6 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
-        }
-    }
-}
-
-/// Stops the decode-ahead it holds when dropped.
-struct StopOnDrop(Option<Arc<DecodeAhead>>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(decode_ahead) = &self.0 {
-            decode_ahead.stop();
         }
     }
 }

@@ -581,6 +581,23 @@ mod tests {
         layout.blob(&entry.index.digest, None).unwrap()
     }
 
+    /// The sample tar, and its gzip layer indexed in `root`.
+    fn gzip_sample(root: &Path) -> (Vec<u8>, CacheEntry) {
+        let tar = sample_tar();
+        let entry = indexed(
+            root,
+            &compress(&tar, Compression::Gzip),
+            &tar,
+            Compression::Gzip,
+        );
+        (tar, entry)
+    }
+
+    /// A new reader of `entry`, as another process would open it.
+    fn open_reader(root: &Path, entry: &CacheEntry) -> LayerReader {
+        LayerReader::open(&entry.dir, &entry.index, blob_source(root, entry)).unwrap()
+    }
+
     /// Reads that start and end anywhere, across span boundaries too.
     fn read_ranges(len: u64) -> Vec<(u64, usize)> {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -601,18 +618,9 @@ mod tests {
     /// to the data cache has failed. Reads then give the tar's bytes.
     #[test]
     fn prepare_span_if_idle_stores_checks_and_gives_way() {
-        let tar = sample_tar();
         let work = tempfile::tempdir().unwrap();
-        let entry = indexed(
-            work.path(),
-            &compress(&tar, Compression::Gzip),
-            &tar,
-            Compression::Gzip,
-        );
-        let open = || {
-            let blob = blob_source(work.path(), &entry);
-            LayerReader::open(&entry.dir, &entry.index, blob).unwrap()
-        };
+        let (tar, entry) = gzip_sample(work.path());
+        let open = || open_reader(work.path(), &entry);
         let spans = entry.index.spans.len();
         assert!(spans > 3);
         let first = open();
@@ -682,18 +690,9 @@ mod tests {
 
     #[test]
     fn pread_path_repairs_a_damaged_data_cache() {
-        let tar = sample_tar();
         let work = tempfile::tempdir().unwrap();
-        let entry = indexed(
-            work.path(),
-            &compress(&tar, Compression::Gzip),
-            &tar,
-            Compression::Gzip,
-        );
-        let reader = || {
-            let blob = blob_source(work.path(), &entry);
-            LayerReader::open(&entry.dir, &entry.index, blob).unwrap()
-        };
+        let (tar, entry) = gzip_sample(work.path());
+        let reader = || open_reader(work.path(), &entry);
         let mut buf = vec![0u8; tar.len()];
         reader().read_at(0, &mut buf).unwrap();
         let data = std::fs::OpenOptions::new()
@@ -748,17 +747,9 @@ mod tests {
     /// span again and repairs it.
     #[test]
     fn a_data_file_changed_after_its_first_read_is_caught_by_the_next_reader() {
-        let tar = sample_tar();
         let work = tempfile::tempdir().unwrap();
-        let entry = indexed(
-            work.path(),
-            &compress(&tar, Compression::Gzip),
-            &tar,
-            Compression::Gzip,
-        );
-        let open = || {
-            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap()
-        };
+        let (tar, entry) = gzip_sample(work.path());
+        let open = || open_reader(work.path(), &entry);
         let first = open();
         let mut buf = vec![0u8; 4096];
         first.read_at(1 << 20, &mut buf).unwrap();
@@ -798,17 +789,9 @@ mod tests {
     /// punched zeros; the span is decoded and stored again.
     #[test]
     fn a_span_evicted_under_a_reader_is_read_again_never_as_zeros() {
-        let tar = sample_tar();
         let work = tempfile::tempdir().unwrap();
-        let entry = indexed(
-            work.path(),
-            &compress(&tar, Compression::Gzip),
-            &tar,
-            Compression::Gzip,
-        );
-        let open = || {
-            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap()
-        };
+        let (tar, entry) = gzip_sample(work.path());
+        let open = || open_reader(work.path(), &entry);
         let (reader, evictor) = (open(), open());
         let mut all = vec![0u8; tar.len()];
         reader.read_at(0, &mut all).unwrap();
@@ -832,17 +815,9 @@ mod tests {
     /// is the tar's, however the evictions fall between checks and reads.
     #[test]
     fn reads_racing_evictions_are_always_the_tars_bytes() {
-        let tar = sample_tar();
         let work = tempfile::tempdir().unwrap();
-        let entry = indexed(
-            work.path(),
-            &compress(&tar, Compression::Gzip),
-            &tar,
-            Compression::Gzip,
-        );
-        let open = || {
-            LayerReader::open(&entry.dir, &entry.index, blob_source(work.path(), &entry)).unwrap()
-        };
+        let (tar, entry) = gzip_sample(work.path());
+        let open = || open_reader(work.path(), &entry);
         let (reader, evictor) = (open(), open());
         let stop = AtomicBool::new(false);
         /// Stops the evictor however the readers end, a failed check included.

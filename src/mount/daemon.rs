@@ -192,9 +192,6 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     let mut session = match fuser::Session::new(fs, dir, &fuse_config(&setup.name, &setup.flags)) {
         Ok(s) => s,
         Err(e) => {
-            if let Some(decode_ahead) = &decode_ahead {
-                decode_ahead.stop();
-            }
             let err = Error::io(dir, e);
             if let Some(fd) = ready_fd {
                 tell_parent(fd, &format!("error: cannot mount: {err}"));
