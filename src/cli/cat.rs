@@ -1,9 +1,11 @@
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
+use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
 use crate::union::NodeKind;
 
@@ -16,7 +18,7 @@ pub struct CatArgs {
 }
 
 pub fn run(args: &CatArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = args.image.open(cache)?;
+    let rootfs = Arc::new(args.image.open(cache)?);
     let id = rootfs.tree.resolve(args.path.as_bytes(), true)?;
     if !matches!(rootfs.tree.node(id).kind, NodeKind::File { .. }) {
         return Err(Error::BadPath {
@@ -24,11 +26,17 @@ pub fn run(args: &CatArgs, cache: &Option<PathBuf>) -> Result<()> {
             reason: "not a regular file".to_string(),
         });
     }
+    // The file's next spans are decoded on the other cores while this one
+    // decodes and writes; stopped when dropped, however the copy ends.
+    let ahead = DecodeAhead::start(rootfs.clone());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
+        if let Some(ahead) = &ahead {
+            ahead.before_read(id, pos);
+        }
         let n = rootfs.read_file(id, pos, &mut buf)?;
         if n == 0 {
             break;
