@@ -213,8 +213,9 @@ pub struct PruneReport {
 
 /// `cache prune`: drop the decoded data of every layer nothing reads (and
 /// last used before `older_than` ago, when given). With `all`, remove those
-/// layers altogether, index included, and the records of images left with
-/// no layer here.
+/// layers altogether, index included, the records of images left with no
+/// layer here, and the trees of images with no record. Either way, the
+/// temp files of tree writers that died go.
 pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<PruneReport> {
     let cutoff = older_than.map(|age| {
         SystemTime::now()
@@ -248,6 +249,7 @@ pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<P
     if all {
         forget_images_without_layers(cache);
     }
+    report.bytes_freed += sweep_trees(cache, all);
     Ok(report)
 }
 
@@ -280,7 +282,7 @@ pub fn remove(cache: &Cache, digest: &Digest) -> Result<u64> {
     let freed = disk_usage(&dir) + allocated(&dir);
     remove_layer_dir(&dir)?;
     forget_images_without_layers(cache);
-    Ok(freed)
+    Ok(freed + sweep_trees(cache, true))
 }
 
 /// Rename the directory out of the way first, so no process ever sees a
@@ -333,6 +335,45 @@ fn punch_hole(file: &File, path: &Path) -> Result<()> {
         return Err(Error::io(path, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// A tree writer's temp file this old was left by a writer that died: a
+/// live one renames it into place within a second.
+const STALE_TREE_TEMP: Duration = Duration::from_secs(600);
+
+/// Remove from `trees/sha256` what no open could use: the temp files of
+/// tree writers that died, and (with `orphans`) every tree whose image has
+/// no record here: its layers are gone, or it was never recorded, and it is
+/// merged again if that image is opened. A tree mapped by a running process
+/// stays valid for it (removing a file leaves its mapping whole). Returns
+/// the bytes freed.
+fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
+    let records = cache.root().join("images");
+    let now = SystemTime::now();
+    let mut freed = 0;
+    for entry in fs::read_dir(cache.root().join("trees/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let doomed = if name.starts_with('.') {
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok());
+            name.contains(".tmp.") && age.is_some_and(|age| age > STALE_TREE_TEMP)
+        } else {
+            orphans && !records.join(format!("{name}.json")).exists()
+        };
+        if doomed && meta.is_file() && fs::remove_file(entry.path()).is_ok() {
+            freed += meta.blocks() * 512;
+        }
+    }
+    freed
 }
 
 fn forget_images_without_layers(cache: &Cache) {

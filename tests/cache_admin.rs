@@ -260,6 +260,55 @@ fn prune_drops_decoded_data_keeps_indexes_and_all_spares_what_is_mounted() {
     );
 }
 
+#[test]
+fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_names() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let tiny = layout("tiny-opaque");
+    let (_, pinned) = layers_of(cache, &tiny, "linux/amd64");
+    ok(&ocimount(cache, &["ls", &tiny, "/"]));
+    let manifest = pinned.rsplit_once("@sha256:").unwrap().1.to_string();
+    let trees = cache.join("trees/sha256");
+    let tree = trees.join(&manifest);
+    assert!(tree.is_file(), "ls stored no tree");
+    let put = |name: &str, age: Option<&str>| {
+        let path = trees.join(name);
+        std::fs::write(&path, b"left behind").unwrap();
+        if let Some(age) = age {
+            let touched = run_bounded(
+                Command::new("touch").args(["-d", age]).arg(&path),
+                Duration::from_secs(10),
+            );
+            assert!(touched.status.success());
+        }
+        path
+    };
+    let dead = put(&format!(".{manifest}.tmp.4242.17"), Some("1 hour ago"));
+    let writing = put(&format!(".{manifest}.tmp.4243.18"), None);
+    let orphan = put(&"ab".repeat(32), None);
+
+    ok(&ocimount(cache, &["cache", "prune"]));
+    assert!(!dead.exists(), "a dead writer's temp file outlived prune");
+    assert!(writing.exists(), "prune took a live writer's temp file");
+    assert!(
+        orphan.exists() && tree.exists(),
+        "plain prune removed a tree"
+    );
+    // Still served from the stored tree.
+    let listing = ok(&ocimount(cache, &["ls", &tiny, "/"]));
+    assert!(!listing.is_empty());
+
+    let _ = std::fs::remove_file(&writing);
+    ok(&ocimount(cache, &["cache", "prune", "--all"]));
+    assert!(
+        !orphan.exists(),
+        "a tree no image record names outlived prune --all"
+    );
+    assert!(!tree.exists(), "the tree outlived its image's layers");
+    let left: Vec<_> = std::fs::read_dir(&trees).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// Decoded bytes held, once written back (delayed allocation can move a
 /// file's block count after its writes return).
 fn decoded(cache: &Path) -> u64 {

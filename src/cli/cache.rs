@@ -37,7 +37,8 @@ pub enum CacheCommand {
     },
     /// Drop the decoded data of every layer nothing is reading (it is
     /// decoded again when next read); with --all, remove those layers
-    /// altogether, indexes included.
+    /// altogether, indexes included, and the merged trees of images no
+    /// longer recorded. Either way, files left by a crashed writer go.
     Prune {
         /// Remove whole layers, not just their decoded data
         #[arg(long)]
