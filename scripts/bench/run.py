@@ -23,12 +23,8 @@ import subprocess
 import sys
 import time
 
-# registry.py (the registry rows) and scale.py (issue 13's rows: many files,
-# container start, fill) are imported in main(), after the timed children:
-# a child that has loaded urllib (and with it libssl) was measured making
-# each of ratarmount's FUSE reads 2-4x slower (13 ms -> 32-60 ms for 1000),
-# while ocimount's did not move. The children import the standard library
-# basics only.
+import registry  # the registry rows: scripts/bench/registry.py
+import scale  # issue 13's rows (many files, container start, fill): scripts/bench/scale.py
 
 # ---------------------------------------------------------------- children
 # Timed in a fresh process, the interpreter start excluded.
@@ -851,12 +847,10 @@ def write_outputs(res, json_path):
 
 # --------------------------------------------------------------------- main
 def main():
-    global TIMEOUT, registry, scale
+    global TIMEOUT
     if len(sys.argv) > 1 and sys.argv[1] in ("ttfb", "randread", "statstorm"):
         {"ttfb": child_ttfb, "randread": child_randread, "statstorm": child_statstorm}[sys.argv[1]](*sys.argv[2:])
         return
-    import registry  # noqa: E402 (see the note at the top)
-    import scale  # noqa: E402
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
