@@ -349,13 +349,15 @@ const STALE_TREE_TEMP: Duration = Duration::from_secs(600);
 /// the bytes freed.
 fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
     let records = cache.root().join("images");
+    let trees = cache.root().join("trees/sha256");
+    // Never through a symlink: what it points at is not the cache's.
+    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real_dir(&cache.root().join("trees")) || !real_dir(&trees) {
+        return 0;
+    }
     let now = SystemTime::now();
     let mut freed = 0;
-    for entry in fs::read_dir(cache.root().join("trees/sha256"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in fs::read_dir(&trees).into_iter().flatten().flatten() {
         let Ok(meta) = entry.metadata() else {
             continue;
         };
@@ -367,7 +369,9 @@ fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
                 .and_then(|m| now.duration_since(m).ok());
             name.contains(".tmp.") && age.is_some_and(|age| age > STALE_TREE_TEMP)
         } else {
-            orphans && !records.join(format!("{name}.json")).exists()
+            // Only what a tree is named: a manifest digest's hex.
+            let is_tree = Digest::parse(&format!("sha256:{name}")).is_ok();
+            orphans && is_tree && !records.join(format!("{name}.json")).exists()
         };
         if doomed && meta.is_file() && fs::remove_file(entry.path()).is_ok() {
             freed += meta.blocks() * 512;

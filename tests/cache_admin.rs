@@ -294,9 +294,12 @@ fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_nam
         orphan.exists() && tree.exists(),
         "plain prune removed a tree"
     );
-    // Still served from the stored tree.
-    let listing = ok(&ocimount(cache, &["ls", &tiny, "/"]));
-    assert!(!listing.is_empty());
+    // The stored tree was kept, not merged again and replaced.
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let before = inode(&tree);
+    ok(&ocimount(cache, &["ls", &tiny, "/"]));
+    assert_eq!(inode(&tree), before, "the tree was stored again");
+    let not_a_tree = put("notes.txt", None);
 
     let _ = std::fs::remove_file(&writing);
     ok(&ocimount(cache, &["cache", "prune", "--all"]));
@@ -305,6 +308,11 @@ fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_nam
         "a tree no image record names outlived prune --all"
     );
     assert!(!tree.exists(), "the tree outlived its image's layers");
+    assert!(
+        not_a_tree.exists(),
+        "prune --all removed a file not named as a tree"
+    );
+    std::fs::remove_file(&not_a_tree).unwrap();
     let left: Vec<_> = std::fs::read_dir(&trees).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }

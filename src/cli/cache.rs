@@ -47,7 +47,8 @@ pub enum CacheCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<Duration>,
     },
-    /// Remove one layer (refused while a mount or command reads it).
+    /// Remove one layer (refused while a mount or command reads it), and
+    /// the merged trees of images no longer recorded.
     Rm {
         /// The layer digest, sha256:HEX
         #[arg(value_name = "DIGEST")]
