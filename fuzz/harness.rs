@@ -257,7 +257,9 @@ pub fn gzip_spans(data: &[u8]) {
     if read.is_err() || out.len() as u64 == MAX_GZIP_OUTPUT {
         return;
     }
-    let (_, spans) = indexer.into_parts();
+    let (_, spans) = indexer
+        .into_parts()
+        .expect("the windows of a valid pass pack");
     assert_spans_tile(&spans, out.len() as u64);
     data.set_len(out.len() as u64).unwrap();
     let file = memblob(&blob);

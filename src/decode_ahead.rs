@@ -30,12 +30,15 @@ use std::thread::JoinHandle;
 use crate::rootfs::Rootfs;
 use crate::union::{NodeId, NodeKind};
 
-/// How many spans of a file a miss queues (64 MiB at the usual spacing).
-const FILE_AHEAD: usize = 64;
-/// How many spans past a layer read in order are queued, per worker.
-const LAYER_AHEAD_PER_WORKER: usize = 2;
+/// How many spans of a file a miss queues (64 MiB at the spacing of the
+/// checkpoints in a large file, 256 KiB).
+const FILE_AHEAD: usize = 256;
+/// How far past a layer read in order is queued, per worker, in bytes of
+/// the stream (checkpoints are closer inside large files, so a count of
+/// spans would reach less far there).
+const LAYER_AHEAD_PER_WORKER: u64 = 2 << 20;
 /// At most this many spans wait in the queue; the oldest are dropped.
-const QUEUE_MAX: usize = 256;
+const QUEUE_MAX: usize = 512;
 /// No span recorded yet for a layer.
 const NONE: usize = usize::MAX;
 
@@ -53,8 +56,8 @@ struct Shared {
     stop: AtomicBool,
     /// For each layer, the span its last read fell in (`NONE`: no read).
     last_span: Vec<AtomicUsize>,
-    /// How many spans along a layer read in order are queued.
-    layer_ahead: usize,
+    /// How far along a layer read in order is queued, in stream bytes.
+    layer_ahead: u64,
 }
 
 impl DecodeAhead {
@@ -79,7 +82,7 @@ impl DecodeAhead {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
-            layer_ahead: LAYER_AHEAD_PER_WORKER * workers,
+            layer_ahead: LAYER_AHEAD_PER_WORKER * workers as u64,
         });
         let mut handles = Vec::with_capacity(workers);
         for n in 0..workers {
@@ -147,9 +150,9 @@ impl DecodeAhead {
         }
         let previous = last_span.swap(here, Ordering::Relaxed);
         if previous != NONE && previous + 1 == here {
-            let end = here
-                .saturating_add(shared.layer_ahead)
-                .min(reader.span_count().saturating_sub(1));
+            let at = start.saturating_add(offset);
+            let end = span_of(at.saturating_add(shared.layer_ahead))
+                .unwrap_or(reader.span_count().saturating_sub(1));
             wanted.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
         }
         if !wanted.is_empty() {

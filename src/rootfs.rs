@@ -11,7 +11,7 @@ use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::cache_limit::CacheLimit;
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN};
+use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN, LARGE_FILE_GZIP_SPAN};
 use crate::layer::{LayerInfo, LayerReader};
 use crate::oci::{ImageRef, Platform};
 use crate::progress::Progress;
@@ -404,6 +404,7 @@ fn index_layers(
                 let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
                 let pass = PassOptions {
                     gzip_span: opts.gzip_span,
+                    large_file_span: LARGE_FILE_GZIP_SPAN.min(opts.gzip_span),
                     // A layer longer than the cores' fair share outlasts
                     // the others: its hashing gets the cores they free.
                     hash_apart: cores > 1

@@ -14,6 +14,8 @@
 use crate::blob::BlobSource;
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use libz_rs_sys::{
     inflate, inflateEnd, inflateInit2_, inflatePrime, inflateReset2, inflateSetDictionary,
@@ -23,9 +25,7 @@ use libz_rs_sys::{
 use crate::layer::spans::{
     span_at, write_materialized, Span, SpanBuilder, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES,
 };
-
-/// Deflate back-references reach at most this far.
-const WINDOW: usize = 32 * 1024;
+use crate::layer::window_use::{self, WINDOW};
 const GZIP_WINDOW_BITS: i32 = 31;
 const RAW_WINDOW_BITS: i32 = -15;
 const INPUT_CHUNK: usize = 256 * 1024;
@@ -151,7 +151,50 @@ pub struct GzipIndexer<R> {
     materializing: bool,
     data: Option<File>,
     state: State,
+    /// The checkpoint whose window waits for the output after it.
+    pending: Option<PendingWindow>,
+    /// Where checkpoints come closer, and how close.
+    closer: Option<(CloserCheckpoints, u64)>,
 }
+
+/// The stretch of the stream where checkpoints come closer: the data of a
+/// large file, which is read at random (a database, a model's weights, an
+/// archive's directory at its end) more than small files are. The pass's
+/// tar reader marks each large file as it parses its header, a buffer
+/// ahead of the inflater; since sparse windows cost about 2 KiB each, the
+/// index stays well under its budget.
+#[derive(Clone, Debug, Default)]
+pub struct CloserCheckpoints(Arc<AtomicU64>);
+
+impl CloserCheckpoints {
+    /// Checkpoints come closer up to stream offset `end`.
+    pub fn until(&self, end: u64) {
+        self.0.fetch_max(end, Ordering::Relaxed);
+    }
+
+    fn covers(&self, offset: u64) -> bool {
+        offset < self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A checkpoint's window, kept whole until the first 32 KiB of output
+/// after it show which of its bytes are copied (`window_use`); the rest are
+/// zeroed before it is packed.
+struct PendingWindow {
+    span: usize,
+    bits: u8,
+    prime: u8,
+    window: Vec<u8>,
+    /// The input since the checkpoint, and the output it gave (up to
+    /// `WINDOW`); `None` once the input outgrew `PENDING_INPUT_MAX`.
+    input: Option<Vec<u8>>,
+    output: Vec<u8>,
+}
+
+/// Input kept for one pending window. 32 KiB of output come from less
+/// (stored blocks: 32 KiB and 5 bytes a block); only a stream of empty
+/// blocks gets here, and its window is kept whole.
+const PENDING_INPUT_MAX: usize = 4 * WINDOW;
 
 impl<R: Read> GzipIndexer<R> {
     /// `data` is the cache's data file, created empty for this pass: the
@@ -177,7 +220,25 @@ impl<R: Read> GzipIndexer<R> {
             materializing: false,
             data,
             state: State::InMember,
+            pending: None,
+            closer: None,
         })
+    }
+
+    /// Checkpoints about `span_size` apart (at least 32 KiB) where
+    /// `regions` says.
+    pub fn with_closer_checkpoints(mut self, regions: CloserCheckpoints, span_size: u64) -> Self {
+        let span = span_size.clamp(WINDOW as u64, self.span_size);
+        self.closer = Some((regions, span));
+        self
+    }
+
+    /// How long the current span may grow before the next block end.
+    fn span_here(&self) -> u64 {
+        match &self.closer {
+            Some((regions, span)) if regions.covers(self.spans.out_pos()) => *span,
+            _ => self.span_size,
+        }
     }
 
     /// Cap spans at `max_span` (at least 32 KiB) rather than
@@ -189,8 +250,9 @@ impl<R: Read> GzipIndexer<R> {
     }
 
     /// The input reader back, and the spans found.
-    pub fn into_parts(self) -> (R, Vec<Span>) {
-        (self.inner, self.spans.finish())
+    pub fn into_parts(mut self) -> io::Result<(R, Vec<Span>)> {
+        self.settle_window()?;
+        Ok((self.inner, self.spans.finish()))
     }
 
     fn refill(&mut self) -> io::Result<usize> {
@@ -232,12 +294,15 @@ impl<R: Read> GzipIndexer<R> {
         Ok(())
     }
 
-    fn begin(&mut self, start: SpanStart) {
+    fn begin(&mut self, start: SpanStart) -> io::Result<usize> {
+        self.settle_window()?;
         self.anchor = (self.spans.out_pos(), self.in_pos);
         self.materializing = false;
-        self.spans.begin(start, self.in_pos);
+        Ok(self.spans.begin(start, self.in_pos))
     }
 
+    /// A checkpoint here; its window is packed once the output after it is
+    /// known (`settle_window`).
     fn checkpoint(&mut self) -> io::Result<()> {
         let bits = (self.z.data_type() & 7) as u8;
         let prime = if bits > 0 {
@@ -245,13 +310,73 @@ impl<R: Read> GzipIndexer<R> {
         } else {
             0
         };
-        let window = &self.recent[self.recent.len().saturating_sub(WINDOW)..];
+        let window = self.recent[self.recent.len().saturating_sub(WINDOW)..].to_vec();
         let start = SpanStart::GzipBlock {
             bits,
             prime,
-            window: self.packer.pack(window)?.into(),
+            window: bytes::Bytes::new(),
         };
-        self.begin(start);
+        let span = self.begin(start)?;
+        self.pending = Some(PendingWindow {
+            span,
+            bits,
+            prime,
+            window,
+            input: Some(Vec::with_capacity(WINDOW)),
+            output: Vec::with_capacity(WINDOW),
+        });
+        Ok(())
+    }
+
+    /// Feed the pending window what one inflate call consumed and made;
+    /// settle it once 32 KiB of output are in.
+    fn follow_window(&mut self, consumed: &[u8], produced: &[u8]) -> io::Result<()> {
+        let Some(p) = &mut self.pending else {
+            return Ok(());
+        };
+        if let Some(input) = &mut p.input {
+            if input.len() + consumed.len() > PENDING_INPUT_MAX {
+                p.input = None;
+            } else {
+                input.extend_from_slice(consumed);
+            }
+        }
+        let room = WINDOW - p.output.len();
+        p.output
+            .extend_from_slice(&produced[..produced.len().min(room)]);
+        if p.output.len() == WINDOW {
+            self.settle_window()?;
+        }
+        Ok(())
+    }
+
+    /// Pack the pending checkpoint's window into its span: sparse (the
+    /// bytes nothing copies zeroed) where zlib, resuming from the sparse
+    /// window, gives the output the pass saw; else whole.
+    fn settle_window(&mut self) -> io::Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let sparse = p.input.as_deref().and_then(|input| {
+            let used = window_use::window_use(p.bits, p.prime, input, p.output.len())?;
+            let skip = WINDOW - p.window.len();
+            let sparse: Vec<u8> = p
+                .window
+                .iter()
+                .zip(&used[skip..])
+                .map(|(&b, &u)| if u { b } else { 0 })
+                .collect();
+            resumes_the_same(&p, input, &sparse).then_some(sparse)
+        });
+        let window = self.packer.pack(sparse.as_deref().unwrap_or(&p.window))?;
+        self.spans.set_start(
+            p.span,
+            SpanStart::GzipBlock {
+                bits: p.bits,
+                prime: p.prime,
+                window: window.into(),
+            },
+        );
         Ok(())
     }
 }
@@ -280,7 +405,7 @@ impl<R: Read> Read for GzipIndexer<R> {
                     }
                     self.z.reset(GZIP_WINDOW_BITS)?;
                     self.recent.clear();
-                    self.begin(SpanStart::GzipMember);
+                    self.begin(SpanStart::GzipMember)?;
                     self.state = State::InMember;
                 }
                 State::InMember => {
@@ -312,16 +437,24 @@ impl<R: Read> Read for GzipIndexer<R> {
                     if consumed > 0 {
                         self.last_byte = self.input[self.in_start + consumed - 1];
                     }
+                    if self.pending.is_some() {
+                        let consumed_bytes =
+                            self.input[self.in_start..self.in_start + consumed].to_vec();
+                        self.follow_window(&consumed_bytes, &buf[..produced])?;
+                    }
                     self.in_start += consumed;
                     self.in_pos += consumed as u64;
                     self.remember(&buf[..produced])?;
                     match ret {
-                        Z_STREAM_END => self.state = State::BetweenMembers,
+                        Z_STREAM_END => {
+                            self.settle_window()?;
+                            self.state = State::BetweenMembers
+                        }
                         Z_OK | Z_BUF_ERROR => {
                             let at_block_end = self.z.data_type() & 0xc0 == 0x80;
                             if at_block_end
                                 && (self.materializing
-                                    || self.spans.current_len() >= self.span_size)
+                                    || self.spans.current_len() >= self.span_here())
                             {
                                 self.checkpoint()?;
                             }
@@ -392,6 +525,35 @@ fn expand_window(packed: &[u8]) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(out)
+}
+
+/// Whether zlib, resuming at `p`'s checkpoint from `window`, inflates
+/// `input` into exactly the output the pass saw after it.
+fn resumes_the_same(p: &PendingWindow, input: &[u8], window: &[u8]) -> bool {
+    let check = || -> io::Result<bool> {
+        let mut z = Inflater::new(RAW_WINDOW_BITS)?;
+        if p.bits > 0 {
+            z.prime(p.bits, p.prime)?;
+        }
+        if !window.is_empty() {
+            z.set_dictionary(window)?;
+        }
+        let mut out = vec![0u8; p.output.len()];
+        let mut done = 0;
+        let mut at = 0;
+        while done < out.len() {
+            let (ret, consumed, produced) = z.inflate(&input[at..], &mut out[done..], Z_NO_FLUSH);
+            at += consumed;
+            done += produced;
+            match ret {
+                Z_OK if consumed + produced > 0 => {}
+                Z_STREAM_END => break,
+                _ => return Ok(false),
+            }
+        }
+        Ok(done == out.len() && out == p.output)
+    };
+    check().unwrap_or(false)
 }
 
 /// Decode one gzip span from the blob into `out` (exactly `span.out_len` bytes).
@@ -560,7 +722,7 @@ mod tests {
         }
         let mut out = Vec::new();
         indexer.read_to_end(&mut out)?;
-        Ok((out, indexer.into_parts().1))
+        Ok((out, indexer.into_parts()?.1))
     }
 
     #[test]

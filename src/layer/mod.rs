@@ -13,6 +13,7 @@ pub mod residency;
 pub mod spans;
 pub mod tar;
 pub mod verify;
+pub mod window_use;
 pub mod zstd;
 
 pub use compression::Compression;

@@ -543,6 +543,21 @@ mod tests {
     /// A one-blob layout in `root` and the layer's cache entry, indexed
     /// with 64 KiB gzip spans.
     fn indexed(root: &Path, blob: &[u8], tar: &[u8], compression: Compression) -> CacheEntry {
+        let pass = crate::layer::index::PassOptions {
+            gzip_span: 64 << 10,
+            large_file_span: 64 << 10,
+            hash_apart: false,
+        };
+        indexed_with(root, blob, tar, compression, pass)
+    }
+
+    fn indexed_with(
+        root: &Path,
+        blob: &[u8],
+        tar: &[u8],
+        compression: Compression,
+        pass: crate::layer::index::PassOptions,
+    ) -> CacheEntry {
         let layout_dir = root.join("layout");
         std::fs::create_dir_all(layout_dir.join("blobs/sha256")).unwrap();
         std::fs::write(
@@ -564,16 +579,95 @@ mod tests {
         let cache = Cache::locate(Some(&root.join("cache"))).unwrap();
         let blob = layout.open_blob(&digest, Some(blob.len() as u64)).unwrap();
         cache
-            .entry(
-                &blob,
-                &layer,
-                &ProgressBar::hidden(),
-                crate::layer::index::PassOptions {
-                    gzip_span: 64 << 10,
-                    hash_apart: false,
-                },
-            )
+            .entry(&blob, &layer, &ProgressBar::hidden(), pass)
             .unwrap()
+    }
+
+    /// Inside a file of 1 MiB or more checkpoints come about 256 KiB apart,
+    /// among small files about 1 MiB, and every byte reads back.
+    #[test]
+    fn checkpoints_come_closer_inside_large_files_and_every_byte_reads_back() {
+        let mut seed = 0x5851_f42d_4c95_7f2du64;
+        let mut text = |len: usize| -> Vec<u8> {
+            let words: [&[u8]; 6] = [b"span ", b"layer ", b"window\n", b"tar ", b"oci ", b"blob "];
+            let mut out = Vec::with_capacity(len + 8);
+            while out.len() < len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                out.extend_from_slice(words[(seed % 6) as usize]);
+                out.push(b'a' + (seed >> 59) as u8);
+            }
+            out.truncate(len);
+            out
+        };
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for i in 0..60 {
+            files.push((format!("small/{i}"), text(60_000)));
+        }
+        files.push(("big".to_string(), text(4 << 20)));
+        for i in 60..120 {
+            files.push((format!("small/{i}"), text(60_000)));
+        }
+        for (name, data) in &files {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, name, &data[..]).unwrap();
+        }
+        let tar = builder.into_inner().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let pass = crate::layer::index::PassOptions {
+            gzip_span: 1 << 20,
+            large_file_span: 256 << 10,
+            hash_apart: false,
+        };
+        let blob = compress(&tar, Compression::Gzip);
+        let entry = indexed_with(root.path(), &blob, &tar, Compression::Gzip, pass);
+        let big = entry
+            .index
+            .entries
+            .iter()
+            .find(|e| &*e.path == b"big")
+            .unwrap();
+        let (from, to) = (big.data_offset, big.data_offset + big.size);
+        let spans = &entry.index.spans;
+        // Spans wholly inside the big file, past the first (the tar reader
+        // marks the file a read buffer ahead of the inflater, no sooner).
+        let inside: Vec<u64> = spans
+            .iter()
+            .filter(|s| s.out_offset >= from + (512 << 10) && s.out_offset + s.out_len <= to)
+            .map(|s| s.out_len)
+            .collect();
+        assert!(
+            inside.len() >= 8,
+            "{} spans inside: {inside:?}",
+            inside.len()
+        );
+        assert!(
+            inside.iter().all(|&l| (256 << 10..1 << 20).contains(&l)),
+            "{inside:?}"
+        );
+        // Among the small files, before the big one and after it.
+        let outside: Vec<u64> = spans
+            .iter()
+            .filter(|s| s.out_offset + s.out_len <= from || s.out_offset >= to)
+            .filter(|s| s.out_offset + s.out_len < tar.len() as u64)
+            .map(|s| s.out_len)
+            .collect();
+        assert!(outside.len() >= 4, "{outside:?}");
+        assert!(outside.iter().all(|&l| l >= 1 << 20), "{outside:?}");
+        let reader = open_reader(root.path(), &entry);
+        let mut all = vec![0u8; tar.len()];
+        assert_eq!(reader.read_at(0, &mut all).unwrap(), tar.len());
+        assert!(all == tar, "the bytes read back differ");
+        for (offset, len) in read_ranges(tar.len() as u64) {
+            let mut buf = vec![0u8; len];
+            let fresh = open_reader(root.path(), &entry);
+            assert_eq!(fresh.read_at(offset, &mut buf).unwrap(), len);
+            assert!(buf == tar[offset as usize..offset as usize + len]);
+        }
     }
 
     fn blob_source(root: &Path, entry: &CacheEntry) -> Blob {

@@ -60,13 +60,18 @@ pub fn crc32(crc: u32, data: &[u8]) -> u32 {
 #[derive(Default)]
 pub struct SpanBuilder {
     spans: Vec<Span>,
+    /// The id `begin` gave each span of `spans` (empty spans are dropped).
+    ids: Vec<usize>,
     current: Option<Span>,
+    /// How many spans were begun: the next one's id.
+    begun: usize,
     out_pos: u64,
 }
 
 impl SpanBuilder {
-    /// Close the current span and open one that starts here.
-    pub fn begin(&mut self, start: SpanStart, in_offset: u64) {
+    /// Close the current span and open one that starts here; returns its
+    /// id, for `set_start`.
+    pub fn begin(&mut self, start: SpanStart, in_offset: u64) -> usize {
         self.close();
         self.current = Some(Span {
             out_offset: self.out_pos,
@@ -75,6 +80,23 @@ impl SpanBuilder {
             crc32: 0,
             start,
         });
+        self.begun += 1;
+        self.begun - 1
+    }
+
+    /// Replace the start of span `id` (a checkpoint whose window is known
+    /// only after the output that follows it). A span dropped as empty is
+    /// left alone.
+    pub fn set_start(&mut self, id: usize, start: SpanStart) {
+        if id + 1 == self.begun {
+            if let Some(span) = &mut self.current {
+                span.start = start;
+                return;
+            }
+        }
+        if let Ok(at) = self.ids.binary_search(&id) {
+            self.spans[at].start = start;
+        }
     }
 
     pub fn feed(&mut self, data: &[u8]) {
@@ -128,6 +150,7 @@ impl SpanBuilder {
         if let Some(span) = self.current.take() {
             if span.out_len > 0 {
                 self.spans.push(span);
+                self.ids.push(self.begun - 1);
             }
         }
     }
