@@ -152,7 +152,8 @@ impl DecodeAhead {
         if previous != NONE && previous + 1 == here {
             let at = start.saturating_add(offset);
             let end = span_of(at.saturating_add(shared.layer_ahead))
-                .unwrap_or(reader.span_count().saturating_sub(1));
+                .unwrap_or(reader.span_count().saturating_sub(1))
+                .min(here.saturating_add(QUEUE_MAX));
             wanted.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
         }
         if !wanted.is_empty() {

@@ -330,10 +330,15 @@ impl<R: Read> GzipIndexer<R> {
 
     /// Feed the pending window what one inflate call consumed and made;
     /// settle it once 32 KiB of output are in.
-    fn follow_window(&mut self, consumed: &[u8], produced: &[u8]) -> io::Result<()> {
+    fn follow_window(
+        &mut self,
+        consumed: std::ops::Range<usize>,
+        produced: &[u8],
+    ) -> io::Result<()> {
         let Some(p) = &mut self.pending else {
             return Ok(());
         };
+        let consumed = &self.input[consumed];
         if let Some(input) = &mut p.input {
             if input.len() + consumed.len() > PENDING_INPUT_MAX {
                 p.input = None;
@@ -438,9 +443,8 @@ impl<R: Read> Read for GzipIndexer<R> {
                         self.last_byte = self.input[self.in_start + consumed - 1];
                     }
                     if self.pending.is_some() {
-                        let consumed_bytes =
-                            self.input[self.in_start..self.in_start + consumed].to_vec();
-                        self.follow_window(&consumed_bytes, &buf[..produced])?;
+                        let consumed_at = self.in_start..self.in_start + consumed;
+                        self.follow_window(consumed_at, &buf[..produced])?;
                     }
                     self.in_start += consumed;
                     self.in_pos += consumed as u64;

@@ -36,8 +36,9 @@ pub struct LayerIndex {
 
 /// Gzip checkpoints are about this far apart in the uncompressed stream.
 pub const DEFAULT_GZIP_SPAN: u64 = 1 << 20;
-/// Regular files at least this long get closer checkpoints…
-pub const LARGE_FILE: u64 = 1 << 20;
+/// Regular files at least this long get closer checkpoints (data files,
+/// not the binaries of a distribution, which are read whole)…
+pub const LARGE_FILE: u64 = 4 << 20;
 /// … this far apart: a random read in one decodes a quarter as much.
 pub const LARGE_FILE_GZIP_SPAN: u64 = 256 << 10;
 

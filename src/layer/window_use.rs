@@ -47,6 +47,7 @@ const CODE_LENGTH_ORDER: [usize; 19] = [
 /// then `input`. `None` where the input is cut short or is not deflate:
 /// the caller then keeps the whole window.
 pub fn window_use(bits: u8, prime: u8, input: &[u8], out_len: usize) -> Option<Vec<bool>> {
+    debug_assert!(bits < 8, "inflatePrime takes up to 7 bits here");
     let mut used = vec![false; WINDOW];
     let mut s = Symbols {
         input,
@@ -65,14 +66,11 @@ pub fn window_use(bits: u8, prime: u8, input: &[u8], out_len: usize) -> Option<V
         }
         let last = s.bits(1)? == 1;
         match s.bits(2)? {
-            0 => out += s.stored()?,
-            1 => s.codes(
-                &fixed_lengths(),
-                &fixed_dists(),
-                &mut out,
-                out_len,
-                &mut used,
-            )?,
+            0 => out += s.stored(out_len - out)?,
+            1 => {
+                let (lengths, dists) = fixed();
+                s.codes(lengths, dists, &mut out, out_len, &mut used)?
+            }
             2 => {
                 let (lengths, dists) = s.dynamic_tables()?;
                 s.codes(&lengths, &dists, &mut out, out_len, &mut used)?
@@ -160,15 +158,19 @@ impl Huffman {
     }
 }
 
-fn fixed_lengths() -> Huffman {
-    let mut l = [8u8; 288];
-    l[144..256].fill(9);
-    l[256..280].fill(7);
-    Huffman::new(&l).expect("the fixed code is complete")
-}
-
-fn fixed_dists() -> Huffman {
-    Huffman::new(&[5u8; 30]).expect("the fixed code is complete")
+/// The fixed codes, built once: a hostile stream can hold a fixed block
+/// every ten bits.
+fn fixed() -> &'static (Huffman, Huffman) {
+    static FIXED: std::sync::OnceLock<(Huffman, Huffman)> = std::sync::OnceLock::new();
+    FIXED.get_or_init(|| {
+        let mut l = [8u8; 288];
+        l[144..256].fill(9);
+        l[256..280].fill(7);
+        (
+            Huffman::new(&l).expect("the fixed code is complete"),
+            Huffman::new(&[5u8; 30]).expect("the fixed code is complete"),
+        )
+    })
 }
 
 /// A bit reader over the input after the checkpoint.
@@ -229,18 +231,21 @@ impl Symbols<'_> {
         None
     }
 
-    /// A stored block: its length; it copies nothing from the window.
-    fn stored(&mut self) -> Option<usize> {
+    /// A stored block: its length; it copies nothing from the window. Its
+    /// bytes need not all be there when the `wanted` output ends in it.
+    fn stored(&mut self, wanted: usize) -> Option<usize> {
+        // Whole bytes the bit buffer holds were read ahead: give them back.
+        self.pos -= (self.count / 8) as usize;
         self.buf = 0;
         self.count = 0;
-        let header = self.input.get(self.pos..self.pos + 4)?;
-        let len = u16::from_le_bytes([header[0], header[1]]);
+        let header = self.input.get(self.pos..self.pos.checked_add(4)?)?;
+        let len = usize::from(u16::from_le_bytes([header[0], header[1]]));
         let nlen = u16::from_le_bytes([header[2], header[3]]);
-        if len != !nlen {
+        if len as u16 != !nlen {
             return None;
         }
-        self.pos += 4 + usize::from(len);
-        (self.pos <= self.input.len()).then_some(usize::from(len))
+        self.pos += 4 + len;
+        (self.pos <= self.input.len() || len >= wanted).then_some(len)
     }
 
     fn dynamic_tables(&mut self) -> Option<(Huffman, Huffman)> {
@@ -390,6 +395,48 @@ mod tests {
                 out, after,
                 "level {level}: the sparse window decodes other bytes"
             );
+        }
+    }
+
+    /// A sync flush ends a Huffman block with an empty stored block, whose
+    /// header sits at a byte boundary the bit reader has read past.
+    #[test]
+    fn a_stored_block_after_a_huffman_block_is_found_where_it_starts() {
+        // Pieces of different lengths leave the flush at every bit offset.
+        for k in 0..24usize {
+            let window = text(WINDOW, 21 + k as u64);
+            let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+            c.set_dictionary(&window).unwrap();
+            let mut stream = Vec::with_capacity(1 << 20);
+            let mut after = Vec::new();
+            let pieces = [
+                &window[WINDOW - 3000 - 37 * k..],
+                &text(500 + 131 * k, 22)[..],
+                &window[..4000],
+            ];
+            for (i, piece) in pieces.iter().enumerate() {
+                after.extend_from_slice(piece);
+                let flush = if i == 2 {
+                    flate2::FlushCompress::Finish
+                } else {
+                    flate2::FlushCompress::Sync
+                };
+                c.compress_vec(piece, &mut stream, flush).unwrap();
+            }
+            let used = window_use(0, 0, &stream, WINDOW)
+                .unwrap_or_else(|| panic!("piece {k}: the sync-flushed stream was refused"));
+            assert!(used.iter().any(|&u| u) && !used.iter().all(|&u| u));
+            let sparse: Vec<u8> = window
+                .iter()
+                .zip(&used)
+                .map(|(&b, &u)| if u { b } else { 0 })
+                .collect();
+            let mut d = flate2::Decompress::new(false);
+            d.set_dictionary(&sparse).unwrap();
+            let mut out = Vec::with_capacity(after.len());
+            d.decompress_vec(&stream, &mut out, flate2::FlushDecompress::Finish)
+                .unwrap();
+            assert_eq!(out, after, "piece {k}");
         }
     }
 
