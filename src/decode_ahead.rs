@@ -9,7 +9,7 @@
 //!   span at a time on the reading thread.
 //! - **Along a layer.** A read that moves on from span `i - 1` to span `i`
 //!   of a layer (files read in the order the layer holds them, as `tar`,
-//!   `cp -r` and a container's start do) queues the next few spans.
+//!   `cp -r` and a container's start do) queues the next stretch of it.
 //!
 //! The newest wants are served first; the oldest are dropped when the
 //! queue is full. A worker skips a span this process has checked already,
