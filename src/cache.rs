@@ -360,6 +360,26 @@ fn mark_used(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }
 
+/// Remove the temp files `.STEM.tmp.PID…` in `dir` whose writer is gone: a process killed between its write and its rename leaves one, and
+/// files replaced by rename without a lock (image records, stored trees)
+/// have no builder to clean up after it. A live writer's file, this
+/// process's or one whose pid still runs, is left alone.
+pub fn remove_dead_writers_temps(dir: &Path, stem: &str) {
+    let prefix = format!(".{stem}.tmp.");
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A shared flock(2) on `path` (created if need be), held until the file
 /// is dropped: a reader's claim on a layer, which `cache rm` respects.
 pub fn share_lock(path: &Path) -> Result<File> {

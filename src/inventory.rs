@@ -54,6 +54,7 @@ pub fn record_image(cache: &Cache, image: &Image) {
         .and_then(|()| fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default()))
         .and_then(|()| fs::rename(&tmp, &path));
     let _ = fs::remove_file(&tmp);
+    crate::cache::remove_dead_writers_temps(&dir, &image.manifest_digest.hex());
 }
 
 /// One layer of the cache and what uses it.

@@ -166,6 +166,9 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
         })
         .collect();
     let path = stored::path(cache.root(), &image.manifest_digest);
+    if let Some(dir) = path.parent() {
+        crate::cache::remove_dead_writers_temps(dir, &image.manifest_digest.hex());
+    }
     match stored::load(&path, &records) {
         Ok(tree) => Some((entries, tree)),
         Err(reason) => {

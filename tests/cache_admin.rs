@@ -283,6 +283,31 @@ fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_nam
         }
         path
     };
+    // A writer killed between its write and its rename: a pid above
+    // pid_max cannot be running. The next open of the image removes its
+    // files; a live writer's (this process) stay.
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed_tree = put(&format!(".{manifest}.tmp.{}.9", pid_max + 1), None);
+    let records = cache.join("images");
+    let killed_record = records.join(format!(".{manifest}.tmp.{}", pid_max + 1));
+    std::fs::write(&killed_record, b"{").unwrap();
+    let live_record = records.join(format!(".{manifest}.tmp.{}", std::process::id()));
+    std::fs::write(&live_record, b"{").unwrap();
+    ok(&ocimount(cache, &["ls", &tiny, "/"]));
+    assert!(
+        !killed_tree.exists(),
+        "a killed tree writer's file outlived an open"
+    );
+    assert!(
+        !killed_record.exists(),
+        "a killed record writer's file outlived an open"
+    );
+    assert!(live_record.exists(), "an open took a live writer's file");
+    std::fs::remove_file(&live_record).unwrap();
     let dead = put(&format!(".{manifest}.tmp.4242.17"), Some("1 hour ago"));
     let writing = put(&format!(".{manifest}.tmp.4243.18"), None);
     let orphan = put(&"ab".repeat(32), None);
