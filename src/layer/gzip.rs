@@ -364,13 +364,7 @@ impl<R: Read> GzipIndexer<R> {
         };
         let sparse = p.input.as_deref().and_then(|input| {
             let used = window_use::window_use(p.bits, p.prime, input, p.output.len())?;
-            let skip = WINDOW - p.window.len();
-            let sparse: Vec<u8> = p
-                .window
-                .iter()
-                .zip(&used[skip..])
-                .map(|(&b, &u)| if u { b } else { 0 })
-                .collect();
+            let sparse = window_use::zero_unused(&p.window, &used);
             resumes_the_same(&p, input, &sparse).then_some(sparse)
         });
         let window = self.packer.pack(sparse.as_deref().unwrap_or(&p.window))?;

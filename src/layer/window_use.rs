@@ -86,6 +86,17 @@ pub fn window_use(bits: u8, prime: u8, input: &[u8], out_len: usize) -> Option<V
 /// Codes this long or shorter are decoded by one table look-up.
 const FAST_BITS: u32 = 9;
 
+/// `window` (the newest `window.len()` bytes of the 32 KiB `used` covers)
+/// with every byte `used` does not mark zeroed.
+pub fn zero_unused(window: &[u8], used: &[bool]) -> Vec<u8> {
+    let skip = used.len().saturating_sub(window.len());
+    window
+        .iter()
+        .zip(&used[skip..])
+        .map(|(&b, &u)| if u { b } else { 0 })
+        .collect()
+}
+
 /// A canonical Huffman code as puff keeps it (how many codes of each
 /// length, and the symbols in code order), with a table for the short
 /// codes: indexed by the next `FAST_BITS` bits of the stream, each entry
@@ -354,6 +365,16 @@ mod tests {
         out
     }
 
+    /// Raw `stream` inflated with `window` as its dictionary.
+    fn inflate_from(window: &[u8], stream: &[u8], len: usize) -> Vec<u8> {
+        let mut d = flate2::Decompress::new(false);
+        d.set_dictionary(window).unwrap();
+        let mut out = Vec::with_capacity(len);
+        d.decompress_vec(stream, &mut out, flate2::FlushDecompress::Finish)
+            .unwrap();
+        out
+    }
+
     fn raw_deflate(data: &[u8], level: u32) -> Vec<u8> {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
         e.write_all(data).unwrap();
@@ -381,16 +402,7 @@ mod tests {
             } else {
                 assert_eq!(marked, 0, "stored blocks copy nothing");
             }
-            let sparse: Vec<u8> = window
-                .iter()
-                .zip(&used)
-                .map(|(&b, &u)| if u { b } else { 0 })
-                .collect();
-            let mut d = flate2::Decompress::new(false);
-            d.set_dictionary(&sparse).unwrap();
-            let mut out = Vec::with_capacity(after.len());
-            d.decompress_vec(&stream, &mut out, flate2::FlushDecompress::Finish)
-                .unwrap();
+            let out = inflate_from(&zero_unused(&window, &used), &stream, after.len());
             assert_eq!(
                 out, after,
                 "level {level}: the sparse window decodes other bytes"
@@ -426,16 +438,7 @@ mod tests {
             let used = window_use(0, 0, &stream, WINDOW)
                 .unwrap_or_else(|| panic!("piece {k}: the sync-flushed stream was refused"));
             assert!(used.iter().any(|&u| u) && !used.iter().all(|&u| u));
-            let sparse: Vec<u8> = window
-                .iter()
-                .zip(&used)
-                .map(|(&b, &u)| if u { b } else { 0 })
-                .collect();
-            let mut d = flate2::Decompress::new(false);
-            d.set_dictionary(&sparse).unwrap();
-            let mut out = Vec::with_capacity(after.len());
-            d.decompress_vec(&stream, &mut out, flate2::FlushDecompress::Finish)
-                .unwrap();
+            let out = inflate_from(&zero_unused(&window, &used), &stream, after.len());
             assert_eq!(out, after, "piece {k}");
         }
     }
