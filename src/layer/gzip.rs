@@ -22,6 +22,7 @@ use libz_rs_sys::{
     z_stream, zlibVersion, Z_BLOCK, Z_BUF_ERROR, Z_NO_FLUSH, Z_OK, Z_STREAM_END,
 };
 
+use crate::layer::deflate_frame;
 use crate::layer::spans::{
     span_at, write_materialized, Span, SpanBuilder, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES,
 };
@@ -554,7 +555,27 @@ fn resumes_the_same(p: &PendingWindow, input: &[u8], window: &[u8]) -> bool {
     check().unwrap_or(false)
 }
 
-/// Decode one gzip span from the blob into `out` (exactly `span.out_len` bytes).
+/// Decode gzip span `spans[i]` from the blob into `out` (exactly its
+/// `out_len` bytes): whole with libdeflate where the span can be framed as
+/// a stream of its own (`deflate_frame`), else with zlib. Either way the
+/// reader checks the bytes against the span's CRC.
+pub fn decode_span_at(
+    blob: &dyn BlobSource,
+    spans: &[Span],
+    i: usize,
+    out: &mut [u8],
+) -> io::Result<()> {
+    match deflate_frame::decode(blob, spans, i, out) {
+        Ok(true) => Ok(()),
+        // zlib streams what could not be framed; and where the framed
+        // stream fails, zlib's own error (or bytes) is the one that counts,
+        // so a framing this code got wrong never costs a valid span.
+        Ok(false) | Err(_) => decode_span(blob, &spans[i], out),
+    }
+}
+
+/// Decode one gzip span from the blob into `out` (exactly `span.out_len`
+/// bytes) with zlib, streaming its input.
 pub fn decode_span(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
     SpanDecoder::new(blob, span)?.fill(out)
 }
@@ -735,6 +756,103 @@ mod tests {
             .all(|s| !matches!(s.start, SpanStart::Materialized { .. })));
         let (_, uncapped) = index(&blob, 64 << 10, Some(u64::MAX), None).unwrap();
         assert_eq!(spans, uncapped);
+    }
+
+    /// Text with repeats, so that copies reach back into the windows, but
+    /// not so many that a deflate block covers more than a span.
+    fn repetitive(len: usize, seed: u64) -> Vec<u8> {
+        let fresh = text(len, seed);
+        let mut out = Vec::with_capacity(len + 64);
+        let mut state = seed;
+        while out.len() < len {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = 3 + (state >> 40) as usize % 20;
+            if state >> 63 == 1 && out.len() > 40_000 {
+                let from = out.len() - n - (state >> 20) as usize % 32_000;
+                out.extend_from_within(from..from + n);
+            } else {
+                out.extend_from_slice(&fresh[out.len()..(out.len() + n).min(len)]);
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn framed_spans_decode_to_the_same_bytes_as_zlib_at_every_bit_position() {
+        let mut framed = 0;
+        let mut bit_positions = [false; 8];
+        for (level, seed) in [(1, 11u64), (6, 12), (9, 13)] {
+            let plain = repetitive(3 << 20, seed);
+            let mut blob = Vec::new();
+            for part in [
+                &plain[..1 << 20],
+                &plain[1 << 20..(1 << 20) + 77],
+                &plain[(1 << 20) + 77..],
+            ] {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                enc.write_all(part).unwrap();
+                blob.extend(enc.finish().unwrap());
+            }
+            let (out, spans) = index(&blob, 32 << 10, None, None).unwrap();
+            assert!(out == plain);
+            let source = MemoryBlob::new(blob.clone(), "test".to_string());
+            for (i, span) in spans.iter().enumerate() {
+                let want =
+                    &out[span.out_offset as usize..(span.out_offset + span.out_len) as usize];
+                let mut got = vec![0xa5u8; span.out_len as usize];
+                if deflate_frame::decode(&source, &spans, i, &mut got).unwrap() {
+                    framed += 1;
+                    if let SpanStart::GzipBlock { bits, .. } = span.start {
+                        bit_positions[bits as usize] = true;
+                    }
+                    assert!(got == want, "framed span {i} (level {level}) differs");
+                } else {
+                    assert!(got.iter().all(|&b| b == 0xa5), "a refused span wrote");
+                }
+                let mut zlib = vec![0u8; span.out_len as usize];
+                decode_span(&source, span, &mut zlib).unwrap();
+                assert!(zlib == want);
+                decode_span_at(&source, &spans, i, &mut zlib).unwrap();
+                assert!(zlib == want);
+            }
+        }
+        assert!(framed > 100, "{framed} spans framed");
+        assert_eq!(
+            bit_positions, [true; 8],
+            "checkpoints at every bit position"
+        );
+    }
+
+    #[test]
+    fn a_framed_span_from_damaged_input_is_an_error() {
+        let plain = repetitive(1 << 20, 5);
+        let blob = gzip(&[&plain]);
+        let (_, spans) = index(&blob, 64 << 10, None, None).unwrap();
+        let i = spans.len() / 2;
+        let mut damaged = blob.clone();
+        let from = spans[i].in_offset as usize;
+        damaged[from..from + 200].fill(0xff);
+        let source = MemoryBlob::new(damaged, "test".to_string());
+        let mut got = vec![0u8; spans[i].out_len as usize];
+        let err = deflate_frame::decode(&source, &spans, i, &mut got).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // A span that claims more output than its blocks hold.
+        let mut longer = spans.clone();
+        longer[i].out_len += 1;
+        let source = MemoryBlob::new(blob, "test".to_string());
+        let mut got = vec![0u8; longer[i].out_len as usize];
+        let err = deflate_frame::decode(&source, &longer, i, &mut got).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the span decodes to {} bytes, the index says {}",
+                spans[i].out_len, longer[i].out_len
+            )
+        );
     }
 
     #[test]

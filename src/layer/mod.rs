@@ -3,6 +3,7 @@
 
 pub mod background_hash;
 pub mod compression;
+pub mod deflate_frame;
 pub mod descriptor;
 pub mod entry;
 pub mod format;

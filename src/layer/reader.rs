@@ -377,7 +377,7 @@ impl LayerReader {
             .map_err(|e| self.unavailable(span, e))?;
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
-                gzip::decode_span(&*self.blob, span, &mut fresh)
+                gzip::decode_span_at(&*self.blob, &self.spans, i, &mut fresh)
             }
             SpanStart::ZstdFrame { .. } => zstd::decode_span(&*self.blob, span, &mut fresh),
             SpanStart::Materialized { .. } if self.compression == Compression::Gzip => {
