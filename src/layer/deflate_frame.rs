@@ -7,17 +7,20 @@
 //!
 //! 1. a stored block (non-final) holding the checkpoint's window, which
 //!    gives the copies their history;
-//! 2. the span's own blocks, shifted by the `bits` the checkpoint primes so
-//!    that they start on the byte the stored block ends on;
-//! 3. where the next span starts at a checkpoint, an empty final block of
+//! 2. empty non-final blocks, as many bits long as it takes to bring the
+//!    stream to the bit, within a byte, where the span starts in the blob
+//!    (a stored block inside the span pads to a byte boundary, so the
+//!    span's bytes must keep their alignment: shifting them would move it);
+//! 3. the `bits` the checkpoint primes, then the span's bytes as they are;
+//! 4. where the next span starts at a checkpoint, an empty final block of
 //!    fixed codes, written where the span's last block ends (a checkpoint is
 //!    always between blocks). A span that ends its member needs none: its
 //!    last block is final already.
 //!
-//! The output is the window then the span; only the span is kept. Spans
-//! that cannot be framed (a member's first span, one followed by a
-//! materialised stretch, one whose input is far longer than its output) go
-//! to zlib, and every decoded span is CRC-checked by the reader either way.
+//! The output is the window then the span; only the span is kept, and only
+//! if its CRC is the index's. Spans that cannot be framed (a member's first
+//! span, one followed by a materialised stretch, one whose input is far
+//! longer than its output) go to zlib, as does a span whose frame fails.
 
 use std::cell::RefCell;
 use std::io;
@@ -25,7 +28,7 @@ use std::io;
 use libdeflater::{DecompressionError, Decompressor};
 
 use crate::blob::BlobSource;
-use crate::layer::spans::{Span, SpanStart};
+use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::window_use::WINDOW;
 
 /// A stored block's header on a byte boundary: BFINAL 0, BTYPE 00, padding.
@@ -37,10 +40,19 @@ const STORED_HEADER: u8 = 0;
 const EMPTY_FINAL_BLOCK: u16 = 0b011;
 const EMPTY_FINAL_BLOCK_BITS: u64 = 10;
 
+/// The same block, not final: 10 bits, 2 more than a whole number of bytes.
+const EMPTY_FIXED_BLOCK: u16 = 0b010;
+const EMPTY_FIXED_BLOCK_BITS: u8 = 10;
+
+const _: () = assert!(
+    WINDOW <= u16::MAX as usize,
+    "a window must fit one stored block"
+);
+
 /// Input beyond this, for a span of `out_len` bytes, goes to zlib, which
 /// streams it: deflate's worst case (stored blocks) is 5 bytes in 64 KiB
 /// over the output, so only a stream of empty blocks gets here.
-fn input_cap(out_len: u64) -> u64 {
+pub(crate) fn input_cap(out_len: u64) -> u64 {
     out_len + out_len / 8 + 64 * 1024
 }
 
@@ -74,21 +86,27 @@ pub fn decode(blob: &dyn BlobSource, spans: &[Span], i: usize, out: &mut [u8]) -
     if in_end - span.in_offset > input_cap(span.out_len) {
         return Ok(false);
     }
-    let mut frame = Vec::with_capacity(5 + WINDOW + (in_end - span.in_offset) as usize + 3);
+    let in_len = usize::try_from(in_end - span.in_offset).map_err(|_| bad("a span too long"))?;
+    let mut frame = Vec::with_capacity(5 + WINDOW + 32 + in_len + 3);
     DECOMPRESSOR.with(|d| -> io::Result<()> {
         let mut d = d.borrow_mut();
         append_window(&mut d, &mut frame, window)?;
-        let mut input = vec![0u8; (in_end - span.in_offset) as usize];
-        blob.read_exact_at(&mut input, span.in_offset)?;
-        append_shifted(&mut frame, *prime, *bits, &input);
-        if let Some(end_bits) = end_bits {
-            let header_and_window = (5 + window_len(&frame)) as u64;
-            let span_bits = (u64::from(*bits) + 8 * input.len() as u64)
-                .checked_sub(u64::from(end_bits))
-                .ok_or_else(|| bad("a span ends before it starts"))?;
-            end_stream_at(&mut frame, header_and_window * 8 + span_bits);
-        }
         let history = window_len(&frame);
+        let mut bits_out = BitWriter::new(&mut frame);
+        align_for(&mut bits_out, *bits);
+        bits_out.put(u32::from(*prime), *bits);
+        // The writer ends on a byte boundary: the span's bytes follow as
+        // they are in the blob.
+        let at = frame.len();
+        frame.resize(at + in_len, 0);
+        blob.read_exact_at(&mut frame[at..], span.in_offset)?;
+        if let Some(end_bits) = end_bits {
+            let end = ((at + in_len) as u64 * 8)
+                .checked_sub(u64::from(end_bits))
+                .filter(|&end| end + u64::from(*bits) >= at as u64 * 8)
+                .ok_or_else(|| bad("a span ends before it starts"))?;
+            end_stream_at(&mut frame, end);
+        }
         let mut decoded = vec![0u8; history + out.len()];
         let made = d
             .deflate_decompress(&frame, &mut decoded)
@@ -104,6 +122,9 @@ pub fn decode(blob: &dyn BlobSource, spans: &[Span], i: usize, out: &mut [u8]) -
                 made.saturating_sub(history),
                 out.len()
             )));
+        }
+        if crc32(0, &decoded[history..]) != span.crc32 {
+            return Err(bad("the framed span's bytes do not match the index"));
         }
         out.copy_from_slice(&decoded[history..]);
         Ok(())
@@ -136,28 +157,93 @@ fn append_window(d: &mut Decompressor, frame: &mut Vec<u8>, packed: &[u8]) -> io
     Ok(())
 }
 
-/// Append the bit stream "`bits` bits of `prime`, then `input`" from a byte
-/// boundary.
-fn append_shifted(frame: &mut Vec<u8>, prime: u8, bits: u8, input: &[u8]) {
-    if bits == 0 {
-        frame.extend_from_slice(input);
-        return;
+/// Bring the stream, now on a byte boundary, to where `bits` primed bits
+/// then a byte boundary follow: `(8 - bits) % 8` bits on, in empty
+/// non-final blocks. A fixed one is 2 bits past a byte, a dynamic one
+/// (`EMPTY_DYNAMIC_BLOCK`) 3; one dynamic and up to three fixed reach every
+/// bit of a byte.
+fn align_for(out: &mut BitWriter<'_>, bits: u8) {
+    let mut rest = (8 - bits) % 8;
+    if rest % 2 == 1 {
+        for &(value, len) in EMPTY_DYNAMIC_BLOCK {
+            out.put(value, len);
+        }
+        rest = (rest + 8 - 3) % 8;
     }
-    let (up, down) = (u32::from(bits), 8 - u32::from(bits));
-    let start = frame.len();
-    frame.resize(start + input.len() + 1, 0);
-    let out = &mut frame[start..];
-    out[0] = prime & ((1u8 << up) - 1);
-    let Some((&first, _)) = input.split_first() else {
-        return;
-    };
-    out[0] |= first << up;
-    // Each output byte takes the top of one input byte and the bottom of
-    // the next; written as a zip so that it vectorises.
-    for ((o, &lo), &hi) in out[1..input.len()].iter_mut().zip(input).zip(&input[1..]) {
-        *o = (lo >> down) | (hi << up);
+    for _ in 0..rest / 2 {
+        out.put(u32::from(EMPTY_FIXED_BLOCK), EMPTY_FIXED_BLOCK_BITS);
     }
-    out[input.len()] = input[input.len() - 1] >> down;
+}
+
+/// An empty non-final block of dynamic codes, 91 bits, as (value, bit
+/// count) fields written least significant bit first:
+/// - BFINAL 0, BTYPE 10; HLIT 0 (257 length codes), HDIST 0 (one distance
+///   code), HCLEN 14 (18 code-length codes);
+/// - the code-length code: symbols 18 and 1 of length 1 (codes 1 and 0),
+///   the other 16 in the transmitted order 0;
+/// - the code lengths: 138 and 117 zeros (symbol 18 with its 7 extra
+///   bits), then 1 for literal 255, for end-of-block and for distance 0;
+/// - the block's only symbol, end-of-block (code 1: literal 255 has 0).
+const EMPTY_DYNAMIC_BLOCK: &[(u32, u8)] = &[
+    (0b100, 3),
+    (0, 5),
+    (0, 5),
+    (14, 4),
+    // Code lengths of 16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13,
+    // 2, 14, 1.
+    (0, 3),
+    (0, 3),
+    (1, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (0, 3),
+    (1, 3),
+    (1, 1),
+    (138 - 11, 7),
+    (1, 1),
+    (117 - 11, 7),
+    (0, 1),
+    (0, 1),
+    (0, 1),
+    (1, 1),
+];
+
+/// Writes bit fields into a frame, least significant bit first, from the
+/// frame's end (a byte boundary); the last byte is padded with zeros.
+struct BitWriter<'a> {
+    frame: &'a mut Vec<u8>,
+    /// Bits used in the frame's last byte; 0: it is whole (or absent).
+    used: u8,
+}
+
+impl<'a> BitWriter<'a> {
+    fn new(frame: &'a mut Vec<u8>) -> BitWriter<'a> {
+        BitWriter { frame, used: 0 }
+    }
+
+    fn put(&mut self, value: u32, len: u8) {
+        for i in 0..len {
+            if self.used == 0 {
+                self.frame.push(0);
+            }
+            let bit = ((value >> i) & 1) as u8;
+            if let Some(last) = self.frame.last_mut() {
+                *last |= bit << self.used;
+            }
+            self.used = (self.used + 1) % 8;
+        }
+    }
 }
 
 /// Cut the frame at bit `end` and close the stream there with an empty
@@ -197,28 +283,40 @@ mod tests {
             .collect()
     }
 
+    /// Inflate a whole raw deflate stream with libdeflate and with zlib.
+    fn inflate_both(frame: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut by_libdeflate = vec![0u8; len];
+        let made = Decompressor::new()
+            .deflate_decompress(frame, &mut by_libdeflate)
+            .unwrap();
+        by_libdeflate.truncate(made);
+        let mut by_zlib = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(frame), &mut by_zlib)
+            .unwrap();
+        (by_libdeflate, by_zlib)
+    }
+
     #[test]
-    fn shifting_keeps_the_primed_bits_then_every_input_bit() {
-        let input = [0b1010_0110u8, 0xff, 0x00, 0b0101_1001, 0x80];
-        for bits in 0..8u8 {
-            let prime = 0b0110_1101u8 >> (8 - bits.max(1));
-            let mut frame = vec![0xeeu8];
-            append_shifted(&mut frame, prime, bits, &input);
-            let want = format!(
-                "{}{}",
-                bit_string(&[prime], 0, u64::from(bits)),
-                bit_string(&input, 0, 40)
-            );
+    fn the_empty_blocks_reach_every_bit_of_a_byte_and_decode_to_nothing() {
+        let bits: u32 = EMPTY_DYNAMIC_BLOCK.iter().map(|&(_, n)| u32::from(n)).sum();
+        assert_eq!(bits, 91);
+        for primed in 0..8u8 {
+            // A stored block ("window"), the padding for `primed` bits, and
+            // where the span would start, an empty final block.
+            let mut frame = vec![STORED_HEADER, 6, 0, !6, !0];
+            frame.extend_from_slice(b"window");
+            let mut out = BitWriter::new(&mut frame);
+            align_for(&mut out, primed);
             assert_eq!(
-                bit_string(&frame, 8, 40 + u64::from(bits)),
-                want,
-                "bits {bits}"
+                (8 - out.used) % 8,
+                primed,
+                "the padding leaves room for {primed} primed bits in its byte"
             );
-            assert_eq!(frame[0], 0xee);
+            out.put(u32::from(EMPTY_FINAL_BLOCK), EMPTY_FINAL_BLOCK_BITS as u8);
+            let (a, b) = inflate_both(&frame, 64);
+            assert_eq!(a, b"window", "libdeflate, {primed} primed bits");
+            assert_eq!(b, b"window", "zlib, {primed} primed bits");
         }
-        let mut frame = Vec::new();
-        append_shifted(&mut frame, 0b101, 3, &[]);
-        assert_eq!(frame, [0b101]);
     }
 
     #[test]

@@ -568,9 +568,20 @@ pub fn decode_span_at(
     match deflate_frame::decode(blob, spans, i, out) {
         Ok(true) => Ok(()),
         // zlib streams what could not be framed; and where the framed
-        // stream fails, zlib's own error (or bytes) is the one that counts,
-        // so a framing this code got wrong never costs a valid span.
-        Ok(false) | Err(_) => decode_span(blob, &spans[i], out),
+        // stream fails or gives other bytes than the index's, zlib's own
+        // error (or bytes) is the one that counts, so a framing this code
+        // got wrong never costs a valid span. A blob that cannot be read
+        // is not tried twice.
+        Ok(false) => decode_span(blob, &spans[i], out),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            decode_span(blob, &spans[i], out)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -780,12 +791,37 @@ mod tests {
         out
     }
 
+    /// Bytes deflate cannot shrink, which it keeps in stored blocks.
+    fn incompressible(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// Text with repeats, broken every 150 KB by 40 KB of bytes deflate
+    /// keeps in stored blocks (a layer's compressed files).
+    fn mixed(len: usize, seed: u64) -> Vec<u8> {
+        let text = repetitive(len, seed);
+        let mut out = Vec::with_capacity(len);
+        for (n, piece) in text.chunks(150_000).enumerate() {
+            out.extend_from_slice(piece);
+            out.extend(incompressible(40_000, seed + n as u64));
+        }
+        out.truncate(len);
+        out
+    }
+
     #[test]
     fn framed_spans_decode_to_the_same_bytes_as_zlib_at_every_bit_position() {
         let mut framed = 0;
         let mut bit_positions = [false; 8];
         for (level, seed) in [(1, 11u64), (6, 12), (9, 13)] {
-            let plain = repetitive(3 << 20, seed);
+            let plain = mixed(3 << 20, seed);
             let mut blob = Vec::new();
             for part in [
                 &plain[..1 << 20],
@@ -804,14 +840,22 @@ mod tests {
                 let want =
                     &out[span.out_offset as usize..(span.out_offset + span.out_len) as usize];
                 let mut got = vec![0xa5u8; span.out_len as usize];
-                if deflate_frame::decode(&source, &spans, i, &mut got).unwrap() {
-                    framed += 1;
-                    if let SpanStart::GzipBlock { bits, .. } = span.start {
-                        bit_positions[bits as usize] = true;
+                // Every span the pass cut at a checkpoint frames: none is
+                // left to zlib's second try.
+                let frames = matches!(span.start, SpanStart::GzipBlock { .. });
+                match deflate_frame::decode(&source, &spans, i, &mut got) {
+                    Ok(true) => {
+                        framed += 1;
+                        if let SpanStart::GzipBlock { bits, .. } = span.start {
+                            bit_positions[bits as usize] = true;
+                        }
+                        assert!(got == want, "framed span {i} (level {level}) differs");
                     }
-                    assert!(got == want, "framed span {i} (level {level}) differs");
-                } else {
-                    assert!(got.iter().all(|&b| b == 0xa5), "a refused span wrote");
+                    Ok(false) => {
+                        assert!(!frames, "span {i} (level {level}) was not framed");
+                        assert!(got.iter().all(|&b| b == 0xa5), "a refused span wrote");
+                    }
+                    Err(e) => panic!("span {i} (level {level}) fails to frame: {e}"),
                 }
                 let mut zlib = vec![0u8; span.out_len as usize];
                 decode_span(&source, span, &mut zlib).unwrap();
@@ -824,6 +868,61 @@ mod tests {
         assert_eq!(
             bit_positions, [true; 8],
             "checkpoints at every bit position"
+        );
+    }
+
+    #[test]
+    fn spans_before_a_materialised_stretch_or_with_far_more_input_go_to_zlib() {
+        // A long block cut into materialised spans.
+        let mut plain = text(200_000, 1);
+        plain.resize(plain.len() + (4 << 20), 0);
+        plain.extend(text(100_000, 2));
+        // Then a stretch of one-byte blocks, each with an empty stored
+        // block after it (a sync flush): nine bytes in for one out.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&plain).unwrap();
+        let flushed = text(40_000, 3);
+        for byte in &flushed {
+            enc.write_all(std::slice::from_ref(byte)).unwrap();
+            enc.flush().unwrap();
+        }
+        plain.extend_from_slice(&flushed);
+        let blob = enc.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = File::create_new(dir.path().join("data")).unwrap();
+        let (out, spans) = index(&blob, 16 << 10, Some(128 << 10), data.try_clone().ok()).unwrap();
+        assert!(out == plain);
+        let source = MemoryBlob::new(blob, "test".to_string());
+        let (mut before_materialised, mut long_input) = (0, 0);
+        for (i, span) in spans.iter().enumerate() {
+            if !matches!(span.start, SpanStart::GzipBlock { .. }) {
+                continue;
+            }
+            let next = spans.get(i + 1);
+            let reason = if matches!(next.map(|n| &n.start), Some(SpanStart::Materialized { .. })) {
+                before_materialised += 1;
+                "before a materialised stretch"
+            } else if next.is_some_and(|n| {
+                n.in_offset - span.in_offset > deflate_frame::input_cap(span.out_len)
+            }) {
+                long_input += 1;
+                "far more input than output"
+            } else {
+                continue;
+            };
+            let mut got = vec![0xa5u8; span.out_len as usize];
+            assert!(
+                !deflate_frame::decode(&source, &spans, i, &mut got).unwrap(),
+                "span {i}, {reason}, was framed"
+            );
+            assert!(got.iter().all(|&b| b == 0xa5), "a refused span wrote");
+            decode_span_at(&source, &spans, i, &mut got).unwrap();
+            let want = &out[span.out_offset as usize..(span.out_offset + span.out_len) as usize];
+            assert!(got == want, "span {i}, {reason}, through zlib");
+        }
+        assert!(
+            before_materialised > 0 && long_input > 0,
+            "{before_materialised} / {long_input}"
         );
     }
 
