@@ -90,8 +90,7 @@ pub fn decode(blob: &dyn BlobSource, spans: &[Span], i: usize, out: &mut [u8]) -
     let mut frame = Vec::with_capacity(5 + WINDOW + 32 + in_len + 3);
     DECOMPRESSOR.with(|d| -> io::Result<()> {
         let mut d = d.borrow_mut();
-        append_window(&mut d, &mut frame, window)?;
-        let history = window_len(&frame);
+        let history = append_window(&mut d, &mut frame, window)?;
         let mut bits_out = BitWriter::new(&mut frame);
         align_for(&mut bits_out, *bits);
         bits_out.put(u32::from(*prime), *bits);
@@ -132,14 +131,9 @@ pub fn decode(blob: &dyn BlobSource, spans: &[Span], i: usize, out: &mut [u8]) -
     Ok(true)
 }
 
-/// The stored block's length, as its header gives it.
-fn window_len(frame: &[u8]) -> usize {
-    usize::from(u16::from_le_bytes([frame[1], frame[2]]))
-}
-
 /// The stored block that carries the checkpoint's window, unpacked from its
-/// raw-deflate form straight into the frame.
-fn append_window(d: &mut Decompressor, frame: &mut Vec<u8>, packed: &[u8]) -> io::Result<()> {
+/// raw-deflate form straight into the frame; returns the window's length.
+fn append_window(d: &mut Decompressor, frame: &mut Vec<u8>, packed: &[u8]) -> io::Result<usize> {
     frame.clear();
     frame.resize(5 + WINDOW, 0);
     let len = match d.deflate_decompress(packed, &mut frame[5..]) {
@@ -150,24 +144,22 @@ fn append_window(d: &mut Decompressor, frame: &mut Vec<u8>, packed: &[u8]) -> io
         Err(DecompressionError::BadData) => return Err(bad("checkpoint window is damaged")),
     };
     frame.truncate(5 + len);
-    let len = len as u16;
+    let stored_len = len as u16;
     frame[0] = STORED_HEADER;
-    frame[1..3].copy_from_slice(&len.to_le_bytes());
-    frame[3..5].copy_from_slice(&(!len).to_le_bytes());
-    Ok(())
+    frame[1..3].copy_from_slice(&stored_len.to_le_bytes());
+    frame[3..5].copy_from_slice(&(!stored_len).to_le_bytes());
+    Ok(len)
 }
 
 /// Bring the stream, now on a byte boundary, to where `bits` primed bits
 /// then a byte boundary follow: `(8 - bits) % 8` bits on, in empty
 /// non-final blocks. A fixed one is 2 bits past a byte, a dynamic one
-/// (`EMPTY_DYNAMIC_BLOCK`) 3; one dynamic and up to three fixed reach every
+/// (`put_empty_dynamic_block`) 3; one dynamic and up to three fixed reach every
 /// bit of a byte.
 fn align_for(out: &mut BitWriter<'_>, bits: u8) {
     let mut rest = (8 - bits) % 8;
     if rest % 2 == 1 {
-        for &(value, len) in EMPTY_DYNAMIC_BLOCK {
-            out.put(value, len);
-        }
+        put_empty_dynamic_block(out);
         rest = (rest + 8 - 3) % 8;
     }
     for _ in 0..rest / 2 {
@@ -175,49 +167,34 @@ fn align_for(out: &mut BitWriter<'_>, bits: u8) {
     }
 }
 
-/// An empty non-final block of dynamic codes, 91 bits, as (value, bit
-/// count) fields written least significant bit first:
+/// The order in which a dynamic block sends its code-length code's lengths.
+const CODE_LENGTH_ORDER: [u8; 18] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1];
+
+/// An empty non-final block of dynamic codes, 91 bits:
 /// - BFINAL 0, BTYPE 10; HLIT 0 (257 length codes), HDIST 0 (one distance
 ///   code), HCLEN 14 (18 code-length codes);
 /// - the code-length code: symbols 18 and 1 of length 1 (codes 1 and 0),
-///   the other 16 in the transmitted order 0;
+///   the other 16 of length 0;
 /// - the code lengths: 138 and 117 zeros (symbol 18 with its 7 extra
 ///   bits), then 1 for literal 255, for end-of-block and for distance 0;
 /// - the block's only symbol, end-of-block (code 1: literal 255 has 0).
-const EMPTY_DYNAMIC_BLOCK: &[(u32, u8)] = &[
-    (0b100, 3),
-    (0, 5),
-    (0, 5),
-    (14, 4),
-    // Code lengths of 16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13,
-    // 2, 14, 1.
-    (0, 3),
-    (0, 3),
-    (1, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (0, 3),
-    (1, 3),
-    (1, 1),
-    (138 - 11, 7),
-    (1, 1),
-    (117 - 11, 7),
-    (0, 1),
-    (0, 1),
-    (0, 1),
-    (1, 1),
-];
+fn put_empty_dynamic_block(out: &mut BitWriter<'_>) {
+    out.put(0b100, 3);
+    out.put(0, 5);
+    out.put(0, 5);
+    out.put(14, 4);
+    for symbol in CODE_LENGTH_ORDER {
+        out.put(u32::from(symbol == 18 || symbol == 1), 3);
+    }
+    for zeros in [138, 117] {
+        out.put(1, 1);
+        out.put(zeros - 11, 7);
+    }
+    for _length_one in 0..3 {
+        out.put(0, 1);
+    }
+    out.put(1, 1);
+}
 
 /// Writes bit fields into a frame, least significant bit first, from the
 /// frame's end (a byte boundary); the last byte is padded with zeros.
@@ -298,7 +275,10 @@ mod tests {
 
     #[test]
     fn the_empty_blocks_reach_every_bit_of_a_byte_and_decode_to_nothing() {
-        let bits: u32 = EMPTY_DYNAMIC_BLOCK.iter().map(|&(_, n)| u32::from(n)).sum();
+        let mut block = Vec::new();
+        let mut out = BitWriter::new(&mut block);
+        put_empty_dynamic_block(&mut out);
+        let bits = out.frame.len() * 8 - usize::from((8 - out.used) % 8);
         assert_eq!(bits, 91);
         for primed in 0..8u8 {
             // A stored block ("window"), the padding for `primed` bits, and

@@ -567,21 +567,20 @@ pub fn decode_span_at(
 ) -> io::Result<()> {
     match deflate_frame::decode(blob, spans, i, out) {
         Ok(true) => Ok(()),
-        // zlib streams what could not be framed; and where the framed
-        // stream fails or gives other bytes than the index's, zlib's own
-        // error (or bytes) is the one that counts, so a framing this code
-        // got wrong never costs a valid span. A blob that cannot be read
-        // is not tried twice.
-        Ok(false) => decode_span(blob, &spans[i], out),
+        // A blob that cannot be read is not tried twice.
         Err(e)
-            if matches!(
+            if !matches!(
                 e.kind(),
                 io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
             ) =>
         {
-            decode_span(blob, &spans[i], out)
+            Err(e)
         }
-        Err(e) => Err(e),
+        // zlib streams what could not be framed; and where the framed
+        // stream fails or gives other bytes than the index's, zlib's own
+        // error (or bytes) is the one that counts, so a framing this code
+        // got wrong never costs a valid span.
+        _ => decode_span(blob, &spans[i], out),
     }
 }
 
