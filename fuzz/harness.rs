@@ -15,13 +15,13 @@ use indicatif::ProgressBar;
 use ocimount::blob::MemoryBlob;
 use ocimount::image::{Image, LayerInfo};
 use ocimount::layer::deflate_frame;
-use ocimount::layer::entry::{EntryKind, TarEntry};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, decode_span_at, redecode_materialized, GzipIndexer};
 use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
 use ocimount::layer::spans::{crc32, Span, SpanStart};
 use ocimount::oci::media::Compression;
-use ocimount::oci::ImageRef;
+use ocimount::source::ImageRef;
 use ocimount::union::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::Digest;
 

@@ -20,7 +20,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
@@ -32,6 +31,7 @@ use crate::layer::index::{build_index, LayerIndex, PassOptions};
 use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
+use crate::sys::lock::DirLock;
 use crate::tree::layout::IndexIdentity;
 
 /// What the cache keeps of a layer besides its index.
@@ -360,69 +360,6 @@ fn mark_used(path: &Path) {
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }
 
-/// Remove the temp files `.STEM.tmp.PID…` in `dir` whose writer is gone: a process killed between its write and its rename leaves one, and
-/// files replaced by rename without a lock (image records, stored trees)
-/// have no builder to clean up after it. A live writer's file, this
-/// process's or one whose pid still runs, is left alone.
-pub fn remove_dead_writers_temps(dir: &Path, stem: &str) {
-    let prefix = format!(".{stem}.tmp.");
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// A shared flock(2) on `path` (created if need be), held until the file
-/// is dropped: a reader's claim on a layer, which `cache rm` respects.
-pub fn share_lock(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .at(path)?;
-    flock(&f, libc::LOCK_SH, path)?;
-    Ok(f)
-}
-
-/// An exclusive flock(2) on `path`, or `None` when someone holds it.
-pub fn try_exclusive_lock(path: &Path) -> Result<Option<File>> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .at(path)?;
-    match flock(&f, libc::LOCK_EX | libc::LOCK_NB, path) {
-        Ok(()) => Ok(Some(f)),
-        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-pub(crate) fn flock(f: &File, op: libc::c_int, path: &Path) -> Result<()> {
-    loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(path, err));
-        }
-    }
-}
-
 /// Read and check an index and its companion files.
 pub fn load(dir: &Path, layer: &LayerInfo) -> std::result::Result<LayerIndex, String> {
     load_with(dir, layer, true).map(|d| d.index)
@@ -599,28 +536,5 @@ fn remove_temporaries(dir: &Path) {
                 let _ = fs::remove_file(e.path());
             }
         }
-    }
-}
-
-/// An exclusive flock(2), released on drop (or when the process dies).
-struct DirLock(File);
-
-impl DirLock {
-    fn acquire(path: &Path) -> Result<DirLock> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .at(path)?;
-        flock(&f, libc::LOCK_EX, path)?;
-        Ok(DirLock(f))
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::cache::try_exclusive_lock;
+use crate::sys::lock::try_exclusive_lock;
 use crate::inventory::{allocated, layer_last_used};
 use crate::layer::LayerReader;
 

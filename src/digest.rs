@@ -6,23 +6,31 @@ use std::fmt;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Error, Result};
+/// Why a string is not a digest we accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
+    Bad(String),
+
+    #[error("unsupported digest algorithm in {0:?}: only sha256 is supported")]
+    Unsupported(String),
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest([u8; 32]);
 
 impl Digest {
-    pub fn parse(text: &str) -> Result<Digest> {
+    pub fn parse(text: &str) -> Result<Digest, DigestError> {
         let Some((algorithm, hex)) = text.split_once(':') else {
-            return Err(Error::BadDigest(text.to_string()));
+            return Err(DigestError::Bad(text.to_string()));
         };
         if algorithm != "sha256" {
             if !algorithm.is_empty() && algorithm.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(Error::UnsupportedDigest(text.to_string()));
+                return Err(DigestError::Unsupported(text.to_string()));
             }
-            return Err(Error::BadDigest(text.to_string()));
+            return Err(DigestError::Bad(text.to_string()));
         }
-        Self::from_hex(hex).ok_or_else(|| Error::BadDigest(text.to_string()))
+        Self::from_hex(hex).ok_or_else(|| DigestError::Bad(text.to_string()))
     }
 
     fn from_hex(hex: &str) -> Option<Digest> {
@@ -122,13 +130,13 @@ mod tests {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         ] {
             assert!(
-                matches!(Digest::parse(bad), Err(Error::BadDigest(_))),
+                matches!(Digest::parse(bad), Err(DigestError::Bad(_))),
                 "{bad}"
             );
         }
         assert!(matches!(
             Digest::parse("sha512:00"),
-            Err(Error::UnsupportedDigest(_))
+            Err(DigestError::Unsupported(_))
         ));
     }
 }

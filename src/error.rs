@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, DigestError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -28,11 +28,8 @@ pub enum Error {
     #[error("invalid image reference {reference:?}: {reason}")]
     BadReference { reference: String, reason: String },
 
-    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex digits>")]
-    BadDigest(String),
-
-    #[error("unsupported digest algorithm in {0:?}: only sha256 is supported")]
-    UnsupportedDigest(String),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
 
     #[error("{what} {path}: {reason}")]
     BadJson {

@@ -131,7 +131,7 @@ pub fn read_record(path: &Path, tree: &Tree) -> Result<Option<Vec<NodeId>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::entry::{EntryKind, TarEntry};
+    use crate::tar::entry::{EntryKind, TarEntry};
     use crate::union::LayerEntries;
 
     fn entry(path: &str, kind: EntryKind, offset: u64) -> TarEntry {

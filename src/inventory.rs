@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{try_exclusive_lock, Cache};
+use crate::cache::Cache;
+use crate::sys::lock::try_exclusive_lock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
@@ -54,7 +55,7 @@ pub fn record_image(cache: &Cache, image: &Image) {
         .and_then(|()| fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default()))
         .and_then(|()| fs::rename(&tmp, &path));
     let _ = fs::remove_file(&tmp);
-    crate::cache::remove_dead_writers_temps(&dir, &image.manifest_digest.hex());
+    crate::sys::temp::remove_dead_writers_temps(&dir, &image.manifest_digest.hex());
 }
 
 /// One layer of the cache and what uses it.

@@ -13,8 +13,9 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN, LARGE_FILE_GZIP_SPAN};
 use crate::layer::{LayerInfo, LayerReader};
-use crate::oci::{ImageRef, Platform};
-use crate::progress::Progress;
+use crate::oci::Platform;
+use crate::source::ImageRef;
+use crate::sys::progress::Progress;
 use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::stored;
 use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
@@ -167,7 +168,7 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
         .collect();
     let path = stored::path(cache.root(), &image.manifest_digest);
     if let Some(dir) = path.parent() {
-        crate::cache::remove_dead_writers_temps(dir, &image.manifest_digest.hex());
+        crate::sys::temp::remove_dead_writers_temps(dir, &image.manifest_digest.hex());
     }
     match stored::load(&path, &records) {
         Ok(tree) => Some((entries, tree)),
@@ -323,9 +324,9 @@ fn published_index_limit(size: u64) -> u64 {
 /// The scope whose published indexes this open may use: the image's
 /// repository, when it is in a registry and remote indexes are allowed.
 fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
-    let allowed = opts.published_indexes && crate::registry::settings::current().remote_index;
+    let allowed = opts.published_indexes && crate::source::registry::settings::current().remote_index;
     match &image.reference.transport {
-        crate::oci::reference::Transport::Registry(name) if allowed => {
+        crate::source::reference::Transport::Registry(name) if allowed => {
             Some(format!("docker://{name}"))
         }
         _ => None,

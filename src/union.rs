@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::layer::entry::{EntryKind, TarEntry};
+use crate::tar::entry::{EntryKind, TarEntry};
 use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
 use crate::tree::layout::{IndexIdentity, LayerRecord, LayerSource};
 use crate::tree::path::{spend, walk, NodeStore, Step};

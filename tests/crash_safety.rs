@@ -25,7 +25,7 @@ use ocimount::layer::format;
 use ocimount::layer::index::PassOptions;
 use ocimount::layer::spans::crc32;
 use ocimount::oci::media::Compression;
-use ocimount::oci::ImageRef;
+use ocimount::source::ImageRef;
 use support::{corpus, ocimount, ok, run_bounded, wait_until, Mounted, BIN};
 
 // ------------------------------------------------------------------ helpers

@@ -1068,7 +1068,7 @@ struct NodeSummary {
 /// The tree, with every file's bytes, through the library.
 fn library_tree(layout: PathBuf, cache: PathBuf) -> Vec<NodeSummary> {
     with_timeout("Rootfs::open", move || {
-        use ocimount::oci::ImageRef;
+        use ocimount::source::ImageRef;
         use ocimount::rootfs::{OpenOptions, Rootfs};
         use ocimount::union::NodeKind;
         let opts = OpenOptions {
@@ -1442,7 +1442,7 @@ fn hostile_go_pax_nul_xattrs() {
     assert_no_panic(&run);
     let cache_dir = cache.path().to_path_buf();
     let result = with_timeout("Rootfs::open", move || {
-        use ocimount::oci::ImageRef;
+        use ocimount::source::ImageRef;
         use ocimount::rootfs::{OpenOptions, Rootfs};
         let opts = OpenOptions {
             cache_dir: Some(cache_dir),

@@ -9,7 +9,7 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use ocimount::layer::entry::{EntryKind, TarEntry};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::spans::crc32;
 use ocimount::tree::layout::{

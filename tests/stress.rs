@@ -458,7 +458,7 @@ impl Filesystem for FaultyFs {
 
 /// The layer blob behind each regular file of an image, by path.
 fn layer_of_each_file(cache: &Path, image: &str) -> (Vec<String>, HashMap<PathBuf, usize>) {
-    use ocimount::oci::ImageRef;
+    use ocimount::source::ImageRef;
     use ocimount::rootfs::{OpenOptions, Rootfs};
     use ocimount::union::NodeKind;
     let rootfs = Rootfs::open(

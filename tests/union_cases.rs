@@ -13,7 +13,7 @@
 //! tests are cases no upstream test asserts, inferred from those rules; the
 //! comment on each says why.
 
-use ocimount::layer::entry::{EntryKind, TarEntry};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::union::{LayerEntries, Node, NodeId, NodeKind, Tree, ROOT};
 use ocimount::{Digest, Error};
 

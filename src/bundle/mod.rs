@@ -20,7 +20,7 @@ use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::mount::{self, MountRequest};
 use crate::oci::manifest::ImageConfig;
-use crate::oci::ImageRef;
+use crate::source::ImageRef;
 use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::union::NodeKind;

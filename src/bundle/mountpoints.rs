@@ -19,14 +19,14 @@ use serde_json::json;
 use super::spec::MountPoint;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::oci::layout::BLOBS_FROM;
+use crate::source::layout::BLOBS_FROM;
 use crate::oci::media;
-use crate::oci::store::json_blob;
+use crate::source::store::json_blob;
 use crate::rootfs::Rootfs;
 use crate::union::{NodeKind, Tree};
 
 /// The layout's directory inside the bundle.
-pub const IMAGE_DIR: &str = crate::oci::layout::BUNDLE_LAYOUT_DIR;
+pub const IMAGE_DIR: &str = crate::source::layout::BUNDLE_LAYOUT_DIR;
 const TAR_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// One entry of the extra layer, a path relative to the rootfs.

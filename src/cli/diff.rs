@@ -8,7 +8,8 @@ use clap::Args;
 
 use crate::cli::stdout_error;
 use crate::error::{Error, Result};
-use crate::oci::{ImageRef, Platform};
+use crate::oci::Platform;
+use crate::source::ImageRef;
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::tree_diff::diff;
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Result;
-use crate::oci::{ImageRef, Platform};
+use crate::oci::Platform;
+use crate::source::ImageRef;
 use crate::rootfs::{OpenOptions, Rootfs};
 
 mod bundle;
@@ -171,7 +172,7 @@ pub struct RegistryArgs {
 impl RegistryArgs {
     /// Make these the process's registry settings.
     pub fn configure(&self) -> Result<()> {
-        use crate::registry::{credentials, settings};
+        use crate::source::registry::{credentials, settings};
         let creds = match &self.creds {
             Some(text) => Some(
                 credentials::parse_creds_flag(text)

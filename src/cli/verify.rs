@@ -6,7 +6,7 @@ use crate::cli::ImageArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::verify::check_layer;
-use crate::progress::Progress;
+use crate::sys::progress::Progress;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {

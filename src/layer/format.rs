@@ -8,7 +8,7 @@
 //! CRC-32 of everything so far and the spans; the spans; the entries.
 
 use crate::digest::Digest;
-use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
+use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;

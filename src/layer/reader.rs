@@ -76,7 +76,7 @@ struct DataCache {
 impl LayerReader {
     /// `dir` is the layer's cache directory; `blob` the layer blob.
     pub fn open(dir: &Path, index: &LayerIndex, blob: Blob) -> Result<LayerReader> {
-        let in_use = crate::cache::share_lock(&dir.join("inuse"))?;
+        let in_use = crate::sys::lock::share_lock(&dir.join("inuse"))?;
         let mut data = None;
         let cached = index.compression != Compression::None || dir.join("data").exists();
         if index.uncompressed_size > 0 && cached {
@@ -499,7 +499,7 @@ mod tests {
     use super::*;
     use crate::cache::{Cache, CacheEntry};
     use crate::layer::LayerInfo;
-    use crate::oci::{ImageStore, Layout};
+    use crate::source::{ImageStore, Layout};
 
     /// A tar of two files of pseudo-random text (small deflate blocks, so
     /// many gzip checkpoints), so a read from a wrong offset cannot match.

@@ -133,7 +133,7 @@ impl Residency {
         };
         // One eviction of this layer at a time, across processes, so the
         // epoch is odd exactly while one is under way.
-        if crate::cache::flock(lock, libc::LOCK_EX, Path::new("evicting")).is_err() {
+        if crate::sys::lock::flock(lock, libc::LOCK_EX, Path::new("evicting")).is_err() {
             return 0;
         }
         epoch.fetch_add(1, Ordering::SeqCst);
@@ -162,7 +162,7 @@ impl Residency {
             }
         }
         epoch.fetch_add(1, Ordering::SeqCst);
-        let _ = crate::cache::flock(lock, libc::LOCK_UN, Path::new("evicting"));
+        let _ = crate::sys::lock::flock(lock, libc::LOCK_UN, Path::new("evicting"));
         punched
     }
 }

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use super::mountinfo::mount_device;
+use crate::sys::mountinfo::mount_device;
 use super::registry::{registry_path, write_record as write_mount_record, MountRecord};
 use super::umount::lazy_unmount;
 use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, IoContext, Result};
 use crate::first_reads::{record_path, write_record, FirstReads};
 use crate::fs::{ImageFs, MAX_READ};
-use crate::oci::ImageRef;
+use crate::source::ImageRef;
 use crate::prefetch::{Fill, Prefetch};
 use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::{OpenOptions, Rootfs};

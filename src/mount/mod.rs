@@ -5,7 +5,6 @@
 //! file of their own.
 
 mod daemon;
-mod mountinfo;
 mod registry;
 mod umount;
 
@@ -18,14 +17,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use daemon::{clone_fd_supported, run_daemon, DaemonArgs, MountFlags};
-pub use mountinfo::is_mounted;
+pub use crate::sys::mountinfo::is_mounted;
 pub use registry::{list_mounts, MountRecord};
 pub use umount::umount;
 
 use registry::path_key;
 
 use crate::error::{Error, IoContext, Result};
-use crate::oci::ImageRef;
+use crate::source::ImageRef;
 use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
 
@@ -132,7 +131,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     if let Some(max) = req.open.cache_max {
         cmd.arg("--cache-max").arg(max.to_string());
     }
-    crate::registry::settings::pass_to(&mut cmd);
+    crate::source::registry::settings::pass_to(&mut cmd);
     cmd.arg("daemon")
         .arg("--pinned")
         .arg(pinned)
@@ -179,7 +178,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     // The daemon opens the image again: from a registry that is a few
     // requests, each bounded by --registry-timeout.
     let start_timeout =
-        DAEMON_START_TIMEOUT.max(crate::registry::settings::current().request_timeout * 4);
+        DAEMON_START_TIMEOUT.max(crate::source::registry::settings::current().request_timeout * 4);
     let message = read_with_timeout(&mut read_end, start_timeout);
     match message.as_deref().map(str::trim) {
         Some("ready") if req.quiet => Ok(()),

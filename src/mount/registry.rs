@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::mountinfo::is_mounted;
+use crate::sys::mountinfo::is_mounted;
 use crate::cache::Cache;
 use crate::error::{IoContext, Result};
 

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use super::mountinfo::{absolute, is_mounted};
+use crate::sys::mountinfo::{absolute, is_mounted};
 use super::registry::{read_record, registry_path, wait_for_exit};
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};

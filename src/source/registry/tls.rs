@@ -7,8 +7,8 @@ use std::time::Duration;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 use crate::error::{Error, Result};
-use crate::registry::certs::{self, CertDirs};
-use crate::registry::settings::Settings;
+use crate::source::registry::certs::{self, CertDirs};
+use crate::source::registry::settings::Settings;
 
 pub fn agent(host: &str, settings: &Settings, connect_timeout: Duration) -> Result<ureq::Agent> {
     let bad = |reason: String| Error::Registry {

@@ -10,7 +10,7 @@ use crate::blob::{Blob, FileRange};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::manifest::Index;
-use crate::oci::store::{parse_json, ImageStore, MAX_JSON_BYTES};
+use crate::source::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 
 /// The `index.json` annotation of a layout whose missing blobs are read
 /// from another image: what `bundle` writes to add a layer on top of an
@@ -98,7 +98,7 @@ impl Layout {
         {
             None => None,
             Some(reference) => {
-                use crate::oci::reference::{Selector, Transport};
+                use crate::source::reference::{Selector, Transport};
                 // Only the layout a bundle writes, naming an image pinned
                 // to its manifest, in a registry or a regular archive file:
                 // a layout from elsewhere does not send ocimount to a
@@ -112,7 +112,7 @@ impl Layout {
                 if self.root.file_name() != Some(std::ffi::OsStr::new(BUNDLE_LAYOUT_DIR)) {
                     return refuse("honoured only in a bundle's own layout");
                 }
-                let parsed = crate::oci::ImageRef::parse(reference)?;
+                let parsed = crate::source::ImageRef::parse(reference)?;
                 if !matches!(parsed.selector, Selector::Digest(_)) {
                     return refuse("not pinned to a manifest digest");
                 }

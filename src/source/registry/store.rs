@@ -13,12 +13,12 @@ use crate::blob::{Blob, MemoryBlob};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, Index};
-use crate::oci::reference::Selector;
-use crate::oci::ImageStore;
-use crate::registry::blob::RegistryBlob;
-use crate::registry::client::Client;
-use crate::registry::index_artifact::{self, PublishedIndex};
-use crate::registry::reference::RepositoryName;
+use crate::source::reference::Selector;
+use crate::source::ImageStore;
+use crate::source::registry::blob::RegistryBlob;
+use crate::source::registry::client::Client;
+use crate::source::registry::index_artifact::{self, PublishedIndex};
+use crate::source::registry::reference::RepositoryName;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub(super) fn absolute(dir: &Path) -> PathBuf {
+pub fn absolute(dir: &Path) -> PathBuf {
     fs::canonicalize(dir)
         .unwrap_or_else(|_| std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()))
 }
@@ -17,7 +17,7 @@ pub fn is_mounted(dir: &Path) -> bool {
 }
 
 /// The `major:minor` of the mount at `dir`, from /proc/self/mountinfo.
-pub(super) fn mount_device(dir: &Path) -> Option<String> {
+pub fn mount_device(dir: &Path) -> Option<String> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = dir.as_os_str().as_bytes();
     info.lines().rev().find_map(|line| {

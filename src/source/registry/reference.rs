@@ -13,7 +13,7 @@
 use std::fmt;
 
 use crate::digest::Digest;
-use crate::oci::reference::Selector;
+use crate::source::reference::Selector;
 
 /// Docker Hub's name, and the host its API lives on.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -3,17 +3,17 @@
 //! `oci-archive:FILE[:TAG]` for a tar of one, and
 //! `docker-archive:FILE[:REPO:TAG]` for what `docker save` writes. A plain
 //! path to a regular file is either kind of archive, told by its contents.
-//! `docker://…` names an image in a registry (see `crate::registry::reference`).
+//! `docker://…` names an image in a registry (see `crate::source::registry::reference`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::oci::archive::{self, DockerArchive, OciArchive};
-use crate::oci::{ImageStore, Layout};
-use crate::registry::reference as registry_reference;
-use crate::registry::{RegistryStore, RepositoryName};
+use crate::source::archive::{self, DockerArchive, OciArchive};
+use crate::source::{ImageStore, Layout};
+use crate::source::registry::reference as registry_reference;
+use crate::source::registry::{RegistryStore, RepositoryName};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {

@@ -8,7 +8,7 @@ use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Index;
-pub use crate::registry::index_artifact::PublishedIndex;
+pub use crate::source::registry::index_artifact::PublishedIndex;
 
 pub use crate::limits::MAX_JSON_BYTES;
 

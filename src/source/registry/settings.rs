@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::registry::credentials::Credential;
+use crate::source::registry::credentials::Credential;
 
 /// The environment variable the parent hands `--creds` to its daemon in:
 /// never on a command line, where any user can read it.

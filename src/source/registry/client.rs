@@ -26,11 +26,11 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::limits::MAX_JSON_BYTES;
 use crate::oci::media;
-use crate::registry::challenge::{self, Challenge};
-use crate::registry::credentials::{self, Credential, Lookup};
-use crate::registry::reference::RepositoryName;
-use crate::registry::settings::{self, Settings};
-use crate::registry::tls;
+use crate::source::registry::challenge::{self, Challenge};
+use crate::source::registry::credentials::{self, Credential, Lookup};
+use crate::source::registry::reference::RepositoryName;
+use crate::source::registry::settings::{self, Settings};
+use crate::source::registry::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream (a whole layer) may take long in all, but never this long

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::limits::{MAX_JSON_BYTES, MAX_PUBLISHED_INDEX_BYTES};
 use crate::oci::manifest::Descriptor;
 use crate::oci::media;
-use crate::registry::client::{header, Access, Client};
+use crate::source::registry::client::{header, Access, Client};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.ocimount.index.v1";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v4+zstd";

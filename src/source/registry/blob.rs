@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::blob::BlobSource;
 use crate::digest::Digest;
-use crate::registry::client::Client;
+use crate::source::registry::client::Client;
 
 /// The smallest range fetched on a miss.
 const MIN_FETCH: u64 = 256 * 1024;

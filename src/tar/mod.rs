@@ -9,9 +9,11 @@
 //! we read as Go's `archive/tar` does, since that is what Docker and
 //! containerd use on the same layers.
 
+pub mod entry;
+
 use std::io::{self, Read};
 
-use crate::layer::entry::{EntryExtra, EntryKind, TarEntry};
+use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 
 const BLOCK: u64 = 512;
 
