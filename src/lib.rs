@@ -7,7 +7,6 @@
 pub mod blob;
 pub mod bundle;
 pub mod cache;
-pub mod cache_limit;
 pub mod cli;
 pub mod decode_ahead;
 pub mod digest;
@@ -16,7 +15,6 @@ pub mod export;
 pub mod first_reads;
 pub mod fs;
 pub mod image;
-pub mod inventory;
 pub mod layer;
 pub mod layer_changes;
 pub mod limits;

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
 use crate::cache::{Cache, CacheEntry, CacheMode};
-use crate::cache_limit::CacheLimit;
+use crate::cache::eviction::CacheLimit;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN, LARGE_FILE_GZIP_SPAN};
-use crate::layer::{LayerInfo, LayerReader};
+use crate::cache::LayerReader;
+use crate::layer::LayerInfo;
 use crate::oci::Platform;
 use crate::source::ImageRef;
 use crate::sys::progress::Progress;
@@ -95,7 +96,7 @@ pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image>
     let image = Image::open(reference, opts.platform.as_ref())?;
     let cache = layer_cache(&image, opts)?;
     if image.layers.iter().all(|layer| cache.looks_built(layer)) {
-        crate::inventory::record_image(&cache, &image);
+        crate::cache::admin::record_image(&cache, &image);
     } else {
         index_image(&image, &cache, opts)?;
     }
@@ -129,7 +130,7 @@ fn index_image(
     let blobs = layer_blobs(image)?;
     take_published_indexes(image, cache, opts);
     let entries = index_layers(image, &blobs, cache, opts)?;
-    crate::inventory::record_image(cache, image);
+    crate::cache::admin::record_image(cache, image);
     Ok((blobs, entries))
 }
 
@@ -221,7 +222,7 @@ impl Rootfs {
         let cache = layer_cache(&image, opts)?;
         let (entries, tree, blobs) = match stored_tree(&image, &cache) {
             Some((entries, tree)) => {
-                crate::inventory::record_image(&cache, &image);
+                crate::cache::admin::record_image(&cache, &image);
                 let blobs = layer_blobs(&image)?;
                 (entries, tree, blobs)
             }

@@ -13,7 +13,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::tar::entry::{EntryKind, TarEntry};
 use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
-use crate::tree::layout::{IndexIdentity, LayerRecord, LayerSource};
+use crate::layer::format::IndexIdentity;
+use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::path::{spend, walk, NodeStore, Step};
 
 pub use crate::tree::{Children, Meta, Node, NodeId, NodeKind, Tree, Xattrs, ROOT};

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::spans::crc32;
-use ocimount::tree::layout::{
-    IndexIdentity, LayerRecord, LayerSource, Sections, DIRENT_LEN, NODE_LEN,
-};
+use ocimount::layer::format::IndexIdentity;
+use ocimount::tree::layout::{LayerRecord, LayerSource, Sections, DIRENT_LEN, NODE_LEN};
 use ocimount::tree::{stored, NodeKind, Tree};
 use ocimount::union::{LayerEntries, TreeBuilder};
 use ocimount::Digest;

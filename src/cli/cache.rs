@@ -12,7 +12,7 @@ use crate::cli::ls::format_time;
 use crate::cli::stdout_error;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::inventory;
+use crate::cache::admin;
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -61,7 +61,7 @@ pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match &args.command {
         CacheCommand::Ls { json: true } => {
-            let text = serde_json::to_string_pretty(&inventory::layers(&cache)?)
+            let text = serde_json::to_string_pretty(&admin::layers(&cache)?)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             writeln!(out, "{text}").map_err(stdout_error)
         }
@@ -72,7 +72,7 @@ pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
                 "LAYER", "INDEX", "DECODED", "LAST USED"
             )
             .map_err(stdout_error)?;
-            for layer in inventory::layers(&cache)? {
+            for layer in admin::layers(&cache)? {
                 let mut users: Vec<String> = layer
                     .mounts
                     .iter()
@@ -100,7 +100,7 @@ pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
             Ok(())
         }
         CacheCommand::Du { json } => {
-            let totals = inventory::totals(&cache)?;
+            let totals = admin::totals(&cache)?;
             if *json {
                 let text = serde_json::to_string_pretty(&totals)
                     .map_err(|e| Error::Internal(e.to_string()))?;
@@ -120,7 +120,7 @@ pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
             .map_err(stdout_error)
         }
         CacheCommand::Prune { all, older_than } => {
-            let report = inventory::prune(&cache, *all, *older_than)?;
+            let report = admin::prune(&cache, *all, *older_than)?;
             let what = if *all {
                 "removed"
             } else {
@@ -141,7 +141,7 @@ pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
         }
         CacheCommand::Rm { digest } => {
             let digest = Digest::parse(digest)?;
-            let freed = inventory::remove(&cache, &digest)?;
+            let freed = admin::remove(&cache, &digest)?;
             writeln!(out, "removed {digest}, {} freed", HumanBytes(freed)).map_err(stdout_error)
         }
     }

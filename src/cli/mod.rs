@@ -72,7 +72,7 @@ pub struct Cli {
         global = true,
         value_name = "SIZE",
         env = "OCIMOUNT_CACHE_MAX",
-        value_parser = crate::cache_limit::parse_size
+        value_parser = crate::cache::eviction::parse_size
     )]
     pub cache_max: Option<u64>,
 

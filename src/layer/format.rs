@@ -13,7 +13,13 @@ use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};
-use crate::tree::layout::IndexIdentity;
+
+/// What tells one layer index file from another without reading its body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexIdentity {
+    pub body_len: u64,
+    pub crc: u32,
+}
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// Bump whenever the body layout or the meaning of a field changes, or the

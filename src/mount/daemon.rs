@@ -13,7 +13,7 @@ use std::sync::Arc;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::sys::mountinfo::mount_device;
-use super::registry::{registry_path, write_record as write_mount_record, MountRecord};
+use crate::cache::mount_records::{registry_path, write_record as write_mount_record, MountRecord};
 use super::umount::lazy_unmount;
 use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, IoContext, Result};

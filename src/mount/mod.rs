@@ -5,7 +5,6 @@
 //! file of their own.
 
 mod daemon;
-mod registry;
 mod umount;
 
 use std::fs::{self, File};
@@ -18,10 +17,10 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{clone_fd_supported, run_daemon, DaemonArgs, MountFlags};
 pub use crate::sys::mountinfo::is_mounted;
-pub use registry::{list_mounts, MountRecord};
+pub use crate::cache::mount_records::{list_mounts, MountRecord};
 pub use umount::umount;
 
-use registry::path_key;
+use crate::cache::mount_records::path_key;
 
 use crate::error::{Error, IoContext, Result};
 use crate::source::ImageRef;

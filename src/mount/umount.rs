@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::sys::mountinfo::{absolute, is_mounted};
-use super::registry::{read_record, registry_path, wait_for_exit};
+use crate::cache::mount_records::{read_record, registry_path, wait_for_exit};
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 

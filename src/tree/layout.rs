@@ -20,6 +20,7 @@
 //! ```
 
 use crate::digest::Digest;
+use crate::layer::format::IndexIdentity;
 use crate::layer::spans::crc32;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_XATTR_VALUE_BYTES};
 
@@ -186,13 +187,6 @@ pub struct LayerSource {
     pub index: IndexIdentity,
     /// The layer's uncompressed stream length.
     pub stream_len: u64,
-}
-
-/// What tells one layer index file from another without reading its body.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IndexIdentity {
-    pub body_len: u64,
-    pub crc: u32,
 }
 
 /// Fill in the header (counts, body length and CRC) of a tree whose body

@@ -35,7 +35,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
 use crate::layer::index::LayerIndex;
-use crate::layer::residency::Residency;
+use crate::cache::residency::Residency;
 use crate::layer::spans::{crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;

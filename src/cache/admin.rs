@@ -22,7 +22,7 @@ use crate::sys::lock::try_exclusive_lock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
-use crate::mount::list_mounts;
+use crate::cache::mount_records::list_mounts;
 
 /// An image opened with this cache, as `CACHE/images/<manifest hex>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -18,6 +18,14 @@
 //! `spans` are complete. Files are replaced by rename, never truncated, so
 //! a process that has them mapped never takes SIGBUS.
 
+pub mod admin;
+pub mod eviction;
+pub mod mount_records;
+pub mod reader;
+pub mod residency;
+
+pub use reader::LayerReader;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,7 +40,7 @@ use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
 use crate::sys::lock::DirLock;
-use crate::tree::layout::IndexIdentity;
+use crate::layer::format::IndexIdentity;
 
 /// What the cache keeps of a layer besides its index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -42,14 +42,14 @@ pub fn list_mounts(cache: &Cache) -> Vec<MountRecord> {
     out
 }
 
-pub(super) fn registry_path(cache: &Cache, dir: &Path) -> PathBuf {
+pub fn registry_path(cache: &Cache, dir: &Path) -> PathBuf {
     cache
         .root()
         .join("mounts")
         .join(format!("{}.json", path_key(dir)))
 }
 
-pub(super) fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
+pub fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).at(parent)?;
     }
@@ -58,21 +58,21 @@ pub(super) fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
     fs::rename(&tmp, path).at(path)
 }
 
-pub(super) fn read_record(path: &Path) -> Option<MountRecord> {
+pub fn read_record(path: &Path) -> Option<MountRecord> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
 /// A file-name-safe key for a mount point.
-pub(super) fn path_key(dir: &Path) -> String {
+pub fn path_key(dir: &Path) -> String {
     crate::digest::Digest::of(dir.as_os_str().as_bytes()).short()
 }
 
-pub(super) fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
-pub(super) fn wait_for_exit(pid: u32, timeout: Duration) {
+pub fn wait_for_exit(pid: u32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while process_alive(pid) && !is_zombie(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

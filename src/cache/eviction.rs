@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::sys::lock::try_exclusive_lock;
-use crate::inventory::{allocated, layer_last_used};
-use crate::layer::LayerReader;
+use crate::cache::admin::{allocated, layer_last_used};
+use crate::cache::LayerReader;
 
 pub struct CacheLimit {
     max: u64,
@@ -85,7 +85,7 @@ impl CacheLimit {
             }
             // Our own readers hold this shared, so our layers are skipped.
             if let Ok(Some(_claim)) = try_exclusive_lock(&dir.join("inuse")) {
-                freed += crate::inventory::drop_decoded(&dir).unwrap_or(0);
+                freed += crate::cache::admin::drop_decoded(&dir).unwrap_or(0);
             }
         }
         freed
