@@ -22,7 +22,7 @@ use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
 use ocimount::layer::spans::{crc32, Span, SpanStart};
 use ocimount::oci::media::Compression;
 use ocimount::source::ImageRef;
-use ocimount::union::{LayerEntries, NodeKind, Tree, ROOT};
+use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::Digest;
 
 /// A blob holding `data` (what the readers take).

@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::rootfs::Rootfs;
-use crate::union::{NodeId, NodeKind};
+use crate::merge::{NodeId, NodeKind};
 
 /// How many spans of a file a miss queues (64 MiB at the spacing of the
 /// checkpoints in a large file, 256 KiB).

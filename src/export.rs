@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
 use crate::rootfs::Rootfs;
-use crate::union::{Node, NodeId, NodeKind, ROOT};
+use crate::merge::{Node, NodeId, NodeKind, ROOT};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExportStats {

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::{IoContext, Result};
-use crate::union::{NodeId, NodeKind, Tree, ROOT};
+use crate::merge::{NodeId, NodeKind, Tree, ROOT};
 
 /// The most of a record file that is read: past it, the rest is ignored.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
@@ -132,7 +132,7 @@ pub fn read_record(path: &Path, tree: &Tree) -> Result<Option<Vec<NodeId>>> {
 mod tests {
     use super::*;
     use crate::tar::entry::{EntryKind, TarEntry};
-    use crate::union::LayerEntries;
+    use crate::merge::LayerEntries;
 
     fn entry(path: &str, kind: EntryKind, offset: u64) -> TarEntry {
         TarEntry {

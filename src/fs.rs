@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::first_reads::FirstReads;
 use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::Rootfs;
-use crate::union::{Node, NodeId, NodeKind, Xattrs, ROOT};
+use crate::merge::{Node, NodeId, NodeKind, Xattrs, ROOT};
 
 /// The image never changes under a mount, so the kernel may cache for long.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);

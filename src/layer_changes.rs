@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::layer::{EntryKind, LayerIndex};
-use crate::union::{classify, Action};
+use crate::merge::{classify, Action};
 
 /// One layer's effect.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

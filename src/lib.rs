@@ -18,6 +18,7 @@ pub mod image;
 pub mod layer;
 pub mod layer_changes;
 pub mod limits;
+pub mod merge;
 pub mod mount;
 pub mod oci;
 pub mod prefetch;
@@ -28,7 +29,6 @@ pub mod sys;
 pub mod tar;
 pub mod tree;
 pub mod tree_diff;
-pub mod union;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

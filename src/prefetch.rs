@@ -15,7 +15,7 @@ use crate::first_reads::{read_record, record_path};
 use crate::layer::spans::span_at;
 use crate::reads_in_flight::ReadsInFlight;
 use crate::rootfs::Rootfs;
-use crate::union::{NodeId, NodeKind, ROOT};
+use crate::merge::{NodeId, NodeKind, ROOT};
 
 /// How long a fill thread sleeps while FUSE reads are being served.
 const YIELD_PAUSE: Duration = Duration::from_millis(2);

@@ -19,7 +19,7 @@ use crate::source::ImageRef;
 use crate::sys::progress::Progress;
 use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::stored;
-use crate::union::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
+use crate::merge::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 
 #[derive(Clone, Debug)]
 pub struct OpenOptions {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::rootfs::Rootfs;
-use crate::union::{NodeId, NodeKind, ROOT};
+use crate::merge::{NodeId, NodeKind, ROOT};
 
 /// A path present in both images, and what differs about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

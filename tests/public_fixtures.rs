@@ -1070,7 +1070,7 @@ fn library_tree(layout: PathBuf, cache: PathBuf) -> Vec<NodeSummary> {
     with_timeout("Rootfs::open", move || {
         use ocimount::source::ImageRef;
         use ocimount::rootfs::{OpenOptions, Rootfs};
-        use ocimount::union::NodeKind;
+        use ocimount::merge::NodeKind;
         let opts = OpenOptions {
             cache_dir: Some(cache),
             progress: false,

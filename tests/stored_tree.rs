@@ -15,7 +15,7 @@ use ocimount::layer::spans::crc32;
 use ocimount::layer::format::IndexIdentity;
 use ocimount::tree::layout::{LayerRecord, LayerSource, Sections, DIRENT_LEN, NODE_LEN};
 use ocimount::tree::{stored, NodeKind, Tree};
-use ocimount::union::{LayerEntries, TreeBuilder};
+use ocimount::merge::{LayerEntries, TreeBuilder};
 use ocimount::Digest;
 use support::{corpus, ocimount, ok};
 

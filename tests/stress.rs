@@ -460,7 +460,7 @@ impl Filesystem for FaultyFs {
 fn layer_of_each_file(cache: &Path, image: &str) -> (Vec<String>, HashMap<PathBuf, usize>) {
     use ocimount::source::ImageRef;
     use ocimount::rootfs::{OpenOptions, Rootfs};
-    use ocimount::union::NodeKind;
+    use ocimount::merge::NodeKind;
     let rootfs = Rootfs::open(
         &ImageRef::parse(image).unwrap(),
         &OpenOptions {

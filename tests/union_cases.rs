@@ -14,7 +14,7 @@
 //! comment on each says why.
 
 use ocimount::tar::entry::{EntryKind, TarEntry};
-use ocimount::union::{LayerEntries, Node, NodeId, NodeKind, Tree, ROOT};
+use ocimount::merge::{LayerEntries, Node, NodeId, NodeKind, Tree, ROOT};
 use ocimount::{Digest, Error};
 
 // ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use crate::oci::manifest::ImageConfig;
 use crate::source::ImageRef;
 use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
-use crate::union::NodeKind;
+use crate::merge::NodeKind;
 
 pub mod mountpoints;
 pub mod spec;

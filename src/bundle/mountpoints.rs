@@ -23,7 +23,7 @@ use crate::source::layout::BLOBS_FROM;
 use crate::oci::media;
 use crate::source::store::json_blob;
 use crate::rootfs::Rootfs;
-use crate::union::{NodeKind, Tree};
+use crate::merge::{NodeKind, Tree};
 
 /// The layout's directory inside the bundle.
 pub const IMAGE_DIR: &str = crate::source::layout::BUNDLE_LAYOUT_DIR;

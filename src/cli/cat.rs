@@ -7,7 +7,7 @@ use clap::Args;
 use crate::cli::{stdout_error, ImageArgs};
 use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
-use crate::union::NodeKind;
+use crate::merge::NodeKind;
 
 #[derive(Debug, Args)]
 pub struct CatArgs {

@@ -5,7 +5,7 @@ use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
 use crate::error::Result;
-use crate::union::{Node, NodeId, NodeKind};
+use crate::merge::{Node, NodeId, NodeKind};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {

@@ -5,7 +5,6 @@
 //! per node, so a tree of a million names opens in milliseconds and costs
 //! only the pages that are touched.
 
-pub mod encode;
 pub mod layout;
 pub(crate) mod path;
 pub mod stored;

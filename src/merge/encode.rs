@@ -1,14 +1,14 @@
 //! Write a finished union (its drafts, numbered depth-first) in the flat
-//! form of [`super::layout`]: one buffer of the exact size, each draft's
+//! form of [`crate::tree::layout`]: one buffer of the exact size, each draft's
 //! children freed as soon as they are written, so the peak is one tree and
 //! a bit, not two. Metadata the nodes share is written once.
 
 use std::collections::HashMap;
 
-use super::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
-use super::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
+use crate::tree::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
+use crate::tree::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 use crate::error::{Error, Result};
-use crate::union::{Draft, DraftKind, DraftMeta};
+use crate::merge::{Draft, DraftKind, DraftMeta};
 
 pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u8>> {
     let too_big = || Error::Internal("the merged tree is too large to store".to_string());

@@ -236,7 +236,7 @@ impl TreeBuilder {
             layer.stream_len = source.stream_len;
         }
         let drafts = self.builder.finish();
-        let bytes = crate::tree::encode::encode(drafts, &self.layers)?;
+        let bytes = crate::merge::encode::encode(drafts, &self.layers)?;
         Tree::from_bytes(bytes)
             .map_err(|e| Error::Internal(format!("the merged tree does not check: {e}")))
     }

@@ -1,0 +1,8 @@
+//! Merging a manifest's layers into one tree by the image-spec's whiteout
+//! rules (`union`), and writing the result in the tree's flat form
+//! (`encode`).
+
+pub mod encode;
+pub mod union;
+
+pub use union::*;
