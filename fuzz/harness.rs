@@ -15,14 +15,14 @@ use indicatif::ProgressBar;
 use ocimount::blob::MemoryBlob;
 use ocimount::image::{Image, LayerInfo};
 use ocimount::layer::deflate_frame;
-use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, decode_span_at, redecode_materialized, GzipIndexer};
 use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
 use ocimount::layer::spans::{crc32, Span, SpanStart};
+use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::oci::media::Compression;
 use ocimount::source::ImageRef;
-use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::Digest;
 
 /// A blob holding `data` (what the readers take).

@@ -10,9 +10,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use crate::oci::media::{self, Compression, DocumentKind};
+use crate::oci::Platform;
 use crate::source::reference::Selector;
 use crate::source::store::{json_blob, ImageStore};
-use crate::oci::Platform;
 use crate::source::ImageRef;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";

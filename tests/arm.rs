@@ -292,7 +292,7 @@ fn an_image_without_this_platform_is_refused_with_the_list_it_offers() {
 
 #[test]
 fn the_mount_daemon_serves_where_fuse_dev_ioc_clone_is_missing() {
-    let clone_works = ocimount::mount::clone_fd_supported();
+    let clone_works = ocimount::serve::clone_fd_supported();
     if emulated() {
         assert!(
             !clone_works,

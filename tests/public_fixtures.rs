@@ -1068,9 +1068,9 @@ struct NodeSummary {
 /// The tree, with every file's bytes, through the library.
 fn library_tree(layout: PathBuf, cache: PathBuf) -> Vec<NodeSummary> {
     with_timeout("Rootfs::open", move || {
-        use ocimount::source::ImageRef;
-        use ocimount::rootfs::{OpenOptions, Rootfs};
         use ocimount::merge::NodeKind;
+        use ocimount::rootfs::{OpenOptions, Rootfs};
+        use ocimount::source::ImageRef;
         let opts = OpenOptions {
             cache_dir: Some(cache),
             progress: false,
@@ -1442,8 +1442,8 @@ fn hostile_go_pax_nul_xattrs() {
     assert_no_panic(&run);
     let cache_dir = cache.path().to_path_buf();
     let result = with_timeout("Rootfs::open", move || {
-        use ocimount::source::ImageRef;
         use ocimount::rootfs::{OpenOptions, Rootfs};
+        use ocimount::source::ImageRef;
         let opts = OpenOptions {
             cache_dir: Some(cache_dir),
             progress: false,

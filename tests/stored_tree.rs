@@ -9,13 +9,13 @@ mod support;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::layer::format;
-use ocimount::layer::spans::crc32;
 use ocimount::layer::format::IndexIdentity;
+use ocimount::layer::spans::crc32;
+use ocimount::merge::{LayerEntries, TreeBuilder};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::tree::layout::{LayerRecord, LayerSource, Sections, DIRENT_LEN, NODE_LEN};
 use ocimount::tree::{stored, NodeKind, Tree};
-use ocimount::merge::{LayerEntries, TreeBuilder};
 use ocimount::Digest;
 use support::{corpus, ocimount, ok};
 

@@ -458,9 +458,9 @@ impl Filesystem for FaultyFs {
 
 /// The layer blob behind each regular file of an image, by path.
 fn layer_of_each_file(cache: &Path, image: &str) -> (Vec<String>, HashMap<PathBuf, usize>) {
-    use ocimount::source::ImageRef;
-    use ocimount::rootfs::{OpenOptions, Rootfs};
     use ocimount::merge::NodeKind;
+    use ocimount::rootfs::{OpenOptions, Rootfs};
+    use ocimount::source::ImageRef;
     let rootfs = Rootfs::open(
         &ImageRef::parse(image).unwrap(),
         &OpenOptions {

@@ -13,8 +13,8 @@
 //! tests are cases no upstream test asserts, inferred from those rules; the
 //! comment on each says why.
 
-use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::merge::{LayerEntries, Node, NodeId, NodeKind, Tree, ROOT};
+use ocimount::tar::entry::{EntryKind, TarEntry};
 use ocimount::{Digest, Error};
 
 // ---------------------------------------------------------------------------

@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
-use crate::mount::{self, MountRequest};
-use crate::oci::manifest::ImageConfig;
-use crate::source::ImageRef;
-use crate::prefetch::Prefetch;
-use crate::rootfs::{OpenOptions, Rootfs};
 use crate::merge::NodeKind;
+use crate::oci::manifest::ImageConfig;
+use crate::rootfs::{OpenOptions, Rootfs};
+use crate::serve::prefetch::Prefetch;
+use crate::serve::{self, MountRequest};
+use crate::source::ImageRef;
 
 pub mod mountpoints;
 pub mod spec;
@@ -121,7 +121,7 @@ fn check_dir(dir: &Path) -> Result<bool> {
                     "is not empty: give a new or an empty directory for the bundle",
                 ));
             }
-            if mount::is_mounted(&fs::canonicalize(dir).at(dir)?) {
+            if serve::is_mounted(&fs::canonicalize(dir).at(dir)?) {
                 return Err(bad(dir, "something is mounted here"));
             }
             Ok(false)
@@ -312,7 +312,7 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
         let rootfs_dir = dir.join(ROOTFS);
         fs::create_dir(&rootfs_dir).at(&rootfs_dir)?;
         let root = is_root();
-        mount::mount(&MountRequest {
+        serve::mount(&MountRequest {
             image,
             dir: rootfs_dir,
             open: OpenOptions {
@@ -400,9 +400,9 @@ pub fn remove(dir: &Path, cache: Option<&Path>, lazy: bool) -> Result<Removed> {
 fn remove_with(dir: &Path, marker: &Marker, cache: Option<&Path>, lazy: bool) -> Result<Removed> {
     let mut removed = Removed::default();
     let rootfs = dir.join(ROOTFS);
-    if mount::is_mounted(&rootfs) {
+    if serve::is_mounted(&rootfs) {
         let cache = Cache::locate(Some(cache.unwrap_or(&marker.cache)))?;
-        mount::umount(&rootfs, &cache, lazy)?;
+        serve::umount(&rootfs, &cache, lazy)?;
     }
     for name in marker.created.iter().rev() {
         let path = dir.join(name);

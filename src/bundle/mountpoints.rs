@@ -19,11 +19,11 @@ use serde_json::json;
 use super::spec::MountPoint;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::source::layout::BLOBS_FROM;
-use crate::oci::media;
-use crate::source::store::json_blob;
-use crate::rootfs::Rootfs;
 use crate::merge::{NodeKind, Tree};
+use crate::oci::media;
+use crate::rootfs::Rootfs;
+use crate::source::layout::BLOBS_FROM;
+use crate::source::store::json_blob;
 
 /// The layout's directory inside the bundle.
 pub const IMAGE_DIR: &str = crate::source::layout::BUNDLE_LAYOUT_DIR;

@@ -17,12 +17,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::mount_records::list_mounts;
 use crate::cache::Cache;
-use crate::sys::lock::try_exclusive_lock;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
-use crate::cache::mount_records::list_mounts;
+use crate::sys::lock::try_exclusive_lock;
 
 /// An image opened with this cache, as `CACHE/images/<manifest hex>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

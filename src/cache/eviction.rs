@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::sys::lock::try_exclusive_lock;
 use crate::cache::admin::{allocated, layer_last_used};
 use crate::cache::LayerReader;
+use crate::sys::lock::try_exclusive_lock;
 
 pub struct CacheLimit {
     max: u64,

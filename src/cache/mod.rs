@@ -35,12 +35,12 @@ use indicatif::ProgressBar;
 use crate::blob::BlobSource;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::format;
+use crate::layer::format::IndexIdentity;
 use crate::layer::index::{build_index, LayerIndex, PassOptions};
 use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
 use crate::sys::lock::DirLock;
-use crate::layer::format::IndexIdentity;
 
 /// What the cache keeps of a layer besides its index.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sys::mountinfo::is_mounted;
 use crate::cache::Cache;
 use crate::error::{IoContext, Result};
+use crate::sys::mountinfo::is_mounted;
 
 /// What the registry keeps about a live mount.
 #[derive(Clone, Debug, Serialize, Deserialize)]

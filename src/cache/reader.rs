@@ -31,11 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::blob::Blob;
+use crate::cache::residency::Residency;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
 use crate::layer::index::LayerIndex;
-use crate::cache::residency::Residency;
 use crate::layer::spans::{crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;

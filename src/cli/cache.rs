@@ -7,12 +7,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 
+use crate::cache::admin;
 use crate::cache::Cache;
 use crate::cli::ls::format_time;
 use crate::cli::stdout_error;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::cache::admin;
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
-use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
 use crate::merge::NodeKind;
+use crate::rootfs::decode_ahead::DecodeAhead;
 
 #[derive(Debug, Args)]
 pub struct CatArgs {

@@ -9,9 +9,9 @@ use clap::Args;
 use crate::cli::stdout_error;
 use crate::error::{Error, Result};
 use crate::oci::Platform;
-use crate::source::ImageRef;
 use crate::rootfs::{OpenOptions, Rootfs};
-use crate::tree_diff::diff;
+use crate::source::ImageRef;
+use crate::view::diff::diff;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
-use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, IoContext, Result};
+use crate::rootfs::decode_ahead::DecodeAhead;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -31,7 +31,7 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
                 .write(true)
                 .open(&args.output)
                 .at(&args.output)?;
-            crate::export::export(
+            crate::view::export::export(
                 &rootfs,
                 BufWriter::with_capacity(1 << 20, file),
                 decode_ahead,
@@ -40,7 +40,7 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
         }
         let stdout = std::io::stdout();
         let out = BufWriter::with_capacity(1 << 20, stdout.lock());
-        crate::export::export(&rootfs, out, decode_ahead).map_err(|e| match e {
+        crate::view::export::export(&rootfs, out, decode_ahead).map_err(|e| match e {
             Error::Io { source, .. } => stdout_error(source),
             e => e,
         })?;
@@ -50,7 +50,7 @@ pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
     // half-written tar under the requested name.
     let tmp = args.output.with_extension("tar.partial");
     let file = File::create(&tmp).at(&tmp)?;
-    let result = crate::export::export(
+    let result = crate::view::export::export(
         &rootfs,
         BufWriter::with_capacity(1 << 20, file),
         decode_ahead,

@@ -11,10 +11,10 @@ use crate::cli::ImageArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::spans::SpanStart;
 use crate::oci::manifest::Descriptor;
+use crate::rootfs::{open_indexes, OpenOptions};
 use crate::source::reference::Transport;
 use crate::source::registry::client::Client;
 use crate::source::registry::index_artifact::{self, LocalIndex};
-use crate::rootfs::{open_indexes, OpenOptions};
 
 #[derive(Debug, Args)]
 pub struct IndexArgs {

@@ -9,8 +9,8 @@ use indicatif::HumanBytes;
 
 use crate::cli::{stdout_error, ImageArgs};
 use crate::error::{Error, Result};
-use crate::layer_changes::layer_changes;
 use crate::rootfs::{open_indexes, OpenOptions};
+use crate::view::layers::layer_changes;
 
 #[derive(Debug, Args)]
 pub struct LayersArgs {

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::error::Result;
 use crate::oci::Platform;
-use crate::source::ImageRef;
 use crate::rootfs::{OpenOptions, Rootfs};
+use crate::source::ImageRef;
 
 mod bundle;
 mod cache;

@@ -5,9 +5,9 @@ use clap::Args;
 use crate::cache::Cache;
 use crate::cli::ImageArgs;
 use crate::error::Result;
-use crate::mount::{list_mounts, mount, run_daemon, umount, DaemonArgs, MountFlags, MountRequest};
-use crate::prefetch::Prefetch;
 use crate::rootfs::OpenOptions;
+use crate::serve::prefetch::Prefetch;
+use crate::serve::{list_mounts, mount, run_daemon, umount, DaemonArgs, MountFlags, MountRequest};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {

@@ -149,7 +149,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 
 /// A cgroup v1 host with the cgroup2 hierarchy mounted beside it.
 fn is_hybrid_cgroup_host() -> bool {
-    crate::mount::is_mounted(Path::new(HYBRID_CGROUP2))
+    crate::serve::is_mounted(Path::new(HYBRID_CGROUP2))
 }
 
 /// The runtime command line, with crun's hybrid-cgroup workaround where

@@ -8,11 +8,11 @@
 //! CRC-32 of everything so far and the spans; the spans; the entries.
 
 use crate::digest::Digest;
-use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 use crate::layer::index::LayerIndex;
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};
+use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 
 /// What tells one layer index file from another without reading its body.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

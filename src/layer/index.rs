@@ -12,13 +12,13 @@ use crate::blob::BlobSource;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::layer::background_hash::BackgroundHash;
-use crate::tar::entry::{EntryKind, TarEntry};
 use crate::layer::gzip::{CloserCheckpoints, GzipIndexer};
 use crate::layer::spans::{Span, SpanBuilder, SpanStart};
-use crate::tar::{TarError, TarReader};
 use crate::layer::zstd::ZstdIndexer;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
+use crate::tar::entry::{EntryKind, TarEntry};
+use crate::tar::{TarError, TarReader};
 
 /// Everything we know about one layer after the pass.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,8 +13,8 @@ pub mod verify;
 pub mod window_use;
 pub mod zstd;
 
+pub use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 pub use compression::Compression;
 pub use descriptor::LayerInfo;
-pub use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 pub use index::LayerIndex;
 pub use spans::{Span, SpanStart};

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use crate::tree::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
-use crate::tree::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 use crate::error::{Error, Result};
 use crate::merge::{Draft, DraftKind, DraftMeta};
+use crate::tree::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
+use crate::tree::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 
 pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u8>> {
     let too_big = || Error::Internal("the merged tree is too large to store".to_string());

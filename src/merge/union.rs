@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::tar::entry::{EntryKind, TarEntry};
-use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
 use crate::layer::format::IndexIdentity;
+use crate::limits::{WALK_STEPS_BASE, WALK_STEPS_PER_ENTRY};
+use crate::tar::entry::{EntryKind, TarEntry};
 use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::path::{spend, walk, NodeStore, Step};
 

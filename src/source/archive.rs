@@ -21,11 +21,11 @@ use sha2::{Digest as _, Sha256};
 use crate::blob::{Blob, BlobSource, FileRange, MemoryBlob};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::tar::{normalize_path, DotDot, TarReader};
 use crate::layer::{Compression, EntryKind};
 use crate::oci::manifest::{Descriptor, Index};
 use crate::oci::media;
 use crate::source::store::{parse_json, ImageStore, MAX_JSON_BYTES};
+use crate::tar::{normalize_path, DotDot, TarReader};
 
 use crate::limits::MAX_ARCHIVE_MEMBERS;
 /// Symlinks and hardlinks followed to find one member (`docker save` links

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::source::archive::{self, DockerArchive, OciArchive};
-use crate::source::{ImageStore, Layout};
 use crate::source::registry::reference as registry_reference;
 use crate::source::registry::{RegistryStore, RepositoryName};
+use crate::source::{ImageStore, Layout};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {

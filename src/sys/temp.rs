@@ -22,4 +22,3 @@ pub fn remove_dead_writers_temps(dir: &Path, stem: &str) {
         }
     }
 }
-

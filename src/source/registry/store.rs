@@ -14,11 +14,11 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, Index};
 use crate::source::reference::Selector;
-use crate::source::ImageStore;
 use crate::source::registry::blob::RegistryBlob;
 use crate::source::registry::client::Client;
 use crate::source::registry::index_artifact::{self, PublishedIndex};
 use crate::source::registry::reference::RepositoryName;
+use crate::source::ImageStore;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

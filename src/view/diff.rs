@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::rootfs::Rootfs;
 use crate::merge::{NodeId, NodeKind, ROOT};
+use crate::rootfs::Rootfs;
 
 /// A path present in both images, and what differs about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

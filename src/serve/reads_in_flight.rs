@@ -1,5 +1,5 @@
 //! The FUSE reads being served right now: the background fill
-//! (`crate::prefetch`) gives way while there are any, so a read that
+//! (`crate::serve::prefetch`) gives way while there are any, so a read that
 //! waits on a span is never queued behind the fill's decoding.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -131,8 +131,8 @@ pub fn read_record(path: &Path, tree: &Tree) -> Result<Option<Vec<NodeId>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tar::entry::{EntryKind, TarEntry};
     use crate::merge::LayerEntries;
+    use crate::tar::entry::{EntryKind, TarEntry};
 
     fn entry(path: &str, kind: EntryKind, offset: u64) -> TarEntry {
         TarEntry {

@@ -7,10 +7,10 @@ use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
-use crate::rootfs::Rootfs;
 use crate::merge::{Node, NodeId, NodeKind, ROOT};
+use crate::rootfs::decode_ahead::DecodeAhead;
+use crate::rootfs::Rootfs;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExportStats {
@@ -20,7 +20,7 @@ pub struct ExportStats {
 
 /// Write the merged tree as one tar to `out`. With `decode_ahead`, the
 /// spans the walk will read next are decoded on the other cores while it
-/// writes (`crate::decode_ahead`).
+/// writes (`crate::rootfs::decode_ahead`).
 pub fn export(
     rootfs: &Rootfs,
     out: impl Write,

@@ -12,17 +12,17 @@ use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::sys::mountinfo::mount_device;
-use crate::cache::mount_records::{registry_path, write_record as write_mount_record, MountRecord};
 use super::umount::lazy_unmount;
-use crate::decode_ahead::DecodeAhead;
+use crate::cache::mount_records::{registry_path, write_record as write_mount_record, MountRecord};
 use crate::error::{Error, IoContext, Result};
-use crate::first_reads::{record_path, write_record, FirstReads};
-use crate::fs::{ImageFs, MAX_READ};
-use crate::source::ImageRef;
-use crate::prefetch::{Fill, Prefetch};
-use crate::reads_in_flight::ReadsInFlight;
+use crate::rootfs::decode_ahead::DecodeAhead;
 use crate::rootfs::{OpenOptions, Rootfs};
+use crate::serve::fs::{ImageFs, MAX_READ};
+use crate::serve::prefetch::{Fill, Prefetch};
+use crate::serve::reads_in_flight::ReadsInFlight;
+use crate::serve::record::{record_path, write_record, FirstReads};
+use crate::source::ImageRef;
+use crate::sys::mountinfo::mount_device;
 
 /// How the mount treats setuid bits, devices and other users.
 #[derive(Clone, Copy, Debug, Default)]

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::rootfs::Rootfs;
 use crate::merge::{NodeId, NodeKind};
+use crate::rootfs::Rootfs;
 
 /// How many spans of a file a miss queues (64 MiB at the spacing of the
 /// checkpoints in a large file, 256 KiB).

@@ -4,9 +4,6 @@
 //! The daemon, the registry of mounts, mountinfo and umount each have a
 //! file of their own.
 
-mod daemon;
-mod umount;
-
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -15,17 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use daemon::{clone_fd_supported, run_daemon, DaemonArgs, MountFlags};
-pub use crate::sys::mountinfo::is_mounted;
 pub use crate::cache::mount_records::{list_mounts, MountRecord};
-pub use umount::umount;
+pub use crate::sys::mountinfo::is_mounted;
 
 use crate::cache::mount_records::path_key;
 
+use super::daemon::{self, MountFlags};
 use crate::error::{Error, IoContext, Result};
-use crate::source::ImageRef;
-use crate::prefetch::Prefetch;
 use crate::rootfs::{OpenOptions, Rootfs};
+use crate::serve::prefetch::Prefetch;
+use crate::source::ImageRef;
 
 /// How long `mount` waits for its daemon to mount (the index is warm by then).
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(60);

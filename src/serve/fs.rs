@@ -13,12 +13,12 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::decode_ahead::DecodeAhead;
 use crate::error::{Error, Result};
-use crate::first_reads::FirstReads;
-use crate::reads_in_flight::ReadsInFlight;
-use crate::rootfs::Rootfs;
 use crate::merge::{Node, NodeId, NodeKind, Xattrs, ROOT};
+use crate::rootfs::decode_ahead::DecodeAhead;
+use crate::rootfs::Rootfs;
+use crate::serve::reads_in_flight::ReadsInFlight;
+use crate::serve::record::FirstReads;
 
 /// The image never changes under a mount, so the kernel may cache for long.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::first_reads::{read_record, record_path};
 use crate::layer::spans::span_at;
-use crate::reads_in_flight::ReadsInFlight;
-use crate::rootfs::Rootfs;
 use crate::merge::{NodeId, NodeKind, ROOT};
+use crate::rootfs::Rootfs;
+use crate::serve::reads_in_flight::ReadsInFlight;
+use crate::serve::record::{read_record, record_path};
 
 /// How long a fill thread sleeps while FUSE reads are being served.
 const YIELD_PAUSE: Duration = Duration::from_millis(2);

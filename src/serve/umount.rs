@@ -5,10 +5,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::sys::mountinfo::{absolute, is_mounted};
 use crate::cache::mount_records::{read_record, registry_path, wait_for_exit};
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
+use crate::sys::mountinfo::{absolute, is_mounted};
 
 const DAEMON_EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

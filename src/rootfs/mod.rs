@@ -1,25 +1,27 @@
 //! An image opened for reading: resolved, every layer indexed (in parallel,
 //! through the cache) and merged into one tree, with a byte reader per layer.
 
+pub mod decode_ahead;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
-use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::cache::eviction::CacheLimit;
+use crate::cache::LayerReader;
+use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN, LARGE_FILE_GZIP_SPAN};
-use crate::cache::LayerReader;
 use crate::layer::LayerInfo;
+use crate::merge::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 use crate::oci::Platform;
 use crate::source::ImageRef;
 use crate::sys::progress::Progress;
 use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::stored;
-use crate::merge::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
@@ -325,7 +327,8 @@ fn published_index_limit(size: u64) -> u64 {
 /// The scope whose published indexes this open may use: the image's
 /// repository, when it is in a registry and remote indexes are allowed.
 fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
-    let allowed = opts.published_indexes && crate::source::registry::settings::current().remote_index;
+    let allowed =
+        opts.published_indexes && crate::source::registry::settings::current().remote_index;
     match &image.reference.transport {
         crate::source::reference::Transport::Registry(name) if allowed => {
             Some(format!("docker://{name}"))
