@@ -18,10 +18,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::mount_records::list_mounts;
+use crate::cache::paths;
 use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
+use crate::sys::atomic::{self, Stale};
 use crate::sys::lock::try_exclusive_lock;
 
 /// An image opened with this cache, as `CACHE/images/<manifest hex>.json`.
@@ -44,18 +46,9 @@ pub fn record_image(cache: &Cache, image: &Image) {
         manifest: image.manifest_digest.to_string(),
         layers: image.layers.iter().map(|l| l.digest.to_string()).collect(),
     };
-    let dir = cache.root().join("images");
-    let path = dir.join(format!("{}.json", image.manifest_digest.hex()));
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        image.manifest_digest.hex(),
-        std::process::id()
-    ));
-    let _ = fs::create_dir_all(&dir)
-        .and_then(|()| fs::write(&tmp, serde_json::to_vec_pretty(&record).unwrap_or_default()))
-        .and_then(|()| fs::rename(&tmp, &path));
-    let _ = fs::remove_file(&tmp);
-    crate::sys::temp::remove_dead_writers_temps(&dir, &image.manifest_digest.hex());
+    let path = paths::image_record(cache.root(), &image.manifest_digest);
+    let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    let _ = atomic::write_file(&path, &json, false);
 }
 
 /// One layer of the cache and what uses it.
@@ -89,11 +82,11 @@ pub struct CacheTotals {
 }
 
 fn layers_root(cache: &Cache) -> PathBuf {
-    cache.root().join("layers").join("sha256")
+    paths::layers(cache.root())
 }
 
 fn image_records(cache: &Cache) -> Vec<(PathBuf, ImageRecord)> {
-    let dir = cache.root().join("images");
+    let dir = paths::image_records(cache.root());
     let mut out = Vec::new();
     for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -252,6 +245,8 @@ pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<P
         forget_images_without_layers(cache);
     }
     report.bytes_freed += sweep_trees(cache, all);
+    report.bytes_freed += sweep_temps(cache.root(), Stale::OlderThan(STALE_TEMP));
+    report.bytes_freed += sweep_layer_temps(cache.root());
     Ok(report)
 }
 
@@ -341,7 +336,38 @@ fn punch_hole(file: &File, path: &Path) -> Result<()> {
 
 /// A tree writer's temp file this old was left by a writer that died: a
 /// live one renames it into place within a second.
-const STALE_TREE_TEMP: Duration = Duration::from_secs(600);
+const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// Sweep the stale temp files of every directory of the cache written by
+/// rename (see `paths::rename_dirs`). Returns the bytes freed.
+pub fn sweep_temps(root: &Path, stale: Stale) -> u64 {
+    paths::rename_dirs(root)
+        .iter()
+        .map(|dir| atomic::sweep(dir, stale))
+        .sum()
+}
+
+/// Sweep the temp files of every layer directory no builder holds (a
+/// builder killed mid-pass leaves its `data`). Returns the bytes freed.
+fn sweep_layer_temps(root: &Path) -> u64 {
+    let mut freed = 0;
+    for entry in fs::read_dir(paths::layers(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || !dir.is_dir() {
+            continue; // `.removing-*`: on its way out
+        }
+        // The build lock: held, a builder is writing its temps right now.
+        if let Ok(Some(_lock)) = try_exclusive_lock(&dir.join(paths::BUILD_LOCK)) {
+            freed += atomic::sweep(&dir, Stale::All);
+        }
+    }
+    freed
+}
 
 /// Remove from `trees/sha256` what no open could use: the temp files of
 /// tree writers that died, and (with `orphans`) every tree whose image has
@@ -350,14 +376,13 @@ const STALE_TREE_TEMP: Duration = Duration::from_secs(600);
 /// stays valid for it (removing a file leaves its mapping whole). Returns
 /// the bytes freed.
 fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
-    let records = cache.root().join("images");
-    let trees = cache.root().join("trees/sha256");
+    let records = paths::image_records(cache.root());
+    let trees = paths::trees(cache.root());
     // Never through a symlink: what it points at is not the cache's.
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-    if !real_dir(&cache.root().join("trees")) || !real_dir(&trees) {
+    if !real_dir(&paths::trees_parent(cache.root())) || !real_dir(&trees) {
         return 0;
     }
-    let now = SystemTime::now();
     let mut freed = 0;
     for entry in fs::read_dir(&trees).into_iter().flatten().flatten() {
         let Ok(meta) = entry.metadata() else {
@@ -365,11 +390,7 @@ fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
         };
         let name = entry.file_name().to_string_lossy().into_owned();
         let doomed = if name.starts_with('.') {
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok());
-            name.contains(".tmp.") && age.is_some_and(|age| age > STALE_TREE_TEMP)
+            false // temp files: see sweep_temps
         } else {
             // Only what a tree is named: a manifest digest's hex.
             let is_tree = Digest::parse(&format!("sha256:{name}")).is_ok();
@@ -392,7 +413,7 @@ fn forget_images_without_layers(cache: &Cache) {
         // again (it names the layer's index file): it goes with the layer.
         if !record.layers.iter().all(|l| present.contains_key(l)) {
             if let Some(hex) = path.file_stem().and_then(|s| s.to_str()) {
-                let _ = fs::remove_file(cache.root().join("trees/sha256").join(hex));
+                let _ = fs::remove_file(paths::trees(cache.root()).join(hex));
             }
         }
         if !record.layers.iter().any(|l| present.contains_key(l)) {

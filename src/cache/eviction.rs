@@ -28,7 +28,7 @@ impl CacheLimit {
     pub fn new(cache_root: &Path, max: u64) -> CacheLimit {
         CacheLimit {
             max,
-            layers: cache_root.join("layers").join("sha256"),
+            layers: crate::cache::paths::layers(cache_root),
             checked_at: AtomicU64::new(0),
             busy: Mutex::new(()),
         }

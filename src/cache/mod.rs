@@ -1,19 +1,7 @@
 //! The content-addressed cache: one directory per layer digest, shared by
 //! every image and every process that uses the layer.
 //!
-//! ```text
-//! CACHE/layers/sha256/<hex>/index   versioned binary index (see layer::format)
-//!                          /data    the uncompressed stream, sparse, filled span by span
-//!                          /spans   one byte per span: 1 once the span is in `data`
-//!                          /lock    flock(2) held while the entry is built
-//!                          /inuse   shared flock(2) held by every process reading the
-//!                                   layer; `cache rm` and `prune` need it exclusively
-//!                          /used    its mtime: when an image last opened the layer
-//! CACHE/images/<manifest hex>.json  an image opened here: its name and its layers
-//! CACHE/trees/sha256/<manifest hex> its merged tree, mapped by the next process
-//!                                   that opens it (see tree::stored)
-//! CACHE/mounts/<key>.json           a live mount (see mount::registry)
-//! ```
+//! Its directory's layout, every file of it, is in [`paths`].
 //! `index` is renamed into place last, so its presence means `data` and
 //! `spans` are complete. Files are replaced by rename, never truncated, so
 //! a process that has them mapped never takes SIGBUS.
@@ -21,6 +9,7 @@
 pub mod admin;
 pub mod eviction;
 pub mod mount_records;
+pub mod paths;
 pub mod reader;
 pub mod residency;
 
@@ -40,6 +29,7 @@ use crate::layer::index::{build_index, LayerIndex, PassOptions};
 use crate::layer::spans::SpanStart;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
+use crate::sys::atomic::{self, Stale};
 use crate::sys::lock::DirLock;
 
 /// What the cache keeps of a layer besides its index.
@@ -79,7 +69,7 @@ impl std::fmt::Display for CacheMode {
 /// In a layer's directory: `published SCOPE` when its index was taken from
 /// an artifact published in SCOPE (`docker://HOST/REPO`), absent when it was
 /// built here by a full pass.
-const ORIGIN: &str = "origin";
+use paths::ORIGIN;
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -199,10 +189,7 @@ impl Cache {
     }
 
     pub fn layer_dir(&self, layer: &LayerInfo) -> PathBuf {
-        self.root
-            .join("layers")
-            .join("sha256")
-            .join(layer.digest.hex())
+        paths::layer(&self.root, &layer.digest)
     }
 
     /// Load the layer's index, building it first if it is missing, damaged
@@ -305,7 +292,11 @@ impl Cache {
         remove_temporaries(&dir);
         // Marked before the index appears, so it is never taken for one
         // built here.
-        write_file(&dir.join(ORIGIN), format!("published {scope}\n").as_bytes())?;
+        atomic::write_file(
+            &dir.join(ORIGIN),
+            format!("published {scope}\n").as_bytes(),
+            true,
+        )?;
         let mut temps = Temporaries(Vec::new());
         let data_tmp = temps.add(temporary(&dir, "data"));
         let data = create_new(&data_tmp)?;
@@ -465,10 +456,9 @@ fn build(
     Ok((index, identity))
 }
 
-/// `NAME.tmp.PID` in `dir`: where a file is written before it is renamed
-/// into place.
+/// Where `dir/NAME` is written before it is renamed into place.
 fn temporary(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.tmp.{}", std::process::id()))
+    atomic::temp_path(&dir.join(name))
 }
 
 /// Rename a layer's files into place, `index` last, so that its presence
@@ -538,11 +528,5 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// Leftovers of a builder that was killed: safe to delete under the lock.
 fn remove_temporaries(dir: &Path) {
-    if let Ok(list) = fs::read_dir(dir) {
-        for e in list.flatten() {
-            if e.file_name().to_string_lossy().contains(".tmp.") {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
+    atomic::sweep(dir, Stale::All);
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
-use crate::error::{IoContext, Result};
+use crate::cache::{paths, Cache};
+use crate::error::Result;
+use crate::sys::atomic;
 use crate::sys::mountinfo::is_mounted;
 
 /// What the registry keeps about a live mount.
@@ -27,10 +28,16 @@ pub struct MountRecord {
 
 /// Live mounts from this cache's registry; stale records are removed.
 pub fn list_mounts(cache: &Cache) -> Vec<MountRecord> {
-    let dir = cache.root().join("mounts");
+    let dir = paths::mounts(cache.root());
     let mut out = Vec::new();
     for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
         let path = entry.path();
+        // Only records: a temp file is another writer's, swept when it dies.
+        if path.extension().is_none_or(|e| e != "json")
+            || atomic::is_temp(&entry.file_name().to_string_lossy())
+        {
+            continue;
+        }
         match read_record(&path) {
             Some(rec) if process_alive(rec.pid) && is_mounted(&rec.dir) => out.push(rec),
             _ => {
@@ -43,19 +50,12 @@ pub fn list_mounts(cache: &Cache) -> Vec<MountRecord> {
 }
 
 pub fn registry_path(cache: &Cache, dir: &Path) -> PathBuf {
-    cache
-        .root()
-        .join("mounts")
-        .join(format!("{}.json", path_key(dir)))
+    paths::mounts(cache.root()).join(format!("{}.json", path_key(dir)))
 }
 
 pub fn write_record(path: &Path, record: &MountRecord) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).at(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, serde_json::to_vec_pretty(record).unwrap_or_default()).at(&tmp)?;
-    fs::rename(&tmp, path).at(path)
+    let json = serde_json::to_vec_pretty(record).unwrap_or_default();
+    atomic::write_file(path, &json, false)
 }
 
 pub fn read_record(path: &Path) -> Option<MountRecord> {
@@ -87,4 +87,29 @@ fn is_zombie(pid: u32) -> bool {
                 .is_some_and(|rest| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_mounts_leaves_a_writers_temp_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(dir.path())).unwrap();
+        let mounts = paths::mounts(cache.root());
+        fs::create_dir_all(&mounts).unwrap();
+        // Half written by a live writer (this process): not a record.
+        let writing = atomic::temp_path(&mounts.join("abc.json"));
+        fs::write(&writing, b"{\"dir\":").unwrap();
+        // A record whose daemon is gone: stale, removed.
+        let stale = mounts.join("def.json");
+        fs::write(&stale, b"not json").unwrap();
+        assert!(list_mounts(&cache).is_empty());
+        assert!(
+            writing.exists(),
+            "listing removed a live writer's temp file"
+        );
+        assert!(!stale.exists(), "a stale record outlived the listing");
+    }
 }

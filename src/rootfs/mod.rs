@@ -170,9 +170,7 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
         })
         .collect();
     let path = stored::path(cache.root(), &image.manifest_digest);
-    if let Some(dir) = path.parent() {
-        crate::sys::temp::remove_dead_writers_temps(dir, &image.manifest_digest.hex());
-    }
+    crate::cache::admin::sweep_temps(cache.root(), crate::sys::atomic::Stale::WriterGone);
     match stored::load(&path, &records) {
         Ok(tree) => Some((entries, tree)),
         Err(reason) => {

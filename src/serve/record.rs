@@ -12,22 +12,23 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::cache::Cache;
+use crate::cache::{paths, Cache};
 use crate::digest::Digest;
 use crate::error::{IoContext, Result};
-use crate::merge::{NodeId, NodeKind, Tree, ROOT};
+use crate::sys::atomic;
+use crate::tree::{NodeId, NodeKind, Tree, ROOT};
 
 /// The most of a record file that is read: past it, the rest is ignored.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Where the record of the image with this manifest is kept.
 pub fn record_path(cache: &Cache, manifest: &Digest) -> PathBuf {
-    cache.root().join("records").join(manifest.hex())
+    paths::first_reads_of(cache.root(), manifest)
 }
 
 /// The files a mount has read, in the order of their first read.
@@ -89,22 +90,7 @@ pub fn write_record(path: &Path, paths: &[Vec<u8>]) -> Result<()> {
             text.push(b'\n');
         }
     }
-    let temp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map_or("record".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let written = fs::File::create(&temp)
-        .and_then(|mut f| {
-            f.write_all(&text)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&temp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written.at(path)
+    atomic::write_file(path, &text, true)
 }
 
 /// The regular files a record names, in its order, that `tree` has.

@@ -101,7 +101,7 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
 /// Start `ocimount daemon` detached on the pinned image, logging to the
 /// cache, and wait until it reports the mount live (or fails).
 fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str) -> Result<()> {
-    let logs = cache_root.join("logs");
+    let logs = crate::cache::paths::logs(cache_root);
     fs::create_dir_all(&logs).at(&logs)?;
     let log_path = logs.join(format!("mount-{}.log", path_key(dir)));
     let log = fs::OpenOptions::new()

@@ -6,18 +6,19 @@
 //! stale, damaged or foreign file is rebuilt, never read. Files are
 //! replaced by rename, never written in place, so a mapping stays valid.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::layout::LayerRecord;
 use super::Tree;
+use crate::cache::paths;
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
+use crate::sys::atomic;
 
 /// Where the tree of the image with manifest `manifest` is kept.
 pub fn path(cache_root: &Path, manifest: &Digest) -> PathBuf {
-    cache_root.join("trees").join("sha256").join(manifest.hex())
+    paths::tree(cache_root, manifest)
 }
 
 /// The stored tree at `path`, if it was merged from exactly the layer
@@ -44,27 +45,5 @@ pub fn load(path: &Path, layers: &[LayerRecord]) -> std::result::Result<Tree, St
 /// checksum and is merged again, which costs less than a sync on every
 /// first open.
 pub fn save(path: &Path, tree: &Tree) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).at(dir)?;
-    let name = path
-        .file_name()
-        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-    // Never a file someone else is writing (another process of the same
-    // pid in another pid namespace, say): a new name, created new.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.tmp.{}.{nanos}", std::process::id()));
-    let written = (|| {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?
-            .write_all(tree.as_bytes())
-    })();
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    atomic::write_file(path, tree.as_bytes(), false)
 }

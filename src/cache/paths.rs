@@ -1,0 +1,110 @@
+//! The cache directory's layout. Every path under `CACHE` is spelled here
+//! and nowhere else; the other stages ask this module where things go.
+//!
+//! ```text
+//! CACHE/layers/sha256/<hex>/index    versioned binary index (see layer::format)
+//!                          /data     the uncompressed stream, sparse, filled span by span
+//!                          /spans    one byte per span: 1 once the span is in `data`
+//!                          /epoch    8 bytes: odd while an eviction is under way (see residency)
+//!                          /evicting flock(2)ed by the eviction under way
+//!                          /atimes   4 bytes per span: when it was last read
+//!                          /lock     flock(2) held while the entry is built
+//!                          /inuse    shared flock(2) held by every process reading the
+//!                                    layer; `cache rm` and `prune` need it exclusively
+//!                          /used     its mtime: when an image last opened the layer
+//!                          /origin   present when the index came from a published
+//!                                    artifact: `published <scope>`
+//! CACHE/images/<manifest hex>.json   an image opened here: its name and its layers
+//! CACHE/trees/sha256/<manifest hex>  its merged tree, mapped by the next process
+//!                                    that opens it (see tree::stored)
+//! CACHE/mounts/<key>.json            a live mount (see cache::mount_records)
+//! CACHE/records/<manifest hex>       the files a `--record` mount read first, in order
+//! CACHE/logs/mount-<key>.log         a mount daemon's log
+//! ```
+//! Any of these directories may also hold `.NAME.tmp.PID.NANOS`: a file
+//! being written, renamed into place when whole (see `sys::atomic`).
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+
+/// A layer's files, inside [`layer`].
+pub const INDEX: &str = "index";
+pub const DATA: &str = "data";
+pub const SPANS: &str = "spans";
+pub const EPOCH: &str = "epoch";
+pub const EVICTING: &str = "evicting";
+pub const ATIMES: &str = "atimes";
+pub const BUILD_LOCK: &str = "lock";
+pub const IN_USE: &str = "inuse";
+pub const USED: &str = "used";
+pub const ORIGIN: &str = "origin";
+
+/// `CACHE/layers/sha256`: one directory per layer digest.
+pub fn layers(root: &Path) -> PathBuf {
+    root.join("layers").join("sha256")
+}
+
+/// `CACHE/layers/sha256/<hex>`: the files of one layer.
+pub fn layer(root: &Path, digest: &Digest) -> PathBuf {
+    layers(root).join(digest.hex())
+}
+
+/// `CACHE/images`: one JSON record per image opened here.
+pub fn image_records(root: &Path) -> PathBuf {
+    root.join("images")
+}
+
+/// `CACHE/images/<manifest hex>.json`.
+pub fn image_record(root: &Path, manifest: &Digest) -> PathBuf {
+    image_records(root).join(format!("{}.json", manifest.hex()))
+}
+
+/// `CACHE/trees`: the parent of the stored trees, checked to be a real
+/// directory before anything in it is removed.
+pub fn trees_parent(root: &Path) -> PathBuf {
+    root.join("trees")
+}
+
+/// `CACHE/trees/sha256`: the stored merged trees.
+pub fn trees(root: &Path) -> PathBuf {
+    trees_parent(root).join("sha256")
+}
+
+/// `CACHE/trees/sha256/<manifest hex>`.
+pub fn tree(root: &Path, manifest: &Digest) -> PathBuf {
+    trees(root).join(manifest.hex())
+}
+
+/// `CACHE/mounts`: one JSON record per live mount.
+pub fn mounts(root: &Path) -> PathBuf {
+    root.join("mounts")
+}
+
+/// `CACHE/records`: the first-read orders `--record` keeps.
+pub fn first_reads(root: &Path) -> PathBuf {
+    root.join("records")
+}
+
+/// `CACHE/records/<manifest hex>`.
+pub fn first_reads_of(root: &Path, manifest: &Digest) -> PathBuf {
+    first_reads(root).join(manifest.hex())
+}
+
+/// `CACHE/logs`: the mount daemons' logs.
+pub fn logs(root: &Path) -> PathBuf {
+    root.join("logs")
+}
+
+/// Every directory of the cache that holds whole files written by rename,
+/// for the sweep of dead writers' temp files (layer directories are swept
+/// by their builder, under the build lock, and by `prune`).
+pub fn rename_dirs(root: &Path) -> [PathBuf; 5] {
+    [
+        image_records(root),
+        trees(root),
+        mounts(root),
+        first_reads(root),
+        logs(root),
+    ]
+}
