@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 
 use crate::merge::{NodeId, NodeKind};
 use crate::rootfs::Rootfs;
+use crate::sys::workers;
 
 /// How many spans of a file a miss queues (64 MiB at the spacing of the
 /// checkpoints in a large file, 256 KiB).
@@ -67,8 +68,7 @@ impl DecodeAhead {
         if rootfs.limit.is_some() || !rootfs.readers.iter().any(|r| r.stores_decoded()) {
             return None;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let workers = cores - 1;
+        let workers = workers::cores() - 1;
         if workers == 0 {
             return None;
         }
@@ -84,20 +84,8 @@ impl DecodeAhead {
             stop: AtomicBool::new(false),
             layer_ahead: LAYER_AHEAD_PER_WORKER * workers as u64,
         });
-        let mut handles = Vec::with_capacity(workers);
-        for n in 0..workers {
-            let shared = shared.clone();
-            match std::thread::Builder::new()
-                .name(format!("decode-ahead-{n}"))
-                .spawn(move || work(&shared))
-            {
-                Ok(handle) => handles.push(handle),
-                Err(e) => {
-                    tracing::warn!("decode-ahead: cannot start a thread ({e})");
-                    break;
-                }
-            }
-        }
+        let worker_shared = shared.clone();
+        let handles = workers::spawn_named("decode-ahead", workers, move || work(&worker_shared));
         if handles.is_empty() {
             return None;
         }

@@ -4,7 +4,6 @@
 pub mod decode_ahead;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use crate::merge::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 use crate::oci::Platform;
 use crate::source::ImageRef;
 use crate::sys::progress::Progress;
+use crate::sys::workers;
 use crate::tree::layout::{LayerRecord, LayerSource};
 use crate::tree::stored;
 
@@ -392,34 +392,29 @@ fn index_layers(
         Progress::hidden()
     };
     let count = image.layers.len();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = workers::cores();
     // Streams from a registry wait on the network more than on a core.
     let remote = blobs.iter().any(|b| b.is_remote());
     let threads = if remote { REMOTE_STREAMS } else { cores }.min(count.max(1));
     let total_size: u64 = image.layers.iter().map(|l| l.size).sum();
-    let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<CacheEntry>>>> =
         Mutex::new((0..count).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(layer) = image.layers.get(i) else {
-                    break;
-                };
-                let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
-                let pass = PassOptions {
-                    gzip_span: opts.gzip_span,
-                    large_file_span: LARGE_FILE_GZIP_SPAN.min(opts.gzip_span),
-                    // A layer longer than the cores' fair share outlasts
-                    // the others: its hashing gets the cores they free.
-                    hash_apart: cores > 1
-                        && u128::from(layer.size) * cores as u128 > u128::from(total_size),
-                };
-                let result = cache.entry(&*blobs[i], layer, &bar, pass);
-                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
-            });
-        }
+    workers::for_each_index(threads, count, |i| {
+        let Some(layer) = image.layers.get(i) else {
+            return false;
+        };
+        let bar = progress.layer_bar(format!("layer {}/{count}", i + 1), layer.size);
+        let pass = PassOptions {
+            gzip_span: opts.gzip_span,
+            large_file_span: LARGE_FILE_GZIP_SPAN.min(opts.gzip_span),
+            // A layer longer than the cores' fair share outlasts
+            // the others: its hashing gets the cores they free.
+            hash_apart: cores > 1
+                && u128::from(layer.size) * cores as u128 > u128::from(total_size),
+        };
+        let result = cache.entry(&*blobs[i], layer, &bar, pass);
+        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+        true
     });
     let mut out = Vec::with_capacity(count);
     for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {

@@ -131,7 +131,7 @@ fn fuse_config(name: &str, flags: &MountFlags) -> Config {
     if flags.allow_other {
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    config.n_threads = Some(crate::sys::workers::cores());
     config.clone_fd = clone_fd_supported();
     if !config.clone_fd {
         tracing::warn!(

@@ -6,7 +6,7 @@
 //! promptly, between two spans, when the daemon exits.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use crate::merge::{NodeId, NodeKind, ROOT};
 use crate::rootfs::Rootfs;
 use crate::serve::reads_in_flight::ReadsInFlight;
 use crate::serve::record::{read_record, record_path};
+use crate::sys::workers;
 
 /// How long a fill thread sleeps while FUSE reads are being served.
 const YIELD_PAUSE: Duration = Duration::from_millis(2);
@@ -98,49 +99,34 @@ impl Fill {
 /// Plan the fill, then run it on as many threads as there are cores.
 fn fill_in_parallel(rootfs: &Rootfs, mode: Prefetch, reads: &ReadsInFlight, stop: &AtomicBool) {
     let plan = fill_order(rootfs, mode);
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = workers::cores();
     tracing::info!(
         "--prefetch {mode}: filling {} spans with {threads} threads",
         plan.len()
     );
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| fill(rootfs, &plan, &next, reads, stop));
-        }
-    });
+    workers::for_each_index(threads, plan.len(), |i| fill(rootfs, plan[i], reads, stop));
     if !stop.load(Ordering::Acquire) {
         tracing::info!("--prefetch {mode}: the fill has ended");
     }
 }
 
-/// One fill thread: take the next span of the plan until none is left,
-/// the daemon stops, or a span cannot be filled.
-fn fill(
-    rootfs: &Rootfs,
-    plan: &[SpanRef],
-    next: &AtomicUsize,
-    reads: &ReadsInFlight,
-    stop: &AtomicBool,
-) {
-    loop {
-        while reads.any() && !stop.load(Ordering::Acquire) {
-            std::thread::sleep(YIELD_PAUSE);
-        }
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(&(layer, span)) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else {
-            return;
-        };
-        let Some(reader) = rootfs.readers.get(layer) else {
-            continue;
-        };
-        if let Err(e) = reader.fill_span(span) {
-            tracing::warn!("prefetch: a fill thread stops: {e}");
-            return;
-        }
+/// Fill one span of the plan, after any FUSE read under way; `false`
+/// when the daemon stops or the span cannot be filled (that thread stops).
+fn fill(rootfs: &Rootfs, (layer, span): SpanRef, reads: &ReadsInFlight, stop: &AtomicBool) -> bool {
+    while reads.any() && !stop.load(Ordering::Acquire) {
+        std::thread::sleep(YIELD_PAUSE);
     }
+    if stop.load(Ordering::Acquire) {
+        return false;
+    }
+    let Some(reader) = rootfs.readers.get(layer) else {
+        return true;
+    };
+    if let Err(e) = reader.fill_span(span) {
+        tracing::warn!("prefetch: a fill thread stops: {e}");
+        return false;
+    }
+    true
 }
 
 /// Every span of the image once, in the order to fill them: the recorded

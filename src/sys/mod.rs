@@ -5,3 +5,4 @@ pub mod atomic;
 pub mod lock;
 pub mod mountinfo;
 pub mod progress;
+pub mod workers;
