@@ -215,6 +215,11 @@ impl LayerReader {
         span_at(&self.spans, offset)
     }
 
+    /// The spans holding `len` bytes from `offset` (a file's data).
+    pub fn spans_covering(&self, offset: u64, len: u64) -> Option<std::ops::RangeInclusive<usize>> {
+        crate::layer::spans::spans_covering(&self.spans, offset, len)
+    }
+
     /// Take these spans out of the data cache; a reader anywhere that had
     /// checked one reads it again the checked way. Returns the bytes freed.
     pub fn evict(&self, which: &[usize]) -> u64 {

@@ -5,6 +5,8 @@
 //! the verified indexing pass, so a span decoded later (or found in the
 //! cache) is checked before it is served.
 
+use std::ops::RangeInclusive;
+
 /// Plain and materialised streams are cut into spans of this size.
 pub const FIXED_SPAN: u64 = 1 << 20;
 
@@ -199,9 +201,37 @@ pub fn span_at(spans: &[Span], offset: u64) -> Option<usize> {
     (i < spans.len() && spans[i].out_offset <= offset).then_some(i)
 }
 
+/// The spans holding bytes `offset..offset + len` of the stream (a file's
+/// data), first to last; `None` for an empty range or one past the spans.
+pub fn spans_covering(spans: &[Span], offset: u64, len: u64) -> Option<RangeInclusive<usize>> {
+    if len == 0 {
+        return None;
+    }
+    let first = span_at(spans, offset)?;
+    let last = span_at(spans, offset.saturating_add(len - 1))?;
+    Some(first..=last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_maps_to_the_spans_that_hold_it() {
+        let mut b = SpanBuilder::default();
+        b.feed_fixed(
+            &vec![0u8; (FIXED_SPAN * 3) as usize],
+            SpanStart::Blob,
+            |o| o,
+        );
+        let spans = b.finish();
+        assert_eq!(spans_covering(&spans, 0, 1), Some(0..=0));
+        assert_eq!(spans_covering(&spans, FIXED_SPAN - 1, 2), Some(0..=1));
+        assert_eq!(spans_covering(&spans, 5, 2 * FIXED_SPAN), Some(0..=2));
+        assert_eq!(spans_covering(&spans, 0, 0), None);
+        assert_eq!(spans_covering(&spans, 3 * FIXED_SPAN, 1), None);
+        assert_eq!(spans_covering(&spans, 2 * FIXED_SPAN, FIXED_SPAN + 1), None);
+    }
 
     #[test]
     fn fixed_spans_cut_at_exact_boundaries() {

@@ -118,14 +118,13 @@ impl DecodeAhead {
         if size == 0 || offset >= size || !reader.stores_decoded() {
             return;
         }
-        let span_of = |at: u64| reader.span_at(at);
-        let (Some(here), Some(first), Some(last)) = (
-            span_of(start.saturating_add(offset)),
-            span_of(start),
-            span_of(start.saturating_add(size - 1)),
+        let (Some(here), Some(covering)) = (
+            reader.span_at(start.saturating_add(offset)),
+            reader.spans_covering(start, size),
         ) else {
             return;
         };
+        let (first, last) = covering.into_inner();
         let mut wanted = Vec::new();
         if !reader.is_ready(here) {
             // The rest of the file from here, then its start.
@@ -139,7 +138,8 @@ impl DecodeAhead {
         let previous = last_span.swap(here, Ordering::Relaxed);
         if previous != NONE && previous + 1 == here {
             let at = start.saturating_add(offset);
-            let end = span_of(at.saturating_add(shared.layer_ahead))
+            let end = reader
+                .span_at(at.saturating_add(shared.layer_ahead))
                 .unwrap_or(reader.span_count().saturating_sub(1))
                 .min(here.saturating_add(QUEUE_MAX));
             wanted.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));

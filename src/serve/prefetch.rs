@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::layer::spans::span_at;
+use crate::layer::spans::spans_covering;
 use crate::merge::{NodeId, NodeKind, ROOT};
 use crate::rootfs::Rootfs;
 use crate::serve::reads_in_flight::ReadsInFlight;
@@ -192,15 +192,10 @@ fn queue_file(rootfs: &Rootfs, id: NodeId, queued: &mut [Vec<bool>], plan: &mut 
     ) else {
         return;
     };
-    if size == 0 {
-        return;
-    }
-    let (Some(first), Some(last)) = (
-        span_at(&index.spans, offset),
-        span_at(&index.spans, offset.saturating_add(size - 1)),
-    ) else {
+    let Some(covering) = spans_covering(&index.spans, offset, size) else {
         return;
     };
+    let (first, last) = covering.into_inner();
     for i in first..=last.min(queued.len().saturating_sub(1)) {
         if !queued[i] {
             queued[i] = true;
