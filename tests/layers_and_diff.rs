@@ -99,6 +99,92 @@ fn layers_counts_adds_changes_deletes_and_wasted_bytes() {
     assert!(table.ends_with("wasted: 65 B of 75 B (86.7%)\n"), "{table}");
 }
 
+/// The counts `ocimount layers --json` gives for `layout`, per layer:
+/// added, changed, deleted, opaque_dirs, bytes, wasted.
+fn layer_counts(cache: &Path, layout: &Path) -> Vec<[u64; 6]> {
+    let out = ok(&ocimount(
+        cache,
+        &["layers", "--json", layout.to_str().unwrap()],
+    ));
+    let got: Value = serde_json::from_str(&out).unwrap();
+    got.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            [
+                "added",
+                "changed",
+                "deleted",
+                "opaque_dirs",
+                "bytes",
+                "wasted",
+            ]
+            .map(|k| l[k].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Issue 21: a whiteout under a parent that is a symlink in a lower layer
+/// deletes what the symlink leads to, as the mount (and `umoci unpack`)
+/// does; `layers` replayed whiteouts on literal paths and saw nothing go.
+#[test]
+fn layers_follows_a_symlinked_parent_as_the_union_does() {
+    let work = tempfile::tempdir().unwrap();
+    let mut lower = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("usr/", None),
+        ("usr/lib/", None),
+        ("usr/lib/foo", Some(&[7u8; 11][..])),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(1_700_000_000);
+        h.set_mode(if data.is_some() { 0o644 } else { 0o755 });
+        h.set_entry_type(if data.is_some() {
+            tar::EntryType::Regular
+        } else {
+            tar::EntryType::Directory
+        });
+        h.set_size(data.map_or(0, |d| d.len() as u64));
+        lower
+            .append_data(&mut h, path, data.unwrap_or(&[]))
+            .unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_mtime(1_700_000_000);
+    h.set_mode(0o777);
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    lower.append_link(&mut h, "lib", "usr/lib").unwrap();
+    let layers = [
+        gzip_layer(&lower.into_inner().unwrap()),
+        // No `lib` entry of its own: `lib/` is the lower symlink.
+        gzip_layer(&tar(&[
+            ("lib/.wh.foo", Some(b"")),
+            ("lib/new", Some(&[8; 3])),
+        ])),
+    ];
+    let layout = build_layout(work.path(), &layers);
+    let cache = work.path().join("cache");
+    assert_eq!(
+        layer_counts(&cache, &layout),
+        vec![
+            // usr, usr/lib, usr/lib/foo and lib; foo's 11 bytes hidden later.
+            [4, 0, 0, 0, 11, 11],
+            // usr/lib/foo deleted through lib, usr/lib/new added.
+            [1, 0, 1, 0, 3, 0],
+        ]
+    );
+    // The mount's own tree agrees: foo is gone, new is in usr/lib.
+    let listing = ok(&ocimount(
+        &cache,
+        &["ls", layout.to_str().unwrap(), "/usr/lib"],
+    ));
+    assert!(
+        listing.contains("new") && !listing.contains("foo"),
+        "{listing}"
+    );
+}
+
 /// A copy of the debian-gzip layout (blobs hard-linked) that stops after
 /// its first `keep` layers, tagged `short`.
 fn truncated_layout(dir: &Path, keep: usize) -> std::path::PathBuf {

@@ -2,6 +2,7 @@
 //! rules (`union`), and writing the result in the tree's flat form
 //! (`encode`).
 
+pub mod changes;
 pub mod encode;
 pub mod union;
 

@@ -7,6 +7,7 @@
 //! umoci and containerd do, so `lib -> usr/lib` plus `lib/x` lands in
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
+use super::changes::{ChangeLog, LayerChanges};
 use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
@@ -195,6 +196,7 @@ impl Default for TreeBuilder {
             layers: Vec::new(),
             builder: Builder {
                 budget: 0,
+                changes: None,
                 nodes: vec![Draft {
                     kind: DraftKind::Dir {
                         children: DirChildren::default(),
@@ -209,8 +211,27 @@ impl Default for TreeBuilder {
 }
 
 impl TreeBuilder {
+    /// A builder that also records what each layer adds, changes, deletes
+    /// and hides (see [`TreeBuilder::changes`]).
+    pub fn recording_changes() -> TreeBuilder {
+        let mut b = TreeBuilder::default();
+        let mut log = ChangeLog::default();
+        log.node_made(ROOT);
+        b.builder.changes = Some(log);
+        b
+    }
+
+    /// What each layer applied so far did, bottom first (empty unless made
+    /// with [`TreeBuilder::recording_changes`]).
+    pub fn changes(&self) -> &[LayerChanges] {
+        self.builder.changes.as_ref().map_or(&[], |c| &c.layers[..])
+    }
+
     /// Apply the next layer up.
     pub fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+        if let Some(changes) = &mut self.builder.changes {
+            changes.start_layer(layer.digest.to_string());
+        }
         self.builder.apply(layer)?;
         self.layers.push(LayerRecord {
             digest: layer.digest,
@@ -294,6 +315,8 @@ struct Builder {
     nodes: Vec<Draft>,
     /// Walk steps this layer may still take.
     budget: u64,
+    /// What each layer did, when asked for (`ocimount layers`).
+    changes: Option<ChangeLog>,
 }
 
 impl NodeStore for Builder {
@@ -414,6 +437,9 @@ impl Builder {
         let new_dirs = whiteout_dirs_of(layer.entries);
         for e in layer.entries {
             let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
+            if let (Action::Opaque(_), Some(changes)) = (&action, &mut self.changes) {
+                changes.opaque_dir();
+            }
             if let Action::Opaque(dir) | Action::Whiteout(dir, _) = action {
                 if self
                     .replaced_by_layer(dir, &new_dirs)
@@ -425,6 +451,9 @@ impl Builder {
             match action {
                 Action::Opaque(dir) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
+                        if let Some(changes) = &mut self.changes {
+                            changes.emptied(&self.nodes, d);
+                        }
                         if let DraftKind::Dir { children } = &mut self.nodes[d as usize].kind {
                             children.clear();
                         }
@@ -432,10 +461,14 @@ impl Builder {
                 }
                 Action::Whiteout(dir, name) => {
                     if let Some(d) = self.resolve_dir(dir, false).map_err(|r| fail(dir, r))? {
+                        let mut removed = None;
                         if let DraftKind::Dir { children } = &mut self.nodes[d as usize].kind {
                             if let Some(map) = children.map_if_any() {
-                                map.remove(name);
+                                removed = map.remove(name);
                             }
+                        }
+                        if let (Some(id), Some(changes)) = (removed, &mut self.changes) {
+                            changes.whited_out(&self.nodes, id);
                         }
                     }
                 }
@@ -469,6 +502,16 @@ impl Builder {
                 if let Some(id) = existing {
                     if matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
                         self.nodes[id as usize].meta = DraftMeta::of(e);
+                        if let Some(changes) = &mut self.changes {
+                            changes.entry_placed(
+                                &self.nodes,
+                                layer.position,
+                                id,
+                                existing,
+                                0,
+                                false,
+                            );
+                        }
                         return Ok(());
                     }
                 }
@@ -517,6 +560,11 @@ impl Builder {
         };
         if node == parent {
             return Err("a hardlink to its own parent directory".to_string());
+        }
+        if let Some(changes) = &mut self.changes {
+            let bytes = if e.kind == EntryKind::File { e.size } else { 0 };
+            let is_link = e.kind == EntryKind::Hardlink;
+            changes.entry_placed(&self.nodes, layer.position, node, existing, bytes, is_link);
         }
         self.dir_children_mut(parent).insert(name.into(), node);
         Ok(())
@@ -570,7 +618,11 @@ impl Builder {
             nlink: 0,
             parent,
         });
-        (self.nodes.len() - 1) as NodeId
+        let id = (self.nodes.len() - 1) as NodeId;
+        if let Some(changes) = &mut self.changes {
+            changes.node_made(id);
+        }
+        id
     }
 
     fn dir_children(&self, dir: NodeId) -> &DraftChildren {
