@@ -381,8 +381,8 @@ pub fn json_layout(data: &[u8]) {
     let reference = format!("{}{}", dir.display(), String::from_utf8_lossy(suffix));
     if let Ok(reference) = ImageRef::parse(&reference) {
         let platform = ocimount::oci::Platform::parse("linux/arm/v7").ok();
-        let _ = Image::open(&reference, None);
-        let _ = Image::open(&reference, platform.as_ref());
+        let _ = Image::open(&reference, None, &Default::default());
+        let _ = Image::open(&reference, platform.as_ref(), &Default::default());
     }
 }
 

@@ -12,6 +12,7 @@ use crate::oci::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use crate::oci::media::{self, Compression, DocumentKind};
 use crate::oci::Platform;
 use crate::source::reference::Selector;
+use crate::source::registry::settings::Settings;
 use crate::source::store::{json_blob, ImageStore};
 use crate::source::ImageRef;
 
@@ -52,9 +53,14 @@ pub struct Image {
 }
 
 impl Image {
-    /// Resolve `reference`; `platform` overrides the host platform.
-    pub fn open(reference: &ImageRef, platform: Option<&Platform>) -> Result<Image> {
-        let store = reference.open_store()?;
+    /// Resolve `reference`; `platform` overrides the host platform;
+    /// `settings` say how a registry is spoken to.
+    pub fn open(
+        reference: &ImageRef,
+        platform: Option<&Platform>,
+        settings: &Settings,
+    ) -> Result<Image> {
+        let store = reference.open_store(settings)?;
         let resolver = Resolver {
             store: &*store,
             wanted: platform.cloned().unwrap_or_else(Platform::host),

@@ -106,7 +106,12 @@ fn assert_cache_consistent(cache: &Path, layout: &Path) -> (usize, usize) {
 
 /// The decoded bytes of every span the cache marks present.
 fn stored_span_bytes(cache: &Path, layout: &Path) -> u64 {
-    let image = Image::open(&ImageRef::parse(layout.to_str().unwrap()).unwrap(), None).unwrap();
+    let image = Image::open(
+        &ImageRef::parse(layout.to_str().unwrap()).unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let mut total = 0;
     for layer in &image.layers {
         let dir = layer_dir(cache, &layer.digest);
@@ -132,7 +137,12 @@ fn assert_cache_consistent_but(
     layout: &Path,
     torn: &[(PathBuf, Vec<u8>)],
 ) -> (usize, usize) {
-    let image = Image::open(&ImageRef::parse(layout.to_str().unwrap()).unwrap(), None).unwrap();
+    let image = Image::open(
+        &ImageRef::parse(layout.to_str().unwrap()).unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let (mut indexes, mut present) = (0, 0);
     for layer in &image.layers {
         let dir = layer_dir(cache, &layer.digest);
@@ -261,7 +271,12 @@ fn kill_while_indexing(name: &str, rng: &mut Rng, rounds: usize) -> usize {
     let started = Instant::now();
     ls_lr(cache, &layout);
     let cold = started.elapsed();
-    let image = Image::open(&ImageRef::parse(layout.to_str().unwrap()).unwrap(), None).unwrap();
+    let image = Image::open(
+        &ImageRef::parse(layout.to_str().unwrap()).unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let big_file = &largest_files(&corpus().reference("debian-gzip"), 1)[0];
     let want_big = std::fs::read(corpus().reference("debian-gzip").join(big_file)).unwrap();
     let (mut killed, mut mid_build) = (0, 0);
@@ -522,7 +537,12 @@ fn processes_racing_to_index_one_layer_leave_one_correct_entry() {
 fn threads_racing_to_index_one_layer_build_it_once() {
     let layout = layout("debian-gzip");
     let cache_dir = tempfile::tempdir().unwrap();
-    let image = Image::open(&ImageRef::parse(layout.to_str().unwrap()).unwrap(), None).unwrap();
+    let image = Image::open(
+        &ImageRef::parse(layout.to_str().unwrap()).unwrap(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let cache = ocimount::cache::Cache::locate(Some(cache_dir.path())).unwrap();
     let layer = image.layers.iter().max_by_key(|l| l.size).unwrap().clone();
     let blob = image.store.blob(&layer.digest, Some(layer.size)).unwrap();

@@ -22,7 +22,7 @@ use crate::merge::NodeKind;
 use crate::oci::manifest::ImageConfig;
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::serve::prefetch::Prefetch;
-use crate::serve::{self, MountRequest};
+use crate::serve::{self, DaemonArgv, MountRequest};
 use crate::source::ImageRef;
 
 pub mod mountpoints;
@@ -58,6 +58,8 @@ pub struct BundleOptions {
     pub prefetch: Prefetch,
     /// `--record`: the order files are first read in, kept at unmount.
     pub record: bool,
+    /// How to write the rootfs mount daemon's command line.
+    pub daemon_argv: DaemonArgv,
 }
 
 /// A bundle `create` made.
@@ -334,6 +336,7 @@ pub fn create(opts: &BundleOptions) -> Result<Bundle> {
             dev: false,
             prefetch: opts.prefetch,
             record: opts.record,
+            daemon_argv: opts.daemon_argv.clone(),
         })
     })();
     drop(rootfs);

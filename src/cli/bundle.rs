@@ -7,6 +7,7 @@ use crate::cli::mount::FillArgs;
 use crate::error::Result;
 use crate::oci::Platform;
 use crate::rootfs::OpenOptions;
+use crate::serve::DaemonArgv;
 
 #[derive(Debug, Args)]
 #[command(
@@ -47,9 +48,9 @@ pub struct BundleArgs {
     pub fill: FillArgs,
 }
 
-pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run(args: &BundleArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv) -> Result<()> {
     if let Some(dir) = &args.remove {
-        let removed = bundle::remove(dir, cache.as_deref(), args.lazy)?;
+        let removed = bundle::remove(dir, opts.cache_dir.as_deref(), args.lazy)?;
         for path in removed.kept {
             eprintln!(
                 "ocimount: kept {}: it holds files `ocimount bundle` did not create",
@@ -66,9 +67,8 @@ pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
         dir: dir.clone(),
         open: OpenOptions {
             platform: args.platform.as_deref().map(Platform::parse).transpose()?,
-            cache_dir: cache.clone(),
             progress: !args.quiet,
-            ..OpenOptions::default()
+            ..opts.clone()
         },
         rootless: args.rootless,
         tty: args.tty,
@@ -76,6 +76,7 @@ pub fn run(args: &BundleArgs, cache: &Option<PathBuf>) -> Result<()> {
         cmd: None,
         prefetch: args.fill.prefetch,
         record: args.fill.record,
+        daemon_argv: daemon_argv.clone(),
     };
     let made = bundle::create(&opts)?;
     for w in &made.warnings {

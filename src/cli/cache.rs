@@ -1,7 +1,6 @@
 //! `ocimount cache ls|du|prune|rm`: what the cache holds, and taking it back.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -13,6 +12,7 @@ use crate::cli::ls::format_time;
 use crate::cli::stdout_error;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -56,8 +56,8 @@ pub enum CacheCommand {
     },
 }
 
-pub fn run(args: &CacheArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let cache = Cache::locate(cache.as_deref())?;
+pub fn run(args: &CacheArgs, opts: &OpenOptions) -> Result<()> {
+    let cache = Cache::locate(opts.cache_dir.as_deref())?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         CacheCommand::Ls { json: true } => {

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -8,6 +7,7 @@ use crate::cli::{stdout_error, ImageArgs};
 use crate::error::{Error, Result};
 use crate::merge::NodeKind;
 use crate::rootfs::decode_ahead::DecodeAhead;
+use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
@@ -17,8 +17,8 @@ pub struct CatArgs {
     pub path: String,
 }
 
-pub fn run(args: &CatArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = Arc::new(args.image.open(cache)?);
+pub fn run(args: &CatArgs, opts: &OpenOptions) -> Result<()> {
+    let rootfs = Arc::new(args.image.open(opts)?);
     let id = rootfs.tree.resolve(args.path.as_bytes(), true)?;
     if !matches!(rootfs.tree.node(id).kind, NodeKind::File { .. }) {
         return Err(Error::BadPath {

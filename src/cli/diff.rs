@@ -2,7 +2,6 @@
 //! two images' merged trees (or two tags of one), without a mount.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::Args;
 
@@ -29,11 +28,10 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
-pub fn run(args: &DiffArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run(args: &DiffArgs, opts: &OpenOptions) -> Result<()> {
     let opts = OpenOptions {
         platform: args.platform.as_deref().map(Platform::parse).transpose()?,
-        cache_dir: cache.clone(),
-        ..OpenOptions::default()
+        ..opts.clone()
     };
     let old = Rootfs::open(&ImageRef::parse(&args.old)?, &opts)?;
     let new = Rootfs::open(&ImageRef::parse(&args.new)?, &opts)?;

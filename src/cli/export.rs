@@ -8,6 +8,7 @@ use clap::Args;
 use crate::cli::{stdout_error, ImageArgs};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::decode_ahead::DecodeAhead;
+use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -18,8 +19,8 @@ pub struct ExportArgs {
     pub output: PathBuf,
 }
 
-pub fn run(args: &ExportArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = Arc::new(args.image.open(cache)?);
+pub fn run(args: &ExportArgs, opts: &OpenOptions) -> Result<()> {
+    let rootfs = Arc::new(args.image.open(opts)?);
     // Stopped (and its workers joined) when dropped, however the export ends.
     let ahead = DecodeAhead::start(rootfs.clone());
     let decode_ahead = ahead.as_deref();

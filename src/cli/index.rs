@@ -1,8 +1,6 @@
 //! `ocimount index push IMAGE`: publish the image's layer indexes to its
 //! registry, so that other nodes mount it with no full pass over a layer.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 
@@ -31,13 +29,13 @@ pub enum IndexCommand {
     Push(ImageArgs),
 }
 
-pub fn run(args: &IndexArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run(args: &IndexArgs, opts: &OpenOptions) -> Result<()> {
     match &args.command {
-        IndexCommand::Push(image) => push(image, cache),
+        IndexCommand::Push(image) => push(image, opts),
     }
 }
 
-fn push(args: &ImageArgs, cache_dir: &Option<PathBuf>) -> Result<()> {
+fn push(args: &ImageArgs, opts: &OpenOptions) -> Result<()> {
     let reference = args.reference()?;
     let Transport::Registry(name) = &reference.transport else {
         return Err(Error::BadArgument(format!(
@@ -47,15 +45,14 @@ fn push(args: &ImageArgs, cache_dir: &Option<PathBuf>) -> Result<()> {
     };
     let opts = OpenOptions {
         platform: args.platform()?,
-        cache_dir: cache_dir.clone(),
         progress: true,
         // What is published is what a full pass here built: never an
         // index taken from an artifact already there.
         published_indexes: false,
-        ..OpenOptions::default()
+        ..opts.clone()
     };
     let (image, indexes) = open_indexes(&reference, &opts)?;
-    let cache = Cache::locate(cache_dir.as_deref())?;
+    let cache = Cache::locate(opts.cache_dir.as_deref())?;
     let mut local = Vec::new();
     for (layer, index) in image.layers.iter().zip(&indexes) {
         if index
@@ -86,7 +83,7 @@ fn push(args: &ImageArgs, cache_dir: &Option<PathBuf>) -> Result<()> {
         platform: None,
         annotations: Default::default(),
     };
-    let client = Client::connect(name)?;
+    let client = Client::connect(name, &opts.registry)?;
     let pushed = index_artifact::push(&client, &subject, &local)?;
     println!(
         "pushed index artifact {} for {}@{}: {} of {} layers, {}, listed through {}",

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
@@ -9,6 +8,7 @@ use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::PlatformChoice;
 use crate::oci::manifest::RuntimeConfig;
+use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -44,8 +44,8 @@ struct LayerReport<'a> {
     spans: usize,
 }
 
-pub fn run(args: &InspectArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = args.image.open(cache)?;
+pub fn run(args: &InspectArgs, opts: &OpenOptions) -> Result<()> {
+    let rootfs = args.image.open(opts)?;
     let image = &rootfs.image;
     let report = Report {
         image: &args.image.image,

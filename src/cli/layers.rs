@@ -2,7 +2,6 @@
 //! bytes and the bytes later layers hide, from the indexes (no mount).
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::HumanBytes;
@@ -21,11 +20,10 @@ pub struct LayersArgs {
     pub json: bool,
 }
 
-pub fn run(args: &LayersArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run(args: &LayersArgs, opts: &OpenOptions) -> Result<()> {
     let opts = OpenOptions {
         platform: args.image.platform()?,
-        cache_dir: cache.clone(),
-        ..OpenOptions::default()
+        ..opts.clone()
     };
     let (_, indexes) = open_indexes(&args.image.reference()?, &opts)?;
     let changes = layer_changes(&indexes)?;

@@ -1,11 +1,11 @@
 use std::io::Write;
-use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::cli::{stdout_error, ImageArgs};
 use crate::error::Result;
 use crate::merge::{Node, NodeId, NodeKind};
+use crate::rootfs::OpenOptions;
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
@@ -22,8 +22,8 @@ pub struct LsArgs {
     pub recursive: bool,
 }
 
-pub fn run(args: &LsArgs, cache: &Option<PathBuf>) -> Result<()> {
-    let rootfs = args.image.open(cache)?;
+pub fn run(args: &LsArgs, opts: &OpenOptions) -> Result<()> {
+    let rootfs = args.image.open(opts)?;
     let tree = &rootfs.tree;
     let id = tree.resolve(args.path.as_bytes(), true)?;
     let stdout = std::io::stdout();

@@ -12,6 +12,7 @@ use crate::source::ImageRef;
 mod bundle;
 mod cache;
 mod cat;
+mod daemon_argv;
 mod diff;
 mod export;
 mod generate;
@@ -128,7 +129,7 @@ pub enum Command {
 }
 
 /// How registries are spoken to (`docker://` images), as skopeo's flags.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
 #[command(next_help_heading = "Registry options (docker:// images)")]
 pub struct RegistryArgs {
     /// Require HTTPS and verify certificates; `--tls-verify=false` allows
@@ -170,8 +171,9 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Make these the process's registry settings.
-    pub fn configure(&self) -> Result<()> {
+    /// The registry settings these flags ask for (credentials from
+    /// `--creds`, else from the parent's environment for a daemon).
+    pub fn settings(&self) -> Result<crate::source::registry::settings::Settings> {
         use crate::source::registry::{credentials, settings};
         let creds = match &self.creds {
             Some(text) => Some(
@@ -187,15 +189,14 @@ impl RegistryArgs {
                 _ => None,
             },
         };
-        settings::configure(settings::Settings {
+        Ok(settings::Settings {
             tls_verify: self.tls_verify,
             creds,
             cert_dir: self.cert_dir.clone(),
             remote_index: !self.no_remote_index,
             // Past a day is no bound at all (and would overflow an Instant).
             request_timeout: std::time::Duration::from_secs(self.registry_timeout.clamp(1, 86_400)),
-        });
-        Ok(())
+        })
     }
 }
 
@@ -223,35 +224,48 @@ impl ImageArgs {
         self.platform.as_deref().map(Platform::parse).transpose()
     }
 
-    pub fn open(&self, cli_cache: &Option<PathBuf>) -> Result<Rootfs> {
+    pub fn open(&self, opts: &OpenOptions) -> Result<Rootfs> {
         let opts = OpenOptions {
             platform: self.platform()?,
-            cache_dir: cli_cache.clone(),
-            ..OpenOptions::default()
+            ..opts.clone()
         };
         Rootfs::open(&self.reference()?, &opts)
     }
 }
 
+impl Cli {
+    /// The one options value every command is handed: built here, once,
+    /// from the global flags; nothing below reads a process-wide default.
+    pub fn options(&self) -> Result<OpenOptions> {
+        Ok(OpenOptions {
+            cache_dir: self.cache.clone(),
+            cache_mode: self.cache_mode,
+            cache_max: self.cache_max,
+            registry: self.registry.settings()?,
+            ..OpenOptions::default()
+        })
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
-    crate::rootfs::set_default_cache_mode(cli.cache_mode, cli.cache_max);
-    cli.registry.configure()?;
+    let opts = cli.options()?;
+    let daemon_argv = daemon_argv::for_globals(&cli);
     match &cli.command {
-        Command::Inspect(a) => inspect::run(a, &cli.cache),
-        Command::Ls(a) => ls::run(a, &cli.cache),
-        Command::Cat(a) => cat::run(a, &cli.cache),
-        Command::Export(a) => export::run(a, &cli.cache),
-        Command::Verify(a) => verify::run(a),
-        Command::Mount(a) => mount::run_mount(a, &cli.cache),
-        Command::Umount(a) => mount::run_umount(a, &cli.cache),
-        Command::Mounts => mount::run_mounts(&cli.cache),
-        Command::Bundle(a) => bundle::run(a, &cli.cache),
-        Command::Run(a) => run::run(a, &cli.cache),
-        Command::Daemon(a) => mount::run_daemon_command(a, &cli.cache),
-        Command::Cache(a) => cache::run(a, &cli.cache),
-        Command::Index(a) => index::run(a, &cli.cache),
-        Command::Layers(a) => layers::run(a, &cli.cache),
-        Command::Diff(a) => diff::run(a, &cli.cache),
+        Command::Inspect(a) => inspect::run(a, &opts),
+        Command::Ls(a) => ls::run(a, &opts),
+        Command::Cat(a) => cat::run(a, &opts),
+        Command::Export(a) => export::run(a, &opts),
+        Command::Verify(a) => verify::run(a, &opts),
+        Command::Mount(a) => mount::run_mount(a, &opts, &daemon_argv),
+        Command::Umount(a) => mount::run_umount(a, &opts),
+        Command::Mounts => mount::run_mounts(&opts),
+        Command::Bundle(a) => bundle::run(a, &opts, &daemon_argv),
+        Command::Run(a) => run::run(a, &opts, &daemon_argv),
+        Command::Daemon(a) => mount::run_daemon_command(a, &opts),
+        Command::Cache(a) => cache::run(a, &opts),
+        Command::Index(a) => index::run(a, &opts),
+        Command::Layers(a) => layers::run(a, &opts),
+        Command::Diff(a) => diff::run(a, &opts),
         Command::Generate(a) => generate::run(a),
     }
 }

@@ -7,7 +7,9 @@ use crate::cli::ImageArgs;
 use crate::error::Result;
 use crate::rootfs::OpenOptions;
 use crate::serve::prefetch::Prefetch;
-use crate::serve::{list_mounts, mount, run_daemon, umount, DaemonArgs, MountFlags, MountRequest};
+use crate::serve::{
+    list_mounts, mount, run_daemon, umount, DaemonArgs, DaemonArgv, MountFlags, MountRequest,
+};
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
@@ -52,8 +54,9 @@ pub struct FillArgs {
     pub record: bool,
 }
 
-/// The daemon `mount` starts: every input is an argument.
-#[derive(Debug, Args)]
+/// The daemon `mount` starts: every input is an argument (written by
+/// `daemon_argv` from these same definitions).
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
 pub struct DaemonCliArgs {
     /// The image pinned to its manifest digest (…@sha256:…)
     #[arg(long, value_name = "IMAGE")]
@@ -91,15 +94,14 @@ pub struct UmountArgs {
     pub lazy: bool,
 }
 
-pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run_mount(args: &MountArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv) -> Result<()> {
     let req = MountRequest {
         image: args.image.image.clone(),
         dir: args.dir.clone(),
         open: OpenOptions {
             platform: args.image.platform()?,
-            cache_dir: cache.clone(),
             progress: !args.quiet,
-            ..OpenOptions::default()
+            ..opts.clone()
         },
         foreground: args.foreground,
         quiet: args.quiet,
@@ -108,16 +110,16 @@ pub fn run_mount(args: &MountArgs, cache: &Option<PathBuf>) -> Result<()> {
         dev: args.dev,
         prefetch: args.fill.prefetch,
         record: args.fill.record,
+        daemon_argv: daemon_argv.clone(),
     };
     mount(&req)
 }
 
-pub fn run_daemon_command(args: &DaemonCliArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run_daemon_command(args: &DaemonCliArgs, opts: &OpenOptions) -> Result<()> {
     run_daemon(&DaemonArgs {
         pinned: args.pinned.clone(),
         name: args.name.clone(),
         dir: args.dir.clone(),
-        cache_dir: cache.clone(),
         ready_fd: args.ready_fd,
         log: args.log.clone(),
         flags: MountFlags {
@@ -127,15 +129,20 @@ pub fn run_daemon_command(args: &DaemonCliArgs, cache: &Option<PathBuf>) -> Resu
         },
         prefetch: args.prefetch,
         record: args.record,
+        open: opts.clone(),
     })
 }
 
-pub fn run_umount(args: &UmountArgs, cache: &Option<PathBuf>) -> Result<()> {
-    umount(&args.dir, &Cache::locate(cache.as_deref())?, args.lazy)
+pub fn run_umount(args: &UmountArgs, opts: &OpenOptions) -> Result<()> {
+    umount(
+        &args.dir,
+        &Cache::locate(opts.cache_dir.as_deref())?,
+        args.lazy,
+    )
 }
 
-pub fn run_mounts(cache: &Option<PathBuf>) -> Result<()> {
-    let cache = Cache::locate(cache.as_deref())?;
+pub fn run_mounts(opts: &OpenOptions) -> Result<()> {
+    let cache = Cache::locate(opts.cache_dir.as_deref())?;
     for m in list_mounts(&cache) {
         println!(
             "{}\t{}\tpid {}\t{}",

@@ -19,6 +19,7 @@ use crate::cli::mount::FillArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::Platform;
 use crate::rootfs::OpenOptions;
+use crate::serve::DaemonArgv;
 
 /// How long `RUNTIME delete --force` may take during clean-up.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -290,7 +291,7 @@ fn wait_exited(pid: u32) {
     }
 }
 
-pub fn run(args: &RunArgs, cache: &Option<PathBuf>) -> Result<()> {
+pub fn run(args: &RunArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv) -> Result<()> {
     let runtime = args.runtime;
     if find_program(runtime.name()).is_none() {
         return Err(Error::BadPath {
@@ -342,8 +343,7 @@ pub fn run(args: &RunArgs, cache: &Option<PathBuf>) -> Result<()> {
         dir: dir.bundle.clone(),
         open: OpenOptions {
             platform: args.platform.as_deref().map(Platform::parse).transpose()?,
-            cache_dir: cache.clone(),
-            ..OpenOptions::default()
+            ..opts.clone()
         },
         rootless: args.rootless || !bundle::is_root(),
         tty: args.tty,
@@ -357,6 +357,7 @@ pub fn run(args: &RunArgs, cache: &Option<PathBuf>) -> Result<()> {
         cmd: (!args.cmd.is_empty()).then(|| args.cmd.clone()),
         prefetch: args.fill.prefetch,
         record: args.fill.record,
+        daemon_argv: daemon_argv.clone(),
     };
     let made = bundle::create(&opts)?;
     for w in &made.warnings {

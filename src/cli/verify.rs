@@ -6,6 +6,7 @@ use crate::cli::ImageArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer::verify::check_layer;
+use crate::rootfs::OpenOptions;
 use crate::sys::progress::Progress;
 
 #[derive(Debug, Args)]
@@ -15,9 +16,13 @@ pub struct VerifyArgs {
 }
 
 /// Check every layer, report every problem, fail if there was one.
-pub fn run(args: &VerifyArgs) -> Result<()> {
+pub fn run(args: &VerifyArgs, opts: &OpenOptions) -> Result<()> {
     // Resolving the image already checks the index, manifest and config digests.
-    let image = Image::open(&args.image.reference()?, args.image.platform()?.as_ref())?;
+    let image = Image::open(
+        &args.image.reference()?,
+        args.image.platform()?.as_ref(),
+        &opts.registry,
+    )?;
     let progress = Progress::new();
     let mut problems = Vec::new();
     let mut err = std::io::stderr();

@@ -17,6 +17,7 @@ use crate::layer::index::{LayerIndex, PassOptions, DEFAULT_GZIP_SPAN, LARGE_FILE
 use crate::layer::LayerInfo;
 use crate::merge::{LayerEntries, NodeId, NodeKind, Tree, TreeBuilder};
 use crate::oci::Platform;
+use crate::source::registry::settings::Settings;
 use crate::source::ImageRef;
 use crate::sys::progress::Progress;
 use crate::sys::workers;
@@ -38,19 +39,8 @@ pub struct OpenOptions {
     /// Take layer indexes published with the image (`index push`), when
     /// the settings allow it (`--no-remote-index` does not).
     pub published_indexes: bool,
-}
-
-/// The cache mode `OpenOptions::default()` takes: `--cache-mode`, set once
-/// by the command line for the whole process.
-static DEFAULT_CACHE_MODE: std::sync::OnceLock<CacheMode> = std::sync::OnceLock::new();
-
-static DEFAULT_CACHE_MAX: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-
-/// Set the mode and limit every `OpenOptions::default()` of this process
-/// takes.
-pub fn set_default_cache_mode(mode: CacheMode, max: Option<u64>) {
-    let _ = DEFAULT_CACHE_MODE.set(mode);
-    let _ = DEFAULT_CACHE_MAX.set(max);
+    /// How registries are spoken to.
+    pub registry: Settings,
 }
 
 impl Default for OpenOptions {
@@ -60,9 +50,10 @@ impl Default for OpenOptions {
             cache_dir: None,
             gzip_span: DEFAULT_GZIP_SPAN,
             progress: true,
-            cache_mode: DEFAULT_CACHE_MODE.get().copied().unwrap_or_default(),
-            cache_max: DEFAULT_CACHE_MAX.get().copied().flatten(),
+            cache_mode: CacheMode::default(),
+            cache_max: None,
             published_indexes: true,
+            registry: Settings::default(),
         }
     }
 }
@@ -95,7 +86,7 @@ pub struct Rootfs {
 /// [`Cache::looks_built`]): what a parent needs before its daemon opens
 /// the image for real.
 pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
-    let image = Image::open(reference, opts.platform.as_ref())?;
+    let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
     let cache = layer_cache(&image, opts)?;
     if image.layers.iter().all(|layer| cache.looks_built(layer)) {
         crate::cache::admin::record_image(&cache, &image);
@@ -108,7 +99,7 @@ pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image>
 /// An image with every layer indexed (through the cache) and no tree:
 /// what `layers` needs.
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
-    let image = Image::open(reference, opts.platform.as_ref())?;
+    let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
     let cache = layer_cache(&image, opts)?;
     let (_, entries) = index_image(&image, &cache, opts)?;
     Ok((image, entries.into_iter().map(|e| e.index).collect()))
@@ -218,7 +209,7 @@ impl Rootfs {
     /// the layers, storing the tree for the next process.
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();
-        let image = Image::open(reference, opts.platform.as_ref())?;
+        let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
         let cache = layer_cache(&image, opts)?;
         let (entries, tree, blobs) = match stored_tree(&image, &cache) {
             Some((entries, tree)) => {
@@ -325,8 +316,7 @@ fn published_index_limit(size: u64) -> u64 {
 /// The scope whose published indexes this open may use: the image's
 /// repository, when it is in a registry and remote indexes are allowed.
 fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
-    let allowed =
-        opts.published_indexes && crate::source::registry::settings::current().remote_index;
+    let allowed = opts.published_indexes && opts.registry.remote_index;
     match &image.reference.transport {
         crate::source::reference::Transport::Registry(name) if allowed => {
             Some(format!("docker://{name}"))

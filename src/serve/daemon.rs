@@ -25,7 +25,7 @@ use crate::source::ImageRef;
 use crate::sys::mountinfo::mount_device;
 
 /// How the mount treats setuid bits, devices and other users.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MountFlags {
     pub allow_other: bool,
     pub suid: bool,
@@ -42,7 +42,8 @@ pub struct DaemonArgs {
     /// `ocimount mounts` shows.
     pub name: String,
     pub dir: PathBuf,
-    pub cache_dir: Option<PathBuf>,
+    /// The options the parent was given (cache, its mode and bound, registry).
+    pub open: OpenOptions,
     /// Where to say `ready` (or `error: …`) once, for the parent.
     pub ready_fd: Option<i32>,
     /// The log file; stdout and stderr go there through a pipe.
@@ -76,9 +77,8 @@ pub fn run_daemon(args: &DaemonArgs) -> Result<()> {
     }
     let opened = ImageRef::parse(&args.pinned).and_then(|reference| {
         let opts = OpenOptions {
-            cache_dir: args.cache_dir.clone(),
             progress: false,
-            ..OpenOptions::default()
+            ..args.open.clone()
         };
         Rootfs::open(&reference, &opts)
     });

@@ -4,12 +4,14 @@
 //! The daemon, the registry of mounts, mountinfo and umount each have a
 //! file of their own.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::cache::mount_records::{list_mounts, MountRecord};
@@ -21,10 +23,39 @@ use super::daemon::{self, MountFlags};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::serve::prefetch::Prefetch;
+use crate::source::registry::credentials::Credential;
+use crate::source::registry::settings::CREDS_ENV;
 use crate::source::ImageRef;
 
 /// How long `mount` waits for its daemon to mount (the index is warm by then).
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the daemon must be told beyond the command's own options: the
+/// command line builds its argv from these (see [`DaemonArgv`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonLaunch {
+    pub pinned: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub cache_root: PathBuf,
+    pub log: PathBuf,
+    pub ready_fd: i32,
+    pub flags: MountFlags,
+    pub prefetch: Prefetch,
+    pub record: bool,
+}
+
+/// Builds the daemon's arguments (after the executable) from the same
+/// definitions that parse them, so the two cannot drift; made by the
+/// command line, which owns those definitions.
+#[derive(Clone)]
+pub struct DaemonArgv(pub Arc<dyn Fn(&DaemonLaunch) -> Vec<OsString> + Send + Sync>);
+
+impl std::fmt::Debug for DaemonArgv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DaemonArgv")
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct MountRequest {
@@ -41,6 +72,8 @@ pub struct MountRequest {
     pub prefetch: Prefetch,
     /// `--record`: the daemon records the order files are first read in.
     pub record: bool,
+    /// How to write the daemon's command line.
+    pub daemon_argv: DaemonArgv,
 }
 
 /// `ocimount mount`: index in this process (with progress), then serve in
@@ -118,35 +151,30 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     let (mut read_end, write_end) =
         unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
     let exe = std::env::current_exe().at("/proc/self/exe")?;
+    let launch = DaemonLaunch {
+        pinned: pinned.to_string(),
+        name: req.image.clone(),
+        dir: dir.to_path_buf(),
+        cache_root: cache_root.to_path_buf(),
+        log: log_path.clone(),
+        ready_fd: 3,
+        flags: MountFlags {
+            allow_other: req.allow_other,
+            suid: req.suid,
+            dev: req.dev,
+        },
+        prefetch: req.prefetch,
+        record: req.record,
+    };
     let mut cmd = Command::new(exe);
-    cmd.arg("--cache")
-        .arg(cache_root)
-        .arg("--cache-mode")
-        .arg(req.open.cache_mode.to_string());
-    if let Some(max) = req.open.cache_max {
-        cmd.arg("--cache-max").arg(max.to_string());
-    }
-    crate::source::registry::settings::pass_to(&mut cmd);
-    cmd.arg("daemon")
-        .arg("--pinned")
-        .arg(pinned)
-        .arg("--name")
-        .arg(&req.image)
-        .arg("--ready-fd")
-        .arg("3")
-        .arg("--log")
-        .arg(&log_path)
-        .arg("--prefetch")
-        .arg(req.prefetch.to_string())
-        .arg(dir);
-    for (on, flag) in [
-        (req.allow_other, "--allow-other"),
-        (req.suid, "--suid"),
-        (req.dev, "--dev"),
-        (req.record, "--record"),
-    ] {
-        if on {
-            cmd.arg(flag);
+    cmd.args((req.daemon_argv.0)(&launch));
+    // Secrets go in the environment, never on a command line.
+    match &req.open.registry.creds {
+        Some(Credential::Basic { username, password }) => {
+            cmd.env(CREDS_ENV, format!("{username}:{password}"));
+        }
+        _ => {
+            cmd.env_remove(CREDS_ENV);
         }
     }
     // A log file is no terminal: no colour escapes in it.
@@ -172,8 +200,7 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     drop(write_end);
     // The daemon opens the image again: from a registry that is a few
     // requests, each bounded by --registry-timeout.
-    let start_timeout =
-        DAEMON_START_TIMEOUT.max(crate::source::registry::settings::current().request_timeout * 4);
+    let start_timeout = DAEMON_START_TIMEOUT.max(req.open.registry.request_timeout * 4);
     let message = read_with_timeout(&mut read_end, start_timeout);
     match message.as_deref().map(str::trim) {
         Some("ready") if req.quiet => Ok(()),

@@ -10,6 +10,7 @@ use crate::blob::{Blob, FileRange};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::manifest::Index;
+use crate::source::registry::settings::Settings;
 use crate::source::store::{parse_json, ImageStore, MAX_JSON_BYTES};
 
 /// The `index.json` annotation of a layout whose missing blobs are read
@@ -29,6 +30,8 @@ pub struct Layout {
     /// Where missing blobs are read: the store `BLOBS_FROM` names, opened
     /// on first need (none when the layout has no such annotation).
     blobs_from: Arc<OnceLock<Option<Arc<dyn ImageStore>>>>,
+    /// How that store, if a registry, is spoken to.
+    settings: Settings,
 }
 
 impl std::fmt::Debug for Layout {
@@ -38,7 +41,13 @@ impl std::fmt::Debug for Layout {
 }
 
 impl Layout {
+    /// A layout whose `BLOBS_FROM` store (if any) is read with the default
+    /// registry settings.
     pub fn open(root: &Path) -> Result<Layout> {
+        Layout::open_with(root, Settings::default())
+    }
+
+    pub fn open_with(root: &Path, settings: Settings) -> Result<Layout> {
         let marker = root.join("oci-layout");
         let text = match std::fs::read(&marker) {
             Ok(t) => t,
@@ -81,6 +90,7 @@ impl Layout {
         Ok(Layout {
             root: root.to_path_buf(),
             blobs_from: Arc::new(OnceLock::new()),
+            settings,
         })
     }
 
@@ -122,7 +132,7 @@ impl Layout {
                         if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {}
                     _ => return refuse("neither a registry image nor an archive file"),
                 }
-                Some(parsed.open_store()?)
+                Some(parsed.open_store(&self.settings)?)
             }
         };
         Ok(self.blobs_from.get_or_init(|| store).clone())

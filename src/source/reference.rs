@@ -12,6 +12,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::source::archive::{self, DockerArchive, OciArchive};
 use crate::source::registry::reference as registry_reference;
+use crate::source::registry::settings::Settings;
 use crate::source::registry::{RegistryStore, RepositoryName};
 use crate::source::{ImageStore, Layout};
 
@@ -116,13 +117,17 @@ impl ImageRef {
     }
 
     /// Open what holds the image.
-    pub fn open_store(&self) -> Result<Arc<dyn ImageStore>> {
+    pub fn open_store(&self, settings: &Settings) -> Result<Arc<dyn ImageStore>> {
         Ok(match &self.transport {
             Transport::Path(path) if is_regular_file(path) => archive::open(path)?,
-            Transport::Path(path) | Transport::Layout(path) => Arc::new(Layout::open(path)?),
+            Transport::Path(path) | Transport::Layout(path) => {
+                Arc::new(Layout::open_with(path, settings.clone())?)
+            }
             Transport::OciArchive(path) => Arc::new(OciArchive::open(path)?),
             Transport::DockerArchive(path) => Arc::new(DockerArchive::open(path)?),
-            Transport::Registry(name) => Arc::new(RegistryStore::open(name, &self.selector)?),
+            Transport::Registry(name) => {
+                Arc::new(RegistryStore::open(name, &self.selector, settings)?)
+            }
         })
     }
 

@@ -29,7 +29,7 @@ use crate::oci::media;
 use crate::source::registry::challenge::{self, Challenge};
 use crate::source::registry::credentials::{self, Credential, Lookup};
 use crate::source::registry::reference::RepositoryName;
-use crate::source::registry::settings::{self, Settings};
+use crate::source::registry::settings::Settings;
 use crate::source::registry::tls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,13 +125,14 @@ pub struct Client {
     /// Bearer tokens by access.
     tokens: Mutex<Vec<(Access, String)>>,
     timeout: Duration,
+    /// `--tls-verify`: refuse plain HTTP (for redirects and token realms too).
+    tls_verify: bool,
     range_ignored: AtomicBool,
 }
 
 impl Client {
     /// Reach the registry of `name` and learn how it authenticates.
-    pub fn connect(name: &RepositoryName) -> Result<Arc<Client>> {
-        let settings = settings::current();
+    pub fn connect(name: &RepositoryName, settings: &Settings) -> Result<Arc<Client>> {
         let host = name.api_host().to_string();
         let agent = tls::agent(&name.domain, settings, CONNECT_TIMEOUT)?;
         let credential = find_credential(name, settings)?;
@@ -143,6 +144,7 @@ impl Client {
             auth: Mutex::new(Auth::None),
             tokens: Mutex::new(Vec::new()),
             timeout: settings.request_timeout,
+            tls_verify: settings.tls_verify,
             range_ignored: AtomicBool::new(false),
         };
         let ping = match client.ping() {
@@ -546,10 +548,7 @@ impl Client {
             let location = header(&response, "location")
                 .ok_or_else(|| Failure::fatal(format!("a {status} redirect without a Location")))?;
             let next = resolve(&url, &location);
-            if settings::current().tls_verify
-                && url.starts_with("https://")
-                && !next.starts_with("https://")
-            {
+            if self.tls_verify && url.starts_with("https://") && !next.starts_with("https://") {
                 return Err(Failure::fatal(format!(
                     "refusing a redirect from HTTPS to {next} (plain HTTP only with --tls-verify=false)"
                 )));
@@ -669,7 +668,7 @@ impl Client {
             Access::Pull => "pull",
             Access::Push => "pull,push",
         };
-        if settings::current().tls_verify && !realm.to_ascii_lowercase().starts_with("https://") {
+        if self.tls_verify && !realm.to_ascii_lowercase().starts_with("https://") {
             return Err(self.error(format!(
                 "the token realm {realm} is not HTTPS; credentials are not sent in clear \
                  (--tls-verify=false allows it)"

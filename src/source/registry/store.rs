@@ -18,6 +18,7 @@ use crate::source::registry::blob::RegistryBlob;
 use crate::source::registry::client::Client;
 use crate::source::registry::index_artifact::{self, PublishedIndex};
 use crate::source::registry::reference::RepositoryName;
+use crate::source::registry::settings::Settings;
 use crate::source::ImageStore;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -29,9 +30,13 @@ pub struct RegistryStore {
 }
 
 impl RegistryStore {
-    pub fn open(name: &RepositoryName, selector: &Selector) -> Result<RegistryStore> {
+    pub fn open(
+        name: &RepositoryName,
+        selector: &Selector,
+        settings: &Settings,
+    ) -> Result<RegistryStore> {
         Ok(RegistryStore {
-            client: Client::connect(name)?,
+            client: Client::connect(name, settings)?,
             selector: selector.clone(),
             documents: Mutex::new(HashMap::new()),
         })
