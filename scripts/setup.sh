@@ -4,7 +4,7 @@
 # inspect it, mount it, read from the mount, unmount.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh main
 cargo build --release --locked
 bin=target/release/ocimount
 cache=$(mktemp -d /tmp/ocimount-cache.XXXXXX)

@@ -35,6 +35,11 @@ pub const MAX_SPAN_BYTES: u64 = 4 << 20;
 /// (hostile: `huge_json_sizes_are_refused_before_reading`)
 pub const MAX_JSON_BYTES: u64 = 8 << 20;
 
+/// A mount daemon's log file: past this it is rotated to `NAME.1` (the
+/// previous `.1` goes), so a mount serving a busy container for weeks
+/// holds at most twice this on disk (`sys::rotating_log` tests).
+pub const MAX_LOG_BYTES: u64 = 8 << 20;
+
 /// A layer index published to a registry (`index push`) larger than this
 /// is not fetched; the layer gets a full pass instead. An index is about
 /// 100 bytes per entry: this is several million entries. A smaller layer

@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into())
+                // fuser warns at every unmount that its own umount found
+                // nothing left to unmount (the kernel already had).
+                .add_directive("fuser::session=error".parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
         .init();

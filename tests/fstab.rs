@@ -88,7 +88,8 @@ fn an_fstab_line_and_mount_t_fuse_ocimount_mount_the_image() {
         W=$1 BIN=$2 IMAGE=$3
         trap 'umount -l "$W/a" 2>/dev/null || true; umount -l "$W/b" 2>/dev/null || true' EXIT
         mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$W/up,workdir=$W/work" /usr/sbin
-        ln -s "$BIN" /usr/sbin/mount.fuse.ocimount
+        # -f: the host may have its own link (scripts/install.sh); the overlay keeps it.
+        ln -sfn "$BIN" /usr/sbin/mount.fuse.ocimount
         mount -T "$W/fstab" -a
         findmnt -n -o FSTYPE,OPTIONS "$W/a" > "$W/a.findmnt"
         cat "$W/a/keep/x" > "$W/a.x"

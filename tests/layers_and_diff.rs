@@ -174,6 +174,24 @@ fn layers_follows_a_symlinked_parent_as_the_union_does() {
             [1, 0, 1, 0, 3, 0],
         ]
     );
+    // diff --exit-code: 0 for the same image, 1 for a difference, 2 for trouble.
+    let lower_only = build_layout(&work.path().join("lower"), &layers[..1]);
+    let (a, b) = (lower_only.to_str().unwrap(), layout.to_str().unwrap());
+    let same = ocimount(&cache, &["diff", "--exit-code", a, a]);
+    assert_eq!(
+        (same.status.code(), same.stdout.as_slice()),
+        (Some(0), &b""[..])
+    );
+    let differ = ocimount(&cache, &["diff", "--exit-code", a, b]);
+    assert_eq!(differ.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&differ.stdout),
+        "D usr/lib/foo\nA usr/lib/new\n"
+    );
+    let missing = work.path().join("nowhere").display().to_string();
+    let trouble = ocimount(&cache, &["diff", "--exit-code", a, &missing]);
+    assert_eq!(trouble.status.code(), Some(2));
+    assert_eq!(ocimount(&cache, &["diff", a, b]).status.code(), Some(0));
     // The mount's own tree agrees: foo is gone, new is in usr/lib.
     let listing = ok(&ocimount(
         &cache,

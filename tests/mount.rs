@@ -240,6 +240,65 @@ fn umount_stops_the_daemon_and_leaves_the_directory_clean() {
     assert_eq!(ok(&ocimount(cache.path(), &["mounts"])), "");
 }
 
+/// Issue 21: a program that asks whether a file is a terminal (Python's
+/// `open`) and closes it costs the daemon's log nothing, an unmount adds no
+/// warning, and `umount` returns only once the daemon has exited.
+#[test]
+fn isatty_close_and_unmount_leave_the_log_quiet_and_umount_waits_for_the_daemon() {
+    use std::os::fd::AsRawFd;
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(cache.path(), &layout("debian-gzip"), &[]);
+    let pid = m.daemon_pid();
+    for _ in 0..20 {
+        let file = std::fs::File::open(m.path().join("etc/os-release")).unwrap();
+        let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: TCGETS fills a termios we own.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
+        assert_eq!(rc, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    }
+    ok(&ocimount(
+        cache.path(),
+        &["umount", m.path().to_str().unwrap()],
+    ));
+    assert!(
+        !process_alive(pid),
+        "umount returned while daemon {pid} still ran"
+    );
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(cache.path().join("logs")).unwrap() {
+        logs += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    }
+    for noise in ["Not Implemented", "Failed to umount"] {
+        assert!(
+            !logs.contains(noise),
+            "{noise:?} in the daemon's log:\n{logs}"
+        );
+    }
+    // `cache prune` takes the logs of mounts that have ended (once idle:
+    // a mount starting now has its log before its record).
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(cache.path().join("logs")).unwrap() {
+        let file = std::fs::File::options()
+            .append(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        file.set_modified(hour_ago).unwrap();
+    }
+    ok(&ocimount(cache.path(), &["cache", "prune"]));
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "logs of ended mounts outlived prune: {left:?}"
+    );
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     let cache = tempfile::tempdir().unwrap();

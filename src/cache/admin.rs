@@ -25,6 +25,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
 use crate::sys::atomic::{self, Stale};
 use crate::sys::lock::try_exclusive_lock;
+use crate::sys::rotating_log::RotatingLog;
 
 /// An image opened with this cache, as `CACHE/images/<manifest hex>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -247,6 +248,7 @@ pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<P
     report.bytes_freed += sweep_trees(cache, all);
     report.bytes_freed += sweep_temps(cache.root(), Stale::OlderThan(STALE_TEMP));
     report.bytes_freed += sweep_layer_temps(cache.root());
+    report.bytes_freed += remove_ended_mounts_logs(cache);
     Ok(report)
 }
 
@@ -337,6 +339,44 @@ fn punch_hole(file: &File, path: &Path) -> Result<()> {
 /// A tree writer's temp file this old was left by a writer that died: a
 /// live one renames it into place within a second.
 const STALE_TEMP: Duration = Duration::from_secs(600);
+
+/// Remove the logs of mounts that have ended: every file in `logs/` that
+/// no live mount writes (nor its rotated part), untouched for a while (a
+/// mount starting right now has its log before its record).
+fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
+    // By name: the records hold the cache's path as their daemon spelled it.
+    let live: Vec<std::ffi::OsString> = list_mounts(cache)
+        .into_iter()
+        .filter_map(|m| m.log)
+        .flat_map(|log| [RotatingLog::rotated_path(&log), log])
+        .filter_map(|log| log.file_name().map(|n| n.to_os_string()))
+        .collect();
+    let now = SystemTime::now();
+    let mut freed = 0;
+    for entry in fs::read_dir(paths::logs(cache.root()))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if meta.is_file()
+            && idle
+            && !live.contains(&entry.file_name())
+            && fs::remove_file(&path).is_ok()
+        {
+            freed += meta.blocks() * 512;
+        }
+    }
+    freed
+}
 
 /// Sweep the stale temp files of every directory of the cache written by
 /// rename (see `paths::rename_dirs`). Returns the bytes freed.

@@ -72,9 +72,16 @@ pub fn process_alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }
 
-pub fn wait_for_exit(pid: u32, timeout: Duration) {
+/// Wait up to `timeout` for process `pid` to end; whether it did.
+pub fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    while process_alive(pid) && !is_zombie(pid) && Instant::now() < deadline {
+    loop {
+        if !process_alive(pid) || is_zombie(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

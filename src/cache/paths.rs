@@ -96,6 +96,12 @@ pub fn logs(root: &Path) -> PathBuf {
     root.join("logs")
 }
 
+/// `CACHE/logs/mount-<key>.log`: the log of the daemon serving the mount
+/// whose directory has this key (and `….log.1`, its rotated part).
+pub fn mount_log(root: &Path, key: &str) -> PathBuf {
+    logs(root).join(format!("mount-{key}.log"))
+}
+
 /// Every directory of the cache that holds whole files written by rename,
 /// for the sweep of dead writers' temp files (layer directories are swept
 /// by their builder, under the build lock, and by `prune`).

@@ -26,9 +26,20 @@ pub struct DiffArgs {
     /// One JSON document ({added, removed, changed}) instead of lines
     #[arg(long)]
     pub json: bool,
+    /// Exit with 1 when the images differ and 0 when they do not, as
+    /// `git diff --exit-code` and diff(1) do (errors then exit with 2)
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
-pub fn run(args: &DiffArgs, opts: &OpenOptions) -> Result<()> {
+/// How `diff` ended, for the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Same,
+    Different,
+}
+
+pub fn run(args: &DiffArgs, opts: &OpenOptions) -> Result<Outcome> {
     let opts = OpenOptions {
         platform: args.platform.as_deref().map(Platform::parse).transpose()?,
         ..opts.clone()
@@ -36,11 +47,18 @@ pub fn run(args: &DiffArgs, opts: &OpenOptions) -> Result<()> {
     let old = Rootfs::open(&ImageRef::parse(&args.old)?, &opts)?;
     let new = Rootfs::open(&ImageRef::parse(&args.new)?, &opts)?;
     let changes = diff(&old, &new)?;
+    let outcome =
+        if changes.added.is_empty() && changes.removed.is_empty() && changes.changed.is_empty() {
+            Outcome::Same
+        } else {
+            Outcome::Different
+        };
     let mut out = std::io::stdout().lock();
     if args.json {
         let text =
             serde_json::to_string_pretty(&changes).map_err(|e| Error::Internal(e.to_string()))?;
-        return writeln!(out, "{text}").map_err(stdout_error);
+        writeln!(out, "{text}").map_err(stdout_error)?;
+        return Ok(outcome);
     }
     // git diff --name-status style, one path a line, in path order.
     let mut lines: Vec<(String, String)> = Vec::new();
@@ -61,5 +79,5 @@ pub fn run(args: &DiffArgs, opts: &OpenOptions) -> Result<()> {
     for (_, line) in lines {
         writeln!(out, "{line}").map_err(stdout_error)?;
     }
-    Ok(())
+    Ok(outcome)
 }

@@ -265,7 +265,23 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cache(a) => cache::run(a, &opts),
         Command::Index(a) => index::run(a, &opts),
         Command::Layers(a) => layers::run(a, &opts),
-        Command::Diff(a) => diff::run(a, &opts),
+        Command::Diff(a) => {
+            let outcome = diff::run(a, &opts);
+            if !a.exit_code {
+                return outcome.map(drop);
+            }
+            // diff(1)'s statuses: 0 the same, 1 different, 2 trouble.
+            let code = match outcome {
+                Ok(diff::Outcome::Same) => 0,
+                Ok(diff::Outcome::Different) => 1,
+                Err(e) => {
+                    eprintln!("ocimount: error: {e}");
+                    2
+                }
+            };
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(code)
+        }
         Command::Generate(a) => generate::run(a),
     }
 }

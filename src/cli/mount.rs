@@ -8,7 +8,8 @@ use crate::error::Result;
 use crate::rootfs::OpenOptions;
 use crate::serve::prefetch::Prefetch;
 use crate::serve::{
-    list_mounts, mount, run_daemon, umount, DaemonArgs, DaemonArgv, MountFlags, MountRequest,
+    list_mounts, mount, run_daemon, umount, DaemonArgs, DaemonArgv, DaemonExit, MountFlags,
+    MountRequest, DAEMON_EXIT_TIMEOUT,
 };
 
 #[derive(Debug, Args)]
@@ -134,11 +135,19 @@ pub fn run_daemon_command(args: &DaemonCliArgs, opts: &OpenOptions) -> Result<()
 }
 
 pub fn run_umount(args: &UmountArgs, opts: &OpenOptions) -> Result<()> {
-    umount(
+    let exit = umount(
         &args.dir,
         &Cache::locate(opts.cache_dir.as_deref())?,
         args.lazy,
-    )
+    )?;
+    if let DaemonExit::StillRunning(pid) = exit {
+        eprintln!(
+            "ocimount: warning: unmounted, but its daemon (pid {pid}) was still running after \
+             {} s; it still holds the image's layers",
+            DAEMON_EXIT_TIMEOUT.as_secs()
+        );
+    }
+    Ok(())
 }
 
 pub fn run_mounts(opts: &OpenOptions) -> Result<()> {

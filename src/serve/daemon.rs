@@ -15,6 +15,7 @@ use fuser::{Config, MountOption, SessionACL};
 use super::umount::lazy_unmount;
 use crate::cache::mount_records::{registry_path, write_record as write_mount_record, MountRecord};
 use crate::error::{Error, IoContext, Result};
+use crate::limits::MAX_LOG_BYTES;
 use crate::rootfs::decode_ahead::DecodeAhead;
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::serve::fs::{ImageFs, MAX_READ};
@@ -23,6 +24,7 @@ use crate::serve::reads_in_flight::ReadsInFlight;
 use crate::serve::record::{record_path, write_record, FirstReads};
 use crate::source::ImageRef;
 use crate::sys::mountinfo::mount_device;
+use crate::sys::rotating_log::RotatingLog;
 
 /// How the mount treats setuid bits, devices and other users.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -250,11 +252,7 @@ fn save_record(rootfs: &Rootfs, first_reads: &FirstReads) {
 /// failed write to stderr panics the thread that was logging (a FUSE
 /// worker); a line dropped from the log is the lesser harm.
 fn log_through_pipe(log: &Path) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .at(log)?;
+    let mut file = RotatingLog::open(log, MAX_LOG_BYTES).at(log)?;
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two fds we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -276,9 +274,7 @@ fn log_through_pipe(log: &Path) -> Result<()> {
         loop {
             match read_end.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    let _ = file.write_all(&buf[..n]);
-                }
+                Ok(n) => file.write(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }

@@ -12,4 +12,4 @@ pub mod umount;
 
 pub use daemon::{clone_fd_supported, run_daemon, DaemonArgs, MountFlags};
 pub use spawn::*;
-pub use umount::umount;
+pub use umount::{umount, DaemonExit, DAEMON_EXIT_TIMEOUT};

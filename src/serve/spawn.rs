@@ -49,7 +49,10 @@ pub struct DaemonLaunch {
 /// definitions that parse them, so the two cannot drift; made by the
 /// command line, which owns those definitions.
 #[derive(Clone)]
-pub struct DaemonArgv(pub Arc<dyn Fn(&DaemonLaunch) -> Vec<OsString> + Send + Sync>);
+pub struct DaemonArgv(pub Arc<WriteDaemonArgv>);
+
+/// The function behind a [`DaemonArgv`].
+pub type WriteDaemonArgv = dyn Fn(&DaemonLaunch) -> Vec<OsString> + Send + Sync;
 
 impl std::fmt::Debug for DaemonArgv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +139,7 @@ fn check_mountpoint(dir: &Path) -> Result<PathBuf> {
 fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str) -> Result<()> {
     let logs = crate::cache::paths::logs(cache_root);
     fs::create_dir_all(&logs).at(&logs)?;
-    let log_path = logs.join(format!("mount-{}.log", path_key(dir)));
+    let log_path = crate::cache::paths::mount_log(cache_root, &path_key(dir));
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -10,10 +10,23 @@ use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::sys::mountinfo::{absolute, is_mounted};
 
-const DAEMON_EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DAEMON_EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `ocimount umount DIR`: unmount; a busy mount is an error unless `lazy`.
-pub fn umount(dir: &Path, cache: &Cache, lazy: bool) -> Result<()> {
+/// What `umount` saw of the daemon after the unmount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonExit {
+    /// It had exited (its layers let go) when `umount` returned.
+    Exited,
+    /// No record of a daemon for this mount (mounted by another cache).
+    Unknown,
+    /// Still running when the bounded wait ran out: this pid.
+    StillRunning(u32),
+}
+
+/// `ocimount umount DIR`: unmount, then wait (bounded) for the daemon to
+/// exit, so a script may prune or remove the cache right after. A busy
+/// mount is an error unless `lazy`.
+pub fn umount(dir: &Path, cache: &Cache, lazy: bool) -> Result<DaemonExit> {
     let dir = absolute(dir);
     if !is_mounted(&dir) {
         return Err(Error::BadPath {
@@ -46,11 +59,15 @@ pub fn umount(dir: &Path, cache: &Cache, lazy: bool) -> Result<()> {
             _ => return Err(Error::io(&dir, err)),
         }
     }
-    if let Some(rec) = record {
-        wait_for_exit(rec.pid, DAEMON_EXIT_TIMEOUT);
-    }
+    let exit = match record {
+        Some(rec) if !wait_for_exit(rec.pid, DAEMON_EXIT_TIMEOUT) => {
+            DaemonExit::StillRunning(rec.pid)
+        }
+        Some(_) => DaemonExit::Exited,
+        None => DaemonExit::Unknown,
+    };
     let _ = fs::remove_file(registry_path(cache, &dir));
-    Ok(())
+    Ok(exit)
 }
 
 pub(super) fn lazy_unmount(dir: &Path) {

@@ -69,7 +69,7 @@ impl PendingFile {
         }
         fs::rename(&self.temp, &self.path).at(&self.path)?;
         self.committed = true;
-        Ok(self.file.try_clone().at(&self.path)?)
+        self.file.try_clone().at(&self.path)
     }
 }
 

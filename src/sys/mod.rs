@@ -5,4 +5,5 @@ pub mod atomic;
 pub mod lock;
 pub mod mountinfo;
 pub mod progress;
+pub mod rotating_log;
 pub mod workers;
