@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross builds for ARM, and the test suite under qemu-user (README "ARM").
+# Cross builds for ARM, and the test suite under qemu-user (docs/arm.md).
 #
 #   scripts/cross.sh setup [TARGET...]          Debian cross linkers + qemu-user-static,
 #                                               rustup targets, qemu in binfmt_misc

@@ -361,7 +361,7 @@ fn joined(items: &[&str]) -> String {
 // --------------------------------------------------- config.json vs umoci
 
 /// Turn our config.json into what umoci writes, undoing only the
-/// differences the README documents ("Running containers").
+/// differences docs/containers.md documents ("The conversion").
 fn as_umoci_would(ours: &Value, home_from_passwd: Option<&str>) -> Value {
     let mut v = ours.clone();
     let p = &mut v["process"];

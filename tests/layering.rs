@@ -139,6 +139,10 @@ fn imported_paths(code: &str, module: &[String]) -> Vec<(Vec<String>, usize)> {
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
     while i < bytes.len() {
+        if !code.is_char_boundary(i) {
+            i += 1;
+            continue;
+        }
         let rest = &code[i..];
         let starts = (rest.starts_with("crate::") || rest.starts_with("super::"))
             && (i == 0 || !is_ident(bytes[i - 1]) && bytes[i - 1] != b':');

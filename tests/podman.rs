@@ -2,7 +2,7 @@
 //! a Debian image straight from an ocimount mount, with podman's overlay on
 //! top for writes, and the mount itself stays untouched.
 //!
-//! Two settings this machine kind needs, and the README gives: podman's
+//! Two settings this machine kind needs, and docs/mount.md gives: podman's
 //! root defaults raise RLIMIT_NOFILE and RLIMIT_NPROC, which needs
 //! CAP_SYS_RESOURCE (this sandbox has none), so a containers.conf with
 //! `default_ulimits = []`; and crun refuses hybrid cgroups, so runc.

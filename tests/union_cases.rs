@@ -9,7 +9,7 @@
 //!
 //! Test names start with the section of `WHITEOUT_CASES.md` they come from
 //! (`a1_`, `moby_apply_layer_whiteouts_`, `e2_`, …). `layer_md_` tests check a
-//! normative rule of layer.md or of DESIGN.md "Union semantics". `derived_`
+//! normative rule of layer.md or of docs/design.md "Union rules". `derived_`
 //! tests are cases no upstream test asserts, inferred from those rules; the
 //! comment on each says why.
 
@@ -526,7 +526,7 @@ fn layer_md_root_entry_sets_root_metadata() {
 }
 
 // ---------------------------------------------------------------------------
-// Hardlinks and link counts (DESIGN.md "Union semantics")
+// Hardlinks and link counts (docs/design.md "Union rules")
 // ---------------------------------------------------------------------------
 
 #[test]
@@ -723,7 +723,7 @@ fn layer_md_aufs_metadata_names_are_skipped() {
 fn layer_md_aufs_plnk_and_orph_directory_contents_are_skipped() {
     // Docker's aufs driver exported its bookkeeping directories with their
     // contents (`.wh..wh.plnk/<ino>.<n>` hard-link pools). "Names starting
-    // with `.wh.` cannot exist in the final filesystem" and DESIGN.md says
+    // with `.wh.` cannot exist in the final filesystem" and docs/design.md says
     // to skip AUFS bookkeeping names, so nothing below them may appear
     // either (moby's UnpackLayer skips every entry whose path starts with
     // `.wh..wh.`).

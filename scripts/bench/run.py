@@ -588,7 +588,7 @@ class Bench:
         p = subprocess.run(["bash", "-c", "{ " + " ; ".join(f"zcat '{b}'" for b, _c, _s in layers) + " ; } | wc -c"],
                            stdout=subprocess.PIPE, check=True, timeout=TIMEOUT)
         self.image["tar_bytes"] = int(p.stdout)
-        # The cache bounds (README "Cache management"): decoded data capped at
+        # The cache bounds (docs/cache.md): decoded data capped at
         # 10 % of the tar, and none kept at all; "disk used" and "read all" show
         # what each costs.
         cap = str(self.image["tar_bytes"] // 10)

@@ -1,7 +1,7 @@
 //! Image config → OCI runtime spec (`config.json`), as `umoci unpack` does
 //! it, on umoci's default spec.
 //!
-//! The rules (see DESIGN.md, "Runtime bundle"):
+//! The rules (docs/containers.md, "The conversion"):
 //! * `args` = Entrypoint ++ Cmd (umoci's default `sh` when both are empty);
 //! * `env`: `PATH` (and `TERM=xterm` with a terminal), image entries replace
 //!   defaults of the same name, `HOME` from passwd is added when unset;
@@ -11,8 +11,8 @@
 //! * the `org.opencontainers.image.*` annotations, with the labels on top;
 //! * `root.readonly = true`; `terminal` only when asked for.
 //!
-//! Where this differs from umoci is listed in the README ("Running
-//! containers").
+//! Where this differs from umoci is listed in docs/containers.md ("The
+//! conversion").
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -14,7 +14,9 @@ use crate::serve::DaemonArgv;
     override_usage = "ocimount bundle [OPTIONS] IMAGE DIR\n       ocimount bundle --remove DIR [--lazy]"
 )]
 pub struct BundleArgs {
-    /// The image: PATH, PATH:TAG or PATH@sha256:DIGEST (optionally oci:PATH...)
+    /// The image: PATH[:TAG|@sha256:DIGEST] (optionally oci:PATH…),
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], an archive FILE,
+    /// or docker://[HOST[:PORT]/]REPO[:TAG|@sha256:DIGEST]
     #[arg(value_name = "IMAGE", required_unless_present = "remove")]
     pub image: Option<String>,
     /// The bundle directory: created, or an existing empty one

@@ -25,8 +25,8 @@ pub mod mount_helper;
 mod run;
 mod verify;
 
-/// Mount an OCI image layout as a read-only directory, or look inside it
-/// without mounting.
+/// Mount an OCI image as a read-only directory, or look inside it without
+/// mounting: from a layout, an image archive or a registry, lazily.
 ///
 /// IMAGE is written as skopeo writes it: a local OCI image layout (a
 /// directory with `oci-layout` and `index.json`) as PATH, PATH:TAG or

@@ -43,7 +43,9 @@ impl Runtime {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image: PATH, PATH:TAG or PATH@sha256:DIGEST (optionally oci:PATH...)
+    /// The image: PATH[:TAG|@sha256:DIGEST] (optionally oci:PATH…),
+    /// oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG], an archive FILE,
+    /// or docker://[HOST[:PORT]/]REPO[:TAG|@sha256:DIGEST]
     #[arg(value_name = "IMAGE")]
     pub image: String,
     /// Platform to use instead of the host's, as os/arch[/variant]

@@ -10,7 +10,7 @@
 //!   empty descriptor (`application/vnd.oci.empty.v1+json`, `{}`), and
 //!   `subject` the image manifest it describes;
 //! - one layer per published layer index, media type [`INDEX_MEDIA_TYPE`]:
-//!   the cache's own index file (format 3: little-endian and fixed-width,
+//!   the cache's own index file (`layer::format::VERSION`: little-endian and fixed-width,
 //!   the same on x86-64, arm64 and armv7, checksummed) compressed with
 //!   zstd, annotated with the layer's digest under [`LAYER_ANNOTATION`].
 //!
