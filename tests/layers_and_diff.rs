@@ -175,6 +175,7 @@ fn layers_follows_a_symlinked_parent_as_the_union_does() {
         ]
     );
     // diff --exit-code: 0 for the same image, 1 for a difference, 2 for trouble.
+    std::fs::create_dir(work.path().join("lower")).unwrap();
     let lower_only = build_layout(&work.path().join("lower"), &layers[..1]);
     let (a, b) = (lower_only.to_str().unwrap(), layout.to_str().unwrap());
     let same = ocimount(&cache, &["diff", "--exit-code", a, a]);

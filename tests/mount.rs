@@ -443,8 +443,12 @@ fn a_mount_by_tag_hands_its_daemon_the_manifest_digest_not_the_tag() {
         .collect();
     let canonical = Path::new(&layout("debian-gzip")).canonicalize().unwrap();
     let pinned = format!("{}@{manifest}", canonical.display());
-    let at = args.iter().position(|a| a == "--pinned").expect("--pinned");
-    assert_eq!(args[at + 1], pinned, "{args:?}");
+    // The daemon's argv is written back as `--pinned=IMAGE` (cli::daemon_argv).
+    let given = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--pinned="))
+        .unwrap_or_else(|| panic!("no --pinned= in {args:?}"));
+    assert_eq!(given, pinned, "{args:?}");
     assert!(args.iter().any(|a| a == "daemon"), "{args:?}");
     assert!(!args.iter().any(|a| a == "--foreground"), "{args:?}");
 }
