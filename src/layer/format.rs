@@ -27,8 +27,9 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// gzip spans capped at `MAX_SPAN_BYTES`, `Materialized` in gzip layers
 /// naming the checkpoint span before it, so an older index is rebuilt; 4:
 /// the spans before the entries, with a CRC of their own, so a process
-/// serving a stored tree reads the spans and never the entries).
-pub const VERSION: u32 = 4;
+/// serving a stored tree reads the spans and never the entries; 5: a
+/// SHA-256 of each span's bytes, which remote bytes are checked against).
+pub const VERSION: u32 = 5;
 const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
 
 /// The bytes [`peek`] reads: the header and the body's fixed start.
@@ -131,6 +132,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
         body.u64(s.out_len);
         body.u64(s.in_offset);
         body.u32(s.crc32);
+        body.raw(&s.sha256);
         match &s.start {
             SpanStart::Blob => body.u8(0),
             SpanStart::Materialized { frame_out } => {
@@ -268,7 +270,7 @@ fn decode_head(
         bytes: &body[..SPANS_AT + spans_len],
         pos: SPANS_AT,
     };
-    let n = r.count(29)?;
+    let n = r.count(61)?;
     let mut spans: Vec<Span> = Vec::with_capacity(n);
     let mut expected_offset = 0u64;
     for _ in 0..n {
@@ -276,6 +278,7 @@ fn decode_head(
         let out_len = r.u64()?;
         let in_offset = r.u64()?;
         let crc32 = r.u32()?;
+        let sha256 = r.array::<32>()?;
         let start = match r.u8()? {
             0 => SpanStart::Blob,
             1 => SpanStart::Materialized {
@@ -310,6 +313,7 @@ fn decode_head(
             out_len,
             in_offset,
             crc32,
+            sha256,
             start,
         });
     }
@@ -712,6 +716,7 @@ mod tests {
                     out_len: 1024,
                     in_offset: 0,
                     crc32: 1,
+                    sha256: [1; 32],
                     start: SpanStart::GzipMember,
                 },
                 Span {
@@ -719,6 +724,7 @@ mod tests {
                     out_len: 1024,
                     in_offset: 40,
                     crc32: 2,
+                    sha256: [2; 32],
                     start: SpanStart::GzipBlock {
                         bits: 3,
                         prime: 5,
@@ -730,6 +736,7 @@ mod tests {
                     out_len: 512,
                     in_offset: 60,
                     crc32: 3,
+                    sha256: [3; 32],
                     start: SpanStart::GzipMember,
                 },
                 Span {
@@ -737,6 +744,7 @@ mod tests {
                     out_len: 512,
                     in_offset: 70,
                     crc32: 4,
+                    sha256: [4; 32],
                     start: SpanStart::Materialized { frame_out: 2560 },
                 },
             ]
@@ -779,7 +787,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 4"
+            "index format version 99, this build reads 5"
         );
     }
 
@@ -965,15 +973,19 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580004000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
-        "3e9ec42f9674b4d46ac6b8b8a201000000000000b50f70bf90aebae315675cbf",
+        "4f43494d4944580005000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b822020000000000006baf161b90aebae315675cbf",
         "04612de4f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb0163000000000000",
-        "00000c0000000000009b000000000000007ebfedaf0400000000000000000000",
-        "0000000000000400000000000000000000000000000100000003000400000000",
-        "0000000400000000000028000000000000000200000004030511000000090909",
+        "00000c0000000000001b010000000000001257ecac0400000000000000000000",
+        "0000000000000400000000000000000000000000000100000001010101010101",
+        "0101010101010101010101010101010101010101010101010103000400000000",
+        "0000000400000000000028000000000000000200000002020202020202020202",
+        "0202020202020202020202020202020202020202020204030511000000090909",
         "0909090909090909090909090909000800000000000000020000000000003c00",
-        "0000000000000300000003000a00000000000000020000000000004600000000",
-        "0000000400000001000a00000000000002000000000000000a0000006574632f",
+        "0000000000000300000003030303030303030303030303030303030303030303",
+        "0303030303030303030303000a00000000000000020000000000004600000000",
+        "0000000400000004040404040404040404040404040404040404040404040404",
+        "0404040404040401000a00000000000002000000000000000a0000006574632f",
         "70617373776400ed090000e80300002e160000fbffffffffffffff070000000a",
         "0000000000000000020000000000000000000000000000000000000200000006",
         "000000757365722e61040000000062696e1300000073656375726974792e6361",
