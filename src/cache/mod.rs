@@ -144,7 +144,11 @@ impl Cache {
     /// here, or one published in the scope this process trusts.
     fn trusts(&self, dir: &Path) -> bool {
         match fs::read_to_string(dir.join(ORIGIN)) {
-            Err(_) => true,
+            // No mark: built here by a full pass.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            // A mark that cannot be read (EMFILE, EIO, not a file) may be
+            // anyone's: fail closed, the index is built again.
+            Err(_) => false,
             Ok(origin) => {
                 let scope = origin.trim().strip_prefix("published ");
                 scope.is_some() && scope == self.published_scope.as_deref()
@@ -290,8 +294,15 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
-        // Marked before the index appears, so it is never taken for one
-        // built here.
+        // The index in place (built here, or another repository's) goes
+        // before the new mark is written: a crash between the two must not
+        // leave it under this repository's origin. Then the mark, before
+        // the new index appears, so that is never taken for one built here.
+        match fs::remove_file(dir.join(paths::INDEX)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir.join(paths::INDEX), e)),
+        }
         atomic::write_file(
             &dir.join(ORIGIN),
             format!("published {scope}\n").as_bytes(),
@@ -529,4 +540,28 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 /// Leftovers of a builder that was killed: safe to delete under the lock.
 fn remove_temporaries(dir: &Path) {
     atomic::sweep(dir, Stale::All);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_mark_that_cannot_be_read_is_not_trusted() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(root.path()))
+            .unwrap()
+            .trusting_published(Some("docker://r/a".to_string()));
+        let dir = root.path().join("layer");
+        fs::create_dir_all(&dir).unwrap();
+        assert!(cache.trusts(&dir), "no mark: built here");
+        fs::write(dir.join(ORIGIN), "published docker://r/a\n").unwrap();
+        assert!(cache.trusts(&dir));
+        fs::write(dir.join(ORIGIN), "published docker://r/b\n").unwrap();
+        assert!(!cache.trusts(&dir), "another repository's index");
+        // A mark that exists but cannot be read (here: a directory).
+        fs::remove_file(dir.join(ORIGIN)).unwrap();
+        fs::create_dir(dir.join(ORIGIN)).unwrap();
+        assert!(!cache.trusts(&dir), "an unreadable mark was trusted");
+    }
 }
