@@ -114,7 +114,13 @@ impl Cache {
                 reason: "no cache directory: pass --cache DIR or set OCIMOUNT_CACHE".to_string(),
             });
         };
-        fs::create_dir_all(&root).at(&root)?;
+        if !root.exists() {
+            // New: private from the start, whatever the umask.
+            fs::create_dir_all(&root).at(&root)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).at(&root)?;
+        }
+        make_private(&root)?;
         Ok(Cache {
             root,
             keep_remote_output: false,
@@ -356,6 +362,49 @@ impl Cache {
         let dir = self.layer_dir(layer);
         self.load_trusted(&dir, layer, true).is_ok()
     }
+}
+
+/// Keep the cache its owner's alone: decoded data holds every file of
+/// every image read, root-only ones included (`/etc/shadow`), and the
+/// indexes, trees, records and logs name them. The mount enforces the
+/// image's permissions; the cache must not go around them. A cache that
+/// others can enter (made by an older ocimount, or under a loose umask)
+/// is tightened once, every directory to 0700 and every file to 0600,
+/// and that is said. Someone else's directory (`--cache` at a shared
+/// path) is left as it is.
+fn make_private(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(root).at(root)?;
+    // SAFETY: geteuid has no failure mode.
+    if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    let was = meta.mode() & 0o777;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            // Never through a symlink: what it points at is not the cache's.
+            let mode = if kind.is_dir() {
+                stack.push(entry.path());
+                0o700
+            } else if kind.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
+        }
+    }
+    tracing::warn!(
+        "the cache {} was {was:o}, open to other users: made it private (directories 0700, \
+         files 0600)",
+        root.display()
+    );
+    Ok(())
 }
 
 /// Set `path`'s mtime to now, creating it: the layer's last use, for
