@@ -299,6 +299,63 @@ fn isatty_close_and_unmount_leave_the_log_quiet_and_umount_waits_for_the_daemon(
     );
 }
 
+/// Issue 22: the cache is private to its owner. Root reads the image's
+/// `/etc/shadow` (0640) through a mount, which decodes it into the cache;
+/// user `nobody` can read it neither through the mount nor through the
+/// cache, its logs or its mount records. A cache an older ocimount left
+/// open (0755, files 0644) is tightened when opened, and that is said.
+#[test]
+fn another_user_reads_no_root_only_file_through_the_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = work.path().join("cache");
+    std::fs::create_dir_all(cache.join("images")).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old_record = cache.join("images").join("old.json");
+    std::fs::write(&old_record, b"{}").unwrap();
+    std::fs::set_permissions(&old_record, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let image = layout("debian-gzip");
+    let opened = ocimount(&cache, &["ls", &image, "/etc"]);
+    ok(&opened);
+    assert!(
+        String::from_utf8_lossy(&opened.stderr).contains("made it private"),
+        "no word of the tightening: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&cache), mode(&old_record)), (0o700, 0o600));
+
+    let m = Mounted::new(&cache, &image, &["--allow-other"]);
+    let shadow = std::fs::read_to_string(m.path().join("etc/shadow")).unwrap();
+    assert!(shadow.contains("daemon:*:"), "{shadow}");
+    let as_nobody = |args: &[&str]| {
+        run_bounded(
+            Command::new("runuser")
+                .args(["-u", "nobody", "--"])
+                .args(args),
+            Duration::from_secs(60),
+        )
+    };
+    let through_mount = as_nobody(&["cat", m.path().join("etc/shadow").to_str().unwrap()]);
+    assert!(!through_mount.status.success());
+    assert!(String::from_utf8_lossy(&through_mount.stderr).contains("Permission denied"));
+    let through_cache = as_nobody(&[
+        "grep",
+        "-r",
+        "-a",
+        "-l",
+        "daemon:\\*:",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(
+        through_cache.stdout.is_empty(),
+        "nobody found /etc/shadow's lines in the cache: {}",
+        String::from_utf8_lossy(&through_cache.stdout)
+    );
+    assert!(String::from_utf8_lossy(&through_cache.stderr).contains("Permission denied"));
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     let cache = tempfile::tempdir().unwrap();

@@ -86,14 +86,14 @@ fn sample_tree() -> Tree {
         LayerSource {
             index: IndexIdentity {
                 body_len: 10,
-                crc: 1,
+                sha256: [1; 32],
             },
             stream_len: 4096,
         },
         LayerSource {
             index: IndexIdentity {
                 body_len: 20,
-                crc: 2,
+                sha256: [2; 32],
             },
             stream_len: 1024,
         },
@@ -177,7 +177,7 @@ fn the_flat_tree_keeps_every_node_name_and_attribute() {
                 digest: Digest::of(&[0]),
                 index: IndexIdentity {
                     body_len: 10,
-                    crc: 1
+                    sha256: [1; 32]
                 },
                 entries: 9,
                 stream_len: 4096
@@ -186,7 +186,7 @@ fn the_flat_tree_keeps_every_node_name_and_attribute() {
                 digest: Digest::of(&[1]),
                 index: IndexIdentity {
                     body_len: 20,
-                    crc: 2
+                    sha256: [2; 32]
                 },
                 entries: 1,
                 stream_len: 1024
@@ -423,7 +423,7 @@ fn a_stored_tree_is_used_only_with_the_layer_indexes_it_was_merged_from() {
     assert_eq!(render(&loaded), render(&tree));
 
     let mut other_index = records.clone();
-    other_index[1].index.crc ^= 1;
+    other_index[1].index.sha256[0] ^= 1;
     let mut other_layer = records.clone();
     other_layer[0].digest = Digest::of(b"another layer");
     for stale in [other_index, other_layer, records[..1].to_vec()] {

@@ -124,20 +124,7 @@ pub(crate) fn layer_last_used(dir: &Path) -> u64 {
 
 /// Every layer directory of the cache, by digest.
 fn layer_dirs(cache: &Cache) -> Vec<(Digest, PathBuf)> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(layers_root(cache))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Ok(digest) = Digest::parse(&format!("sha256:{name}")) {
-            out.push((digest, entry.path()));
-        }
-    }
-    out.sort_by_key(|(d, _)| d.to_string());
-    out
+    paths::layer_dirs(cache.root())
 }
 
 /// `cache ls`: every layer with its size, last use and users.
@@ -248,6 +235,7 @@ pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<P
     report.bytes_freed += sweep_trees(cache, all);
     report.bytes_freed += sweep_temps(cache.root(), Stale::OlderThan(STALE_TEMP));
     report.bytes_freed += sweep_layer_temps(cache.root());
+    report.bytes_freed += reclaim_abandoned_removals(cache.root());
     report.bytes_freed += remove_ended_mounts_logs(cache);
     Ok(report)
 }
@@ -291,7 +279,7 @@ fn remove_layer_dir(dir: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let doomed = dir.with_file_name(format!(".removing-{name}-{}", std::process::id()));
+    let doomed = dir.with_file_name(paths::removing_name(&name));
     fs::rename(dir, &doomed).at(dir)?;
     fs::remove_dir_all(&doomed).at(&doomed)
 }
@@ -378,6 +366,19 @@ fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
     freed
 }
 
+/// Remove what a `cache rm` or `prune --all` killed midway left of a
+/// layer (its `.removing-*` directory). Returns the bytes freed.
+fn reclaim_abandoned_removals(root: &Path) -> u64 {
+    let mut freed = 0;
+    for dir in paths::abandoned_removals(root) {
+        let size = disk_usage(&dir) + allocated(&dir);
+        if fs::remove_dir_all(&dir).is_ok() {
+            freed += size;
+        }
+    }
+    freed
+}
+
 /// Sweep the stale temp files of every directory of the cache written by
 /// rename (see `paths::rename_dirs`). Returns the bytes freed.
 pub fn sweep_temps(root: &Path, stale: Stale) -> u64 {
@@ -391,16 +392,7 @@ pub fn sweep_temps(root: &Path, stale: Stale) -> u64 {
 /// builder killed mid-pass leaves its `data`). Returns the bytes freed.
 fn sweep_layer_temps(root: &Path) -> u64 {
     let mut freed = 0;
-    for entry in fs::read_dir(paths::layers(root))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let dir = entry.path();
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') || !dir.is_dir() {
-            continue; // `.removing-*`: on its way out
-        }
+    for (_, dir) in paths::layer_dirs(root) {
         // The build lock: held, a builder is writing its temps right now.
         if let Ok(Some(_lock)) = try_exclusive_lock(&dir.join(paths::BUILD_LOCK)) {
             freed += atomic::sweep(&dir, Stale::All);

@@ -7,18 +7,17 @@
 //! again when next read; a reader in the middle of one is never served the
 //! evicted bytes (see `layer::residency`).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::cache::admin::{allocated, layer_last_used};
-use crate::cache::LayerReader;
+use crate::cache::{paths, LayerReader};
 use crate::sys::lock::try_exclusive_lock;
 
 pub struct CacheLimit {
     max: u64,
-    layers: PathBuf,
+    root: PathBuf,
     /// The readers' stored bytes at the last check.
     checked_at: AtomicU64,
     busy: Mutex<()>,
@@ -28,7 +27,7 @@ impl CacheLimit {
     pub fn new(cache_root: &Path, max: u64) -> CacheLimit {
         CacheLimit {
             max,
-            layers: crate::cache::paths::layers(cache_root),
+            root: cache_root.to_path_buf(),
             checked_at: AtomicU64::new(0),
             busy: Mutex::new(()),
         }
@@ -46,7 +45,7 @@ impl CacheLimit {
             return;
         };
         self.checked_at.store(stored, Ordering::Relaxed);
-        let total = decoded_total(&self.layers);
+        let total = decoded_total(&self.root);
         if total <= self.max {
             return;
         }
@@ -69,11 +68,9 @@ impl CacheLimit {
     /// Drop the decoded data of layers no process reads, least recently
     /// used first. Returns the bytes freed.
     fn free_closed_layers(&self, need: u64) -> u64 {
-        let mut layers: Vec<(u64, PathBuf)> = fs::read_dir(&self.layers)
+        let mut layers: Vec<(u64, PathBuf)> = paths::layer_dirs(&self.root)
             .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
+            .map(|(_, dir)| dir)
             .filter(|dir| allocated(&dir.join("data")) > 0)
             .map(|dir| (layer_last_used(&dir), dir))
             .collect();
@@ -118,12 +115,10 @@ fn evict_own_spans(readers: &[LayerReader], need: u64) -> u64 {
 }
 
 /// Decoded bytes held on disk by every layer of the cache.
-pub fn decoded_total(layers: &Path) -> u64 {
-    fs::read_dir(layers)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| allocated(&e.path().join("data")))
+pub fn decoded_total(cache_root: &Path) -> u64 {
+    paths::layer_dirs(cache_root)
+        .iter()
+        .map(|(_, dir)| allocated(&dir.join(paths::DATA)))
         .sum()
 }
 

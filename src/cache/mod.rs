@@ -114,7 +114,13 @@ impl Cache {
                 reason: "no cache directory: pass --cache DIR or set OCIMOUNT_CACHE".to_string(),
             });
         };
-        fs::create_dir_all(&root).at(&root)?;
+        if !root.exists() {
+            // New: private from the start, whatever the umask.
+            fs::create_dir_all(&root).at(&root)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).at(&root)?;
+        }
+        make_private(&root)?;
         Ok(Cache {
             root,
             keep_remote_output: false,
@@ -144,7 +150,11 @@ impl Cache {
     /// here, or one published in the scope this process trusts.
     fn trusts(&self, dir: &Path) -> bool {
         match fs::read_to_string(dir.join(ORIGIN)) {
-            Err(_) => true,
+            // No mark: built here by a full pass.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            // A mark that cannot be read (EMFILE, EIO, not a file) may be
+            // anyone's: fail closed, the index is built again.
+            Err(_) => false,
             Ok(origin) => {
                 let scope = origin.trim().strip_prefix("published ");
                 scope.is_some() && scope == self.published_scope.as_deref()
@@ -290,8 +300,15 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
-        // Marked before the index appears, so it is never taken for one
-        // built here.
+        // The index in place (built here, or another repository's) goes
+        // before the new mark is written: a crash between the two must not
+        // leave it under this repository's origin. Then the mark, before
+        // the new index appears, so that is never taken for one built here.
+        match fs::remove_file(dir.join(paths::INDEX)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir.join(paths::INDEX), e)),
+        }
         atomic::write_file(
             &dir.join(ORIGIN),
             format!("published {scope}\n").as_bytes(),
@@ -345,6 +362,49 @@ impl Cache {
         let dir = self.layer_dir(layer);
         self.load_trusted(&dir, layer, true).is_ok()
     }
+}
+
+/// Keep the cache its owner's alone: decoded data holds every file of
+/// every image read, root-only ones included (`/etc/shadow`), and the
+/// indexes, trees, records and logs name them. The mount enforces the
+/// image's permissions; the cache must not go around them. A cache that
+/// others can enter (made by an older ocimount, or under a loose umask)
+/// is tightened once, every directory to 0700 and every file to 0600,
+/// and that is said. Someone else's directory (`--cache` at a shared
+/// path) is left as it is.
+fn make_private(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(root).at(root)?;
+    // SAFETY: geteuid has no failure mode.
+    if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 == 0 {
+        return Ok(());
+    }
+    let was = meta.mode() & 0o777;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            // Never through a symlink: what it points at is not the cache's.
+            let mode = if kind.is_dir() {
+                stack.push(entry.path());
+                0o700
+            } else if kind.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
+        }
+    }
+    tracing::warn!(
+        "the cache {} was {was:o}, open to other users: made it private (directories 0700, \
+         files 0600)",
+        root.display()
+    );
+    Ok(())
 }
 
 /// Set `path`'s mtime to now, creating it: the layer's last use, for
@@ -529,4 +589,28 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 /// Leftovers of a builder that was killed: safe to delete under the lock.
 fn remove_temporaries(dir: &Path) {
     atomic::sweep(dir, Stale::All);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_mark_that_cannot_be_read_is_not_trusted() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::locate(Some(root.path()))
+            .unwrap()
+            .trusting_published(Some("docker://r/a".to_string()));
+        let dir = root.path().join("layer");
+        fs::create_dir_all(&dir).unwrap();
+        assert!(cache.trusts(&dir), "no mark: built here");
+        fs::write(dir.join(ORIGIN), "published docker://r/a\n").unwrap();
+        assert!(cache.trusts(&dir));
+        fs::write(dir.join(ORIGIN), "published docker://r/b\n").unwrap();
+        assert!(!cache.trusts(&dir), "another repository's index");
+        // A mark that exists but cannot be read (here: a directory).
+        fs::remove_file(dir.join(ORIGIN)).unwrap();
+        fs::create_dir(dir.join(ORIGIN)).unwrap();
+        assert!(!cache.trusts(&dir), "an unreadable mark was trusted");
+    }
 }

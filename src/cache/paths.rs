@@ -50,6 +50,59 @@ pub fn layer(root: &Path, digest: &Digest) -> PathBuf {
     layers(root).join(digest.hex())
 }
 
+/// Every layer directory, by digest: only names that are a digest's hex,
+/// so that no walker enters a `.removing-*` directory (a layer on its way
+/// out) or anything else that is not a layer.
+pub fn layer_dirs(root: &Path) -> Vec<(Digest, PathBuf)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(layers(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Ok(digest) = Digest::parse(&format!("sha256:{name}")) {
+            out.push((digest, entry.path()));
+        }
+    }
+    out.sort_by_key(|(d, _)| *d);
+    out
+}
+
+/// `.removing-<hex>-<pid>`, beside the layer directory `<hex>`: a layer
+/// being removed, renamed out of the way first so no process sees it half
+/// gone.
+pub fn removing_name(digest_hex: &str) -> String {
+    format!("{REMOVING}{digest_hex}-{}", std::process::id())
+}
+
+const REMOVING: &str = ".removing-";
+
+/// The `.removing-*` directories whose remover is gone (killed midway):
+/// what is left of them is to be removed.
+pub fn abandoned_removals(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(layers(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(REMOVING) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| {
+            pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if !alive {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
 /// `CACHE/images`: one JSON record per image opened here.
 pub fn image_records(root: &Path) -> PathBuf {
     root.join("images")
@@ -113,4 +166,33 @@ pub fn rename_dirs(root: &Path) -> [PathBuf; 5] {
         first_reads(root),
         logs(root),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walkers_see_layers_only_and_reclaim_only_dead_removals() {
+        let root = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        let layers_dir = layers(root.path());
+        for name in [
+            hex.clone(),
+            format!(".removing-{hex}-{}", u32::MAX),
+            format!(".removing-{hex}-{}", std::process::id()),
+            "not-a-layer".to_string(),
+        ] {
+            std::fs::create_dir_all(layers_dir.join(name)).unwrap();
+        }
+        let found: Vec<PathBuf> = layer_dirs(root.path())
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(found, [layers_dir.join(&hex)]);
+        assert_eq!(
+            abandoned_removals(root.path()),
+            [layers_dir.join(format!(".removing-{hex}-{}", u32::MAX))]
+        );
+    }
 }

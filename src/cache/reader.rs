@@ -36,7 +36,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
 use crate::layer::index::LayerIndex;
-use crate::layer::spans::{crc32, span_at, Span, SpanStart};
+use crate::layer::spans::{self, crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;
 
@@ -275,7 +275,11 @@ impl LayerReader {
             data.residency.touch(i);
         }
         let checked = self.verified[i].load(Ordering::Acquire);
-        if checked != 0 && checked == self.check_mark() {
+        // A remote blob's bytes are read once, checked and kept: a second
+        // read of them would be as unchecked as the first.
+        let direct_from_blob = self.data.is_none();
+        let unchecked_remote = direct_from_blob && self.blob.is_remote();
+        if checked != 0 && checked == self.check_mark() && !unchecked_remote {
             let read = match &self.data {
                 None => self.blob.read_exact_at(out, span.in_offset + from),
                 Some(data) => data.file.read_exact_at(out, span.out_offset + from),
@@ -319,8 +323,13 @@ impl LayerReader {
                 .read_exact_at(&mut bytes, span.in_offset)
                 .map_err(|e| self.read_failed(span, e))?;
             self.check_blob_span(span, &bytes)?;
+            self.check_remote_span(i, &bytes)?;
             self.verified[i].store(1, Ordering::Release);
-            return Ok(Arc::new(bytes));
+            let bytes = Arc::new(bytes);
+            if self.blob.is_remote() {
+                self.remember(i, bytes.clone());
+            }
+            return Ok(bytes);
         };
         self.stored_or_decoded(i, data, self.lock(i))
     }
@@ -411,6 +420,7 @@ impl LayerReader {
                 "decoded bytes do not match the index (the blob changed?)".to_string(),
             ));
         }
+        self.check_remote_span(i, &fresh)?;
         let fresh = Arc::new(fresh);
         if !self.keep_decoded {
             self.remember(i, fresh.clone());
@@ -456,6 +466,31 @@ impl LayerReader {
         };
         self.blob
             .will_need(start, end.min(self.blob.size()).saturating_sub(start))
+    }
+
+    /// Bytes that came from a remote (a registry, or the store it
+    /// redirects to) must hash to the span's SHA-256, which the verified
+    /// pass recorded (or the published index carries): a CRC-32 match
+    /// proves nothing against someone who chose the bytes. Local blobs
+    /// were verified whole by the pass; their damage is the CRC's to find.
+    fn check_remote_span(&self, i: usize, bytes: &[u8]) -> Result<()> {
+        if !self.blob.is_remote() {
+            return Ok(());
+        }
+        let span = &self.spans[i];
+        let got = spans::sha256(bytes);
+        if got != span.sha256 {
+            return Err(self.damaged(
+                span,
+                format!(
+                    "span {i}: sha256 mismatch: the index says sha256:{}, the remote's bytes are \
+                     sha256:{}; not served",
+                    spans::hex(&span.sha256),
+                    spans::hex(&got)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn check_blob_span(&self, span: &Span, bytes: &[u8]) -> Result<()> {

@@ -28,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapMut;
 
+use crate::cache::paths;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::spans::Span;
 
@@ -49,32 +50,61 @@ impl Residency {
     /// Map the layer's files; `spans` (written with the index) must have
     /// one byte per span; `epoch` and `atimes` are made when missing.
     pub fn open(dir: &Path, span_count: usize) -> Result<Residency> {
-        let present = map(&dir.join("spans"))?;
+        let present = map(&dir.join(paths::SPANS))?;
         if present.len() != span_count {
             return Err(Error::Cache {
                 path: dir.to_path_buf(),
                 reason: "data or spans file has the wrong size".to_string(),
             });
         }
-        let epoch = map_sized(dir, "epoch", 8).ok();
+        let epoch = map_sized(dir, paths::EPOCH, 8).ok();
         let atimes_len = 4 * span_count.max(1);
         // Last-use times only order evictions: a private map will do.
-        let atimes = match map_sized(dir, "atimes", atimes_len) {
+        let atimes = match map_sized(dir, paths::ATIMES, atimes_len) {
             Ok(map) => map,
-            Err(_) => MmapMut::map_anon(atimes_len).at(dir.join("atimes"))?,
+            Err(_) => MmapMut::map_anon(atimes_len).at(dir.join(paths::ATIMES))?,
         };
         let evict_lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join("evicting"))
+            .open(dir.join(paths::EVICTING))
             .ok();
-        Ok(Residency {
+        let residency = Residency {
             present,
             epoch,
             evict_lock,
             atimes,
-        })
+        };
+        residency.repair_epoch_if_idle();
+        Ok(residency)
+    }
+
+    /// An eviction killed between its two bumps leaves the epoch odd for
+    /// good: every check then goes untrusted, and the next eviction would
+    /// run with the parity reversed (even while it punches), so a check
+    /// made during it would be trusted. Under the eviction lock, an odd
+    /// epoch can only be a dead evictor's: make it even again.
+    fn repair_dead_eviction(&self, epoch: &AtomicU64) {
+        if epoch.load(Ordering::SeqCst) % 2 == 1 {
+            tracing::warn!("an eviction of this layer was killed midway; its epoch is repaired");
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// [`Residency::repair_dead_eviction`] at open, when no eviction runs.
+    fn repair_epoch_if_idle(&self) {
+        let (Some(epoch), Some(lock)) = (self.epoch_cell(), &self.evict_lock) else {
+            return;
+        };
+        if epoch.load(Ordering::SeqCst) % 2 == 0 {
+            return;
+        }
+        let flag = libc::LOCK_EX | libc::LOCK_NB;
+        if crate::sys::lock::flock(lock, flag, Path::new(paths::EVICTING)).is_ok() {
+            self.repair_dead_eviction(epoch);
+            let _ = crate::sys::lock::flock(lock, libc::LOCK_UN, Path::new(paths::EVICTING));
+        }
     }
 
     fn flag(&self, i: usize) -> &AtomicU8 {
@@ -133,9 +163,10 @@ impl Residency {
         };
         // One eviction of this layer at a time, across processes, so the
         // epoch is odd exactly while one is under way.
-        if crate::sys::lock::flock(lock, libc::LOCK_EX, Path::new("evicting")).is_err() {
+        if crate::sys::lock::flock(lock, libc::LOCK_EX, Path::new(paths::EVICTING)).is_err() {
             return 0;
         }
+        self.repair_dead_eviction(epoch);
         epoch.fetch_add(1, Ordering::SeqCst);
         for (i, _) in spans {
             self.flag(*i).store(0, Ordering::SeqCst);
@@ -162,7 +193,7 @@ impl Residency {
             }
         }
         epoch.fetch_add(1, Ordering::SeqCst);
-        let _ = crate::sys::lock::flock(lock, libc::LOCK_UN, Path::new("evicting"));
+        let _ = crate::sys::lock::flock(lock, libc::LOCK_UN, Path::new(paths::EVICTING));
         punched
     }
 }
@@ -208,4 +239,57 @@ fn map_sized(dir: &Path, name: &str, len: usize) -> Result<MmapMut> {
     }
     // SAFETY: see `map`.
     unsafe { MmapMut::map_mut(&file) }.at(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_dir(spans: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(paths::SPANS), vec![1u8; spans]).unwrap();
+        dir
+    }
+
+    /// What `kill -9` between an eviction's two bumps leaves: the epoch
+    /// odd, and the eviction lock free (the kernel dropped the flock).
+    fn kill_an_eviction_midway(dir: &Path) {
+        let epoch_path = dir.join(paths::EPOCH);
+        let now = u64::from_le_bytes(std::fs::read(&epoch_path).unwrap()[..8].try_into().unwrap());
+        assert_eq!(now % 2, 0);
+        std::fs::write(&epoch_path, (now + 1).to_le_bytes()).unwrap();
+    }
+
+    #[test]
+    fn an_eviction_killed_midway_is_repaired_by_the_next_one() {
+        let dir = layer_dir(4);
+        let data = tempfile::tempfile().unwrap();
+        let residency = Residency::open(dir.path(), 4).unwrap();
+        kill_an_eviction_midway(dir.path());
+        assert_eq!(residency.epoch().map(|e| e % 2), Some(1));
+        residency.evict(&data, &[]);
+        // Even again, and the eviction ran with the right parity.
+        assert_eq!(residency.epoch(), Some(4));
+    }
+
+    #[test]
+    fn an_eviction_killed_midway_is_repaired_at_the_next_open() {
+        let dir = layer_dir(4);
+        drop(Residency::open(dir.path(), 4).unwrap());
+        kill_an_eviction_midway(dir.path());
+        let residency = Residency::open(dir.path(), 4).unwrap();
+        assert_eq!(residency.epoch(), Some(2));
+    }
+
+    #[test]
+    fn an_odd_epoch_is_left_alone_while_an_eviction_holds_the_lock() {
+        let dir = layer_dir(4);
+        let first = Residency::open(dir.path(), 4).unwrap();
+        let lock = first.evict_lock.as_ref().unwrap();
+        crate::sys::lock::flock(lock, libc::LOCK_EX, Path::new("evicting")).unwrap();
+        first.epoch_cell().unwrap().fetch_add(1, Ordering::SeqCst);
+        // Another process opens the layer mid-eviction: not repaired.
+        let second = Residency::open(dir.path(), 4).unwrap();
+        assert_eq!(second.epoch(), Some(1));
+    }
 }

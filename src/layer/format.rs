@@ -18,7 +18,9 @@ use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IndexIdentity {
     pub body_len: u64,
-    pub crc: u32,
+    /// SHA-256 of the body: a stored tree names the index it was merged
+    /// from by it, which a crafted index cannot match as it could a CRC.
+    pub sha256: [u8; 32],
 }
 
 pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
@@ -27,9 +29,11 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// gzip spans capped at `MAX_SPAN_BYTES`, `Materialized` in gzip layers
 /// naming the checkpoint span before it, so an older index is rebuilt; 4:
 /// the spans before the entries, with a CRC of their own, so a process
-/// serving a stored tree reads the spans and never the entries).
-pub const VERSION: u32 = 4;
-const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 4;
+/// serving a stored tree reads the spans and never the entries; 5: a
+/// SHA-256 of each span's bytes, which remote bytes are checked against,
+/// and a SHA-256 of the body in the header instead of its CRC-32).
+pub const VERSION: u32 = 5;
+const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
 /// The bytes [`peek`] reads: the header and the body's fixed start.
 pub const PEEK_LEN: usize = HEADER_LEN + 32 + 1 + 8 + 8;
@@ -80,11 +84,11 @@ fn read_header(r: &mut Reader<'_>, file_len: u64) -> Result<(Digest, IndexIdenti
     }
     let digest = Digest::from_bytes(r.array()?);
     let body_len = r.u64()?;
-    let crc = r.u32()?;
+    let sha256 = r.array::<32>()?;
     if (HEADER_LEN as u64).checked_add(body_len) != Some(file_len) {
         return Err("index is truncated or has trailing bytes".to_string());
     }
-    Ok((digest, IndexIdentity { body_len, crc }))
+    Ok((digest, IndexIdentity { body_len, sha256 }))
 }
 
 /// The body's fixed fields.
@@ -131,6 +135,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
         body.u64(s.out_len);
         body.u64(s.in_offset);
         body.u32(s.crc32);
+        body.raw(&s.sha256);
         match &s.start {
             SpanStart::Blob => body.u8(0),
             SpanStart::Materialized { frame_out } => {
@@ -187,7 +192,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     header.u32(VERSION);
     header.raw(index.digest.as_bytes());
     header.u64(body.len() as u64);
-    header.u32(crc32(0, body));
+    header.raw(&crate::layer::spans::sha256(body));
     out[..HEADER_LEN].copy_from_slice(&header.0);
     out
 }
@@ -268,7 +273,7 @@ fn decode_head(
         bytes: &body[..SPANS_AT + spans_len],
         pos: SPANS_AT,
     };
-    let n = r.count(29)?;
+    let n = r.count(61)?;
     let mut spans: Vec<Span> = Vec::with_capacity(n);
     let mut expected_offset = 0u64;
     for _ in 0..n {
@@ -276,6 +281,7 @@ fn decode_head(
         let out_len = r.u64()?;
         let in_offset = r.u64()?;
         let crc32 = r.u32()?;
+        let sha256 = r.array::<32>()?;
         let start = match r.u8()? {
             0 => SpanStart::Blob,
             1 => SpanStart::Materialized {
@@ -310,6 +316,7 @@ fn decode_head(
             out_len,
             in_offset,
             crc32,
+            sha256,
             start,
         });
     }
@@ -336,7 +343,7 @@ pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, St
     let header = bytes.get(..HEADER_LEN).ok_or("index is truncated")?;
     let identity = decode_header(header, bytes.len() as u64, expected_digest)?;
     let body = &bytes[HEADER_LEN..];
-    if crc32(0, body) != identity.crc {
+    if crate::layer::spans::sha256(body) != identity.sha256 {
         return Err("index checksum mismatch".to_string());
     }
     let (mut index, entries_at) = decode_head(body, *expected_digest, None)?;
@@ -482,8 +489,8 @@ pub fn reseal(bytes: &mut [u8]) {
             body[FIXED_LEN + 8..SPANS_AT].copy_from_slice(&crc.to_le_bytes());
         }
     }
-    let crc = crc32(0, &bytes[HEADER_LEN..]);
-    bytes[52..56].copy_from_slice(&crc.to_le_bytes());
+    let sha = crate::layer::spans::sha256(&bytes[HEADER_LEN..]);
+    bytes[52..84].copy_from_slice(&sha);
 }
 
 /// What the tar reader guarantees of an entry, checked again on load: the
@@ -712,6 +719,7 @@ mod tests {
                     out_len: 1024,
                     in_offset: 0,
                     crc32: 1,
+                    sha256: [1; 32],
                     start: SpanStart::GzipMember,
                 },
                 Span {
@@ -719,6 +727,7 @@ mod tests {
                     out_len: 1024,
                     in_offset: 40,
                     crc32: 2,
+                    sha256: [2; 32],
                     start: SpanStart::GzipBlock {
                         bits: 3,
                         prime: 5,
@@ -730,6 +739,7 @@ mod tests {
                     out_len: 512,
                     in_offset: 60,
                     crc32: 3,
+                    sha256: [3; 32],
                     start: SpanStart::GzipMember,
                 },
                 Span {
@@ -737,6 +747,7 @@ mod tests {
                     out_len: 512,
                     in_offset: 70,
                     crc32: 4,
+                    sha256: [4; 32],
                     start: SpanStart::Materialized { frame_out: 2560 },
                 },
             ]
@@ -779,7 +790,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 4"
+            "index format version 99, this build reads 5"
         );
     }
 
@@ -965,20 +976,25 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580004000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
-        "3e9ec42f9674b4d46ac6b8b8a201000000000000b50f70bf90aebae315675cbf",
-        "04612de4f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb0163000000000000",
-        "00000c0000000000009b000000000000007ebfedaf0400000000000000000000",
-        "0000000000000400000000000000000000000000000100000003000400000000",
-        "0000000400000000000028000000000000000200000004030511000000090909",
-        "0909090909090909090909090909000800000000000000020000000000003c00",
-        "0000000000000300000003000a00000000000000020000000000004600000000",
-        "0000000400000001000a00000000000002000000000000000a0000006574632f",
-        "70617373776400ed090000e80300002e160000fbffffffffffffff070000000a",
-        "0000000000000000020000000000000000000000000000000000000200000006",
-        "000000757365722e61040000000062696e1300000073656375726974792e6361",
-        "706162696c6974790200000001020500000062696e2f7803ed090000e8030000",
-        "2e160000fbffffffffffffff070000000a000000000000000002000000000000",
-        "0a0000006574632f706173737764000000000000000000000000",
+        "4f43494d4944580005000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b822020000000000008e0b63f7283a747dd23d75a5",
+        "fc8856a487bbd64441fa0d3b30ef9105bc6bad0690aebae315675cbf04612de4",
+        "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb016300000000000000000c00",
+        "00000000001b010000000000001257ecac040000000000000000000000000000",
+        "0000040000000000000000000000000000010000000101010101010101010101",
+        "0101010101010101010101010101010101010101010300040000000000000004",
+        "0000000000002800000000000000020000000202020202020202020202020202",
+        "0202020202020202020202020202020202020403051100000009090909090909",
+        "09090909090909090909000800000000000000020000000000003c0000000000",
+        "0000030000000303030303030303030303030303030303030303030303030303",
+        "03030303030303000a0000000000000002000000000000460000000000000004",
+        "0000000404040404040404040404040404040404040404040404040404040404",
+        "04040401000a00000000000002000000000000000a0000006574632f70617373",
+        "776400ed090000e80300002e160000fbffffffffffffff070000000a00000000",
+        "0000000002000000000000000000000000000000000000020000000600000075",
+        "7365722e61040000000062696e1300000073656375726974792e636170616269",
+        "6c6974790200000001020500000062696e2f7803ed090000e80300002e160000",
+        "fbffffffffffffff070000000a0000000000000000020000000000000a000000",
+        "6574632f706173737764000000000000000000000000",
     );
 }

@@ -1014,6 +1014,7 @@ mod tests {
             out_len: 10,
             in_offset: 0,
             crc32: 0,
+            sha256: [0; 32],
             start,
         };
         let spans = [

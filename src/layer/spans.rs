@@ -1,11 +1,16 @@
 //! Spans: the units of random access into a layer's uncompressed stream.
 //!
 //! Every byte of the stream belongs to exactly one span. A span says where
-//! decoding can start for it and carries a CRC-32 of its bytes, taken during
-//! the verified indexing pass, so a span decoded later (or found in the
-//! cache) is checked before it is served.
+//! decoding can start for it and carries a SHA-256 and a CRC-32 of its
+//! bytes, taken during the verified indexing pass (whose blob digest ties
+//! them to the manifest). Bytes that come from a remote (a registry, the
+//! store it redirects to) are checked against the SHA-256 before they are
+//! served or stored: a CRC-32 can be forged with four chosen bytes. The
+//! CRC-32 detects damage to local copies (the data cache, a local blob).
 
 use std::ops::RangeInclusive;
+
+use sha2::{Digest as _, Sha256};
 
 /// Plain and materialised streams are cut into spans of this size.
 pub const FIXED_SPAN: u64 = 1 << 20;
@@ -46,7 +51,19 @@ pub struct Span {
     pub out_len: u64,
     pub in_offset: u64,
     pub crc32: u32,
+    /// SHA-256 of the span's decoded bytes.
+    pub sha256: [u8; 32],
     pub start: SpanStart,
+}
+
+/// The SHA-256 of `bytes`, as a span records it.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A span digest as text, for messages.
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn crc32(crc: u32, data: &[u8]) -> u32 {
@@ -65,6 +82,8 @@ pub struct SpanBuilder {
     /// The id `begin` gave each span of `spans` (empty spans are dropped).
     ids: Vec<usize>,
     current: Option<Span>,
+    /// The current span's SHA-256 so far.
+    hasher: Sha256,
     /// How many spans were begun: the next one's id.
     begun: usize,
     out_pos: u64,
@@ -80,8 +99,10 @@ impl SpanBuilder {
             out_len: 0,
             in_offset,
             crc32: 0,
+            sha256: [0; 32],
             start,
         });
+        self.hasher = Sha256::new();
         self.begun += 1;
         self.begun - 1
     }
@@ -104,6 +125,7 @@ impl SpanBuilder {
     pub fn feed(&mut self, data: &[u8]) {
         if let Some(span) = &mut self.current {
             span.crc32 = crc32(span.crc32, data);
+            self.hasher.update(data);
             span.out_len += data.len() as u64;
         }
         self.out_pos += data.len() as u64;
@@ -149,7 +171,8 @@ impl SpanBuilder {
     }
 
     fn close(&mut self) {
-        if let Some(span) = self.current.take() {
+        if let Some(mut span) = self.current.take() {
+            span.sha256 = std::mem::take(&mut self.hasher).finalize().into();
             if span.out_len > 0 {
                 self.spans.push(span);
                 self.ids.push(self.begun - 1);

@@ -27,10 +27,10 @@ use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_XATTR_VALUE_BYTES};
 pub const MAGIC: &[u8; 8] = b"OCIMTRE\0";
 /// Bump whenever a record's layout or meaning changes, or the union rules
 /// merge some image differently: a stored tree of another version is
-/// rebuilt, never read.
-pub const VERSION: u32 = 3;
+/// rebuilt, never read (4: layers named by their index's SHA-256).
+pub const VERSION: u32 = 4;
 pub const HEADER_LEN: usize = 64;
-pub const LAYER_LEN: usize = 64;
+pub const LAYER_LEN: usize = 96;
 pub const NODE_LEN: usize = 32;
 pub const META_LEN: usize = 40;
 pub const DIRENT_LEN: usize = 16;
@@ -252,10 +252,10 @@ pub fn validate(bytes: &[u8]) -> Result<(Sections, Vec<LayerRecord>), String> {
                 digest: Digest::from_bytes(digest),
                 index: IndexIdentity {
                     body_len: u64_at(bytes, at + 32),
-                    crc: u32_at(bytes, at + 40),
+                    sha256: bytes[at + 40..at + 72].try_into().unwrap_or([0; 32]),
                 },
-                entries: u64_at(bytes, at + 48),
-                stream_len: u64_at(bytes, at + 56),
+                entries: u64_at(bytes, at + 72),
+                stream_len: u64_at(bytes, at + 80),
             }
         })
         .collect();
@@ -404,8 +404,8 @@ pub fn put_layer(bytes: &mut [u8], s: &Sections, i: usize, layer: &LayerRecord) 
     let at = s.layers + i * LAYER_LEN;
     bytes[at..at + 32].copy_from_slice(layer.digest.as_bytes());
     put_u64(bytes, at + 32, layer.index.body_len);
-    put_u32(bytes, at + 40, layer.index.crc);
-    put_u32(bytes, at + 44, 0);
-    put_u64(bytes, at + 48, layer.entries);
-    put_u64(bytes, at + 56, layer.stream_len);
+    bytes[at + 40..at + 72].copy_from_slice(&layer.index.sha256);
+    put_u64(bytes, at + 72, layer.entries);
+    put_u64(bytes, at + 80, layer.stream_len);
+    put_u64(bytes, at + 88, 0);
 }

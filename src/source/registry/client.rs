@@ -508,6 +508,7 @@ impl Client {
         };
         let mut url = request.url.to_string();
         let mut method = request.method.to_string();
+        let mut body = request.body;
         for _ in 0..=MAX_REDIRECTS {
             let at_origin = host_of(&url).to_ascii_lowercase() == origin;
             let mut builder = http::Request::builder().method(method.as_str()).uri(&url);
@@ -528,7 +529,7 @@ impl Client {
             if left.is_zero() {
                 return Err(Failure::transient(self.timed_out()));
             }
-            let response = match request.body {
+            let response = match body {
                 Some(bytes) => {
                     let built = builder.body(bytes.to_vec()).map_err(Failure::fatal)?;
                     self.agent
@@ -548,14 +549,16 @@ impl Client {
             let location = header(&response, "location")
                 .ok_or_else(|| Failure::fatal(format!("a {status} redirect without a Location")))?;
             let next = resolve(&url, &location);
-            if self.tls_verify && url.starts_with("https://") && !next.starts_with("https://") {
+            if self.tls_verify && is_https(&url) && !is_https(&next) {
                 return Err(Failure::fatal(format!(
                     "refusing a redirect from HTTPS to {next} (plain HTTP only with --tls-verify=false)"
                 )));
             }
             url = next;
             if status == 303 {
+                // See Other: a GET of the new place, with nothing to send.
                 method = "GET".to_string();
+                body = None;
             }
             tracing::debug!(%url, "following a {status} redirect");
         }
@@ -854,12 +857,30 @@ fn host_of(url: &str) -> &str {
     &url[..end]
 }
 
-/// A `Location` made absolute against the URL it answered.
+/// The scheme of an absolute URL (`SCHEME://…`, RFC 3986: a letter, then
+/// letters, digits, `+`, `-` or `.`), lowercased; none for a relative one,
+/// even one with `://` further on (in its query, say).
+fn scheme_of(url: &str) -> Option<String> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| scheme.to_ascii_lowercase())
+}
+
+/// Whether `url` is HTTPS, however its scheme is spelled.
+fn is_https(url: &str) -> bool {
+    scheme_of(url).as_deref() == Some("https")
+}
+
+/// A `Location` made absolute against the URL it answered, its scheme
+/// lowercased.
 fn resolve(base: &str, location: &str) -> String {
-    if location.contains("://") {
-        location.to_string()
+    if let Some(scheme) = scheme_of(location) {
+        format!("{scheme}{}", &location[scheme.len()..])
     } else if let Some(rest) = location.strip_prefix("//") {
-        let scheme = base.split("://").next().unwrap_or("https");
+        let scheme = scheme_of(base).unwrap_or_else(|| "https".to_string());
         format!("{scheme}://{rest}")
     } else if location.starts_with('/') {
         format!("{}{location}", host_of(base))
@@ -933,6 +954,20 @@ mod tests {
         assert_eq!(resolve(base, "y"), "https://r.io:5000/v2/a/blobs/y");
         assert_eq!(host_of(base), "https://r.io:5000");
         assert_eq!(host_of("http://h"), "http://h");
+        // `://` only in the query: a relative reference, not another host.
+        assert_eq!(
+            resolve(base, "/v2/b?next=http://evil/x"),
+            "https://r.io:5000/v2/b?next=http://evil/x"
+        );
+        assert_eq!(
+            resolve(base, "o?u=http://evil"),
+            "https://r.io:5000/v2/a/blobs/o?u=http://evil"
+        );
+        // Schemes are case-insensitive: HTTP:// is plain HTTP.
+        assert_eq!(resolve(base, "HTTP://evil/o"), "http://evil/o");
+        assert!(!is_https(&resolve(base, "HTTP://evil/o")));
+        assert!(is_https("HTTPS://cdn/o"));
+        assert!(!is_https("/x?u=https://y"));
     }
 
     #[test]
