@@ -63,27 +63,7 @@ fn layers_counts_adds_changes_deletes_and_wasted_bytes() {
     ];
     let layout = build_layout(work.path(), &layers);
     let cache = work.path().join("cache");
-    let out = ok(&ocimount(
-        &cache,
-        &["layers", "--json", layout.to_str().unwrap()],
-    ));
-    let got: Value = serde_json::from_str(&out).unwrap();
-    let counts: Vec<[u64; 6]> = got
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            [
-                "added",
-                "changed",
-                "deleted",
-                "opaque_dirs",
-                "bytes",
-                "wasted",
-            ]
-            .map(|k| l[k].as_u64().unwrap())
-        })
-        .collect();
+    let counts = layer_counts(&cache, &layout);
     assert_eq!(
         counts,
         vec![
