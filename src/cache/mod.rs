@@ -380,7 +380,11 @@ fn make_private(root: &Path) -> Result<()> {
         return Ok(());
     }
     let was = meta.mode() & 0o777;
+    let empty = fs::read_dir(root).at(root)?.next().is_none();
     fs::set_permissions(root, fs::Permissions::from_mode(0o700)).at(root)?;
+    if empty {
+        return Ok(()); // a directory made for the cache: nothing was exposed
+    }
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {

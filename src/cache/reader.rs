@@ -394,12 +394,7 @@ impl LayerReader {
                 gzip::decode_span_at(&*self.blob, &self.spans, i, &mut fresh)
             }
             SpanStart::ZstdFrame { .. } => zstd::decode_span(&*self.blob, span, &mut fresh),
-            SpanStart::Materialized { .. } if self.compression == Compression::Gzip => {
-                gzip::redecode_materialized(&*self.blob, &self.spans, i, &mut fresh)
-            }
-            SpanStart::Materialized { .. } => {
-                zstd::redecode_materialized(&*self.blob, span, &mut fresh)
-            }
+            SpanStart::Materialized { .. } => self.redecode_stretch(i, data, &mut fresh),
             // A plain layer whose blob is remote: cached like a decoded span.
             SpanStart::Blob if self.compression == Compression::None => {
                 self.blob.read_exact_at(&mut fresh, span.in_offset)
@@ -446,6 +441,71 @@ impl LayerReader {
             }
         }
         Ok(fresh)
+    }
+
+    /// Span `i` of a materialised stretch (one zstd frame, or deflate
+    /// blocks longer than a span), decoded from the stretch's start into
+    /// `out`. Every other span decoded on the way is kept: stored where
+    /// this reader stores (the rest of the stretch too), else the next few
+    /// remembered. So reading a whole stretch after a prune or an eviction
+    /// decodes (and from a registry, fetches) it once, not once per span.
+    fn redecode_stretch(&self, i: usize, data: &DataCache, out: &mut [u8]) -> io::Result<()> {
+        type Fill<'b> = Box<dyn FnMut(&mut [u8]) -> io::Result<()> + 'b>;
+        let blob = &*self.blob;
+        let (first, mut fill): (usize, Fill<'_>) = if self.compression == Compression::Gzip {
+            let (first, fill) = gzip::stretch_from(blob, &self.spans, i)?;
+            (first, Box::new(fill))
+        } else {
+            let (first, fill) = zstd::stretch_from(blob, &self.spans, i)?;
+            (first, Box::new(fill))
+        };
+        let stretch_out = self.spans[first].out_offset;
+        let mut kept_after = 0;
+        for j in first..self.spans.len() {
+            let span = &self.spans[j];
+            let in_stretch = j == first
+                || matches!(span.start, SpanStart::Materialized { frame_out } if frame_out == stretch_out);
+            if !in_stretch || (j > i && !self.keep_decoded && kept_after + 1 >= RECENT_SPANS) {
+                break;
+            }
+            if j == i {
+                fill(out)?;
+                continue;
+            }
+            let mut bytes = vec![0u8; usize::try_from(span.out_len).map_err(io::Error::other)?];
+            match fill(&mut bytes) {
+                Ok(()) => {}
+                Err(e) if j < i => return Err(e),
+                // Past the span asked for: what was kept stays kept.
+                Err(_) => break,
+            }
+            if j > i {
+                kept_after += 1;
+            }
+            self.keep_decoded_neighbour(j, data, bytes);
+        }
+        Ok(())
+    }
+
+    /// Keep span `j`, decoded on the way to another span of its stretch,
+    /// if it checks: stored (unless already there), or remembered.
+    fn keep_decoded_neighbour(&self, j: usize, data: &DataCache, bytes: Vec<u8>) {
+        let span = &self.spans[j];
+        let remote_ok = !self.blob.is_remote() || spans::sha256(&bytes) == span.sha256;
+        if crc32(0, &bytes) != span.crc32 || !remote_ok {
+            return; // its own read will decode it again, and say why it fails
+        }
+        if !self.keep_decoded {
+            self.remember(j, Arc::new(bytes));
+            return;
+        }
+        if data.residency.is_present(j) {
+            return;
+        }
+        if data.file.write_all_at(&bytes, span.out_offset).is_ok() {
+            data.residency.mark_present(j);
+            self.stored.fetch_add(span.out_len, Ordering::Relaxed);
+        }
     }
 
     /// Tell the blob which bytes decoding span `i` reads, so that a remote
@@ -708,6 +768,71 @@ mod tests {
             assert_eq!(fresh.read_at(offset, &mut buf).unwrap(), len);
             assert!(buf == tar[offset as usize..offset as usize + len]);
         }
+    }
+
+    /// A blob that counts the bytes read from it.
+    struct CountingBlob {
+        inner: Blob,
+        read: AtomicU64,
+    }
+
+    impl crate::blob::BlobSource for CountingBlob {
+        fn digest(&self) -> Digest {
+            self.inner.digest()
+        }
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let n = self.inner.read_at(buf, offset)?;
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    }
+
+    /// Issue 22: after a prune (or an eviction), a layer of one zstd frame
+    /// (every span materialised) read front to back costs the frame once,
+    /// in bytes read from the blob (what a registry would send) and so in
+    /// decoding; it cost the frame up to the span once per span.
+    #[test]
+    fn a_pruned_single_frame_layer_reads_back_in_one_pass_over_its_blob() {
+        let mut tar = sample_tar();
+        for _ in 0..2 {
+            tar.extend_from_within(..tar.len() - 1024);
+            tar.extend_from_slice(&[0u8; 1024]);
+        }
+        let root = tempfile::tempdir().unwrap();
+        let blob_bytes = ::zstd::stream::encode_all(&tar[..], 3).unwrap();
+        let entry = indexed(root.path(), &blob_bytes, &tar, Compression::Zstd);
+        let spans = entry.index.spans.len();
+        assert!(spans >= 8, "{spans} spans");
+        assert!(entry
+            .index
+            .spans
+            .iter()
+            .all(|s| matches!(s.start, SpanStart::Materialized { .. })));
+        let counting = Arc::new(CountingBlob {
+            inner: blob_source(root.path(), &entry),
+            read: AtomicU64::new(0),
+        });
+        let reader = LayerReader::open(&entry.dir, &entry.index, counting.clone()).unwrap();
+        let all: Vec<usize> = (0..spans).collect();
+        assert!(reader.evict(&all) > 0, "nothing was pruned");
+        let mut back = vec![0u8; tar.len()];
+        for (at, chunk) in back.chunks_mut(128 << 10).enumerate() {
+            reader.read_at((at * (128 << 10)) as u64, chunk).unwrap();
+        }
+        assert!(back == tar, "the bytes read back differ");
+        let read = counting.read.load(Ordering::Relaxed);
+        let size = blob_bytes.len() as u64;
+        eprintln!("{spans} spans: {read} bytes read from a {size}-byte blob");
+        assert!(
+            read <= 2 * size,
+            "{read} bytes read from a {size}-byte blob"
+        );
     }
 
     fn blob_source(root: &Path, entry: &CacheEntry) -> Blob {

@@ -601,14 +601,35 @@ pub fn redecode_materialized(
     i: usize,
     out: &mut [u8],
 ) -> io::Result<()> {
+    let (first, mut fill) = stretch_from(blob, spans, i)?;
+    let mut skip = spans[i].out_offset - spans[first].out_offset;
+    let mut scratch = vec![0u8; INPUT_CHUNK];
+    while skip > 0 {
+        let n = skip.min(scratch.len() as u64) as usize;
+        fill(&mut scratch[..n])?;
+        skip -= n as u64;
+    }
+    fill(out)
+}
+
+/// The materialised stretch span `i` belongs to, decoded front to back
+/// from the checkpoint it began at: that checkpoint's span index, and a
+/// decoder positioned at its output. Reading a whole stretch this way
+/// costs the stretch once, where decoding each span from the checkpoint
+/// would cost it once per span.
+pub fn stretch_from<'a>(
+    blob: &'a dyn BlobSource,
+    spans: &[Span],
+    i: usize,
+) -> io::Result<(usize, impl FnMut(&mut [u8]) -> io::Result<()> + 'a)> {
     let span = &spans[i];
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
     };
     let anchor = span_at(spans, frame_out)
         .filter(|&j| j < i)
-        .map(|j| &spans[j])
-        .filter(|a| {
+        .filter(|&j| {
+            let a = &spans[j];
             a.out_offset == frame_out
                 && a.in_offset == span.in_offset
                 && matches!(a.start, SpanStart::GzipMember | SpanStart::GzipBlock { .. })
@@ -619,15 +640,8 @@ pub fn redecode_materialized(
                 "a materialised span names no checkpoint before it",
             )
         })?;
-    let mut dec = SpanDecoder::new(blob, anchor)?;
-    let mut skip = span.out_offset - frame_out;
-    let mut scratch = vec![0u8; INPUT_CHUNK];
-    while skip > 0 {
-        let n = skip.min(scratch.len() as u64) as usize;
-        dec.fill(&mut scratch[..n])?;
-        skip -= n as u64;
-    }
-    dec.fill(out)
+    let mut dec = SpanDecoder::new(blob, &spans[anchor])?;
+    Ok((anchor, move |out: &mut [u8]| dec.fill(out)))
 }
 
 /// Inflates from a span's checkpoint, reading the blob as it goes.

@@ -146,20 +146,35 @@ impl<R: Read> Read for ZstdIndexer<R> {
     }
 }
 
-/// Decode a materialised span again from its frame's start: slow, used only
-/// to repair a damaged cache.
-pub fn redecode_materialized(blob: &dyn BlobSource, span: &Span, out: &mut [u8]) -> io::Result<()> {
+/// The materialised stretch (one zstd frame) span `i` belongs to, decoded
+/// front to back: the index of the frame's first span, and a decoder
+/// positioned at the frame's start (see `gzip::stretch_from`).
+pub fn stretch_from<'a>(
+    blob: &'a dyn BlobSource,
+    spans: &[Span],
+    i: usize,
+) -> io::Result<(usize, impl FnMut(&mut [u8]) -> io::Result<()> + 'a)> {
+    let span = &spans[i];
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
     };
-    let skip = span
-        .out_offset
-        .checked_sub(frame_out)
-        .ok_or_else(|| io::Error::other("the span starts before its frame"))?;
+    let first = crate::layer::spans::span_at(spans, frame_out)
+        .filter(|&j| j <= i)
+        .filter(|&j| {
+            let f = &spans[j];
+            f.out_offset == frame_out
+                && f.in_offset == span.in_offset
+                && matches!(f.start, SpanStart::Materialized { frame_out: o } if o == frame_out)
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a materialised span names no frame start before it",
+            )
+        })?;
     let reader = BlobCursor::new(blob, span.in_offset);
     let mut dec = zstd::stream::read::Decoder::new(reader)?.single_frame();
-    io::copy(&mut (&mut dec).take(skip), &mut io::sink())?;
-    dec.read_exact(out)
+    Ok((first, move |out: &mut [u8]| dec.read_exact(out)))
 }
 
 /// Decode one frame span from the blob into `out` (exactly `span.out_len` bytes).
