@@ -167,7 +167,7 @@ fn layers_follows_a_symlinked_parent_as_the_union_does() {
     assert_eq!(differ.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&differ.stdout),
-        "D usr/lib/foo\nA usr/lib/new\n"
+        "D /usr/lib/foo\nA /usr/lib/new\n"
     );
     let missing = work.path().join("nowhere").display().to_string();
     let trouble = ocimount(&cache, &["diff", "--exit-code", a, &missing]);
