@@ -764,25 +764,33 @@ impl Client {
 }
 
 /// The credential to use for `name`: `--creds`, or the first auth file
-/// that has one, in skopeo's order.
+/// (`--authfile`, else `$REGISTRY_AUTH_FILE`, else skopeo's search) that has
+/// one, directly or through a credential helper it names.
 fn find_credential(name: &RepositoryName, settings: &Settings) -> Result<Option<Credential>> {
     if let Some(creds) = &settings.creds {
         return Ok(Some(creds.clone()));
     }
-    let env = credentials::Env::from_process();
-    match credentials::lookup(&env, &name.domain, &name.repository) {
+    let mut env = credentials::Env::from_process();
+    if let Some(authfile) = &settings.authfile {
+        env.registry_auth_file = Some(authfile.clone());
+    }
+    let helpers = env.helper_runner();
+    match credentials::lookup(&env, &name.domain, &name.repository, &helpers) {
         Ok(Lookup::Found(found)) => {
-            tracing::debug!(file = %found.file.display(), key = %found.key, "registry credentials");
+            match &found.helper {
+                Some(helper) => tracing::debug!(
+                    file = %found.file.display(),
+                    server = %found.key,
+                    helper = %helper,
+                    "registry credentials from a credential helper"
+                ),
+                None => tracing::debug!(
+                    file = %found.file.display(),
+                    key = %found.key,
+                    "registry credentials"
+                ),
+            }
             Ok(Some(found.credential))
-        }
-        Ok(Lookup::HelperConfigured { file, helper }) => {
-            tracing::warn!(
-                "{}: credential helper {helper:?} is configured for {}; helpers are not run yet, so \
-                 the registry is asked anonymously (give --creds to override)",
-                file.display(),
-                name.domain
-            );
-            Ok(None)
         }
         Ok(Lookup::None) => Ok(None),
         Err(e) => Err(Error::Registry {
