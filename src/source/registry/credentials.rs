@@ -8,6 +8,8 @@
 //!
 //! * `$REGISTRY_AUTH_FILE`, when set, is the only file read: skopeo passes
 //!   it as an explicit auth file, and an explicit file replaces the search.
+//!   `--authfile FILE` (the caller sets [`Env::registry_auth_file`]) is
+//!   such a file too, and takes the place of the variable.
 //! * Otherwise, in order:
 //!   1. `$XDG_RUNTIME_DIR/containers/auth.json`, or
 //!      `/run/containers/$UID/auth.json` when `$XDG_RUNTIME_DIR` is unset;
@@ -92,7 +94,7 @@ const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry
 /// looked for. Empty variables count as unset, as in containers-image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
-    /// `$REGISTRY_AUTH_FILE`: the only file read when set.
+    /// `$REGISTRY_AUTH_FILE`, or `--authfile`: the only file read when set.
     pub registry_auth_file: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`.
     pub xdg_runtime_dir: Option<PathBuf>,
