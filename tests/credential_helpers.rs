@@ -363,6 +363,13 @@ fn a_mount_daemon_runs_the_helper_of_its_authfile() {
     // Without --authfile the same home has no credentials.
     let err = home.cat_fails(&image, &[]);
     assert!(err.contains("asks for a user name and password"), "{err}");
+    // An --authfile that is not there is an error, not anonymous access.
+    let missing = home.path("no-such-auth.json");
+    let err = home.cat_fails(&image, &["--authfile", missing.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("--authfile {}", missing.display())),
+        "{err}"
+    );
 }
 
 /// Every small text file under `dir`, concatenated (the cache's logs).

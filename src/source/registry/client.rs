@@ -866,6 +866,14 @@ fn find_credential(name: &RepositoryName, settings: &Settings) -> Result<Option<
     }
     let mut env = credentials::Env::from_process();
     if let Some(authfile) = &settings.authfile {
+        // A file named on the command line must be there: a typo would
+        // otherwise quietly mean anonymous access.
+        if let Err(e) = std::fs::metadata(authfile) {
+            return Err(Error::Registry {
+                registry: name.to_string(),
+                reason: format!("--authfile {}: {e}", authfile.display()),
+            });
+        }
         env.registry_auth_file = Some(authfile.clone());
     }
     let helpers = env.helper_runner();
