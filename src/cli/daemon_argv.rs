@@ -35,6 +35,9 @@ impl RegistryArgs {
     fn to_args(&self, out: &mut Vec<OsString>) {
         flag(out, "--tls-verify", self.tls_verify.to_string());
         flag(out, "--registry-timeout", self.registry_timeout.to_string());
+        if let Some(file) = &self.authfile {
+            flag(out, "--authfile", file);
+        }
         if let Some(dir) = &self.cert_dir {
             flag(out, "--cert-dir", dir);
         }
@@ -153,6 +156,7 @@ mod tests {
                 registry: RegistryArgs {
                     tls_verify: false,
                     creds: None,
+                    authfile: Some(PathBuf::from("/home/u/auth file.json")),
                     cert_dir: Some(PathBuf::from("/etc/certs dir")),
                     no_remote_index: true,
                     registry_timeout: 7,
@@ -185,6 +189,7 @@ mod tests {
                 registry: RegistryArgs {
                     tls_verify: true,
                     creds: None,
+                    authfile: None,
                     cert_dir: None,
                     no_remote_index: false,
                     registry_timeout: 60,
@@ -226,6 +231,7 @@ mod tests {
             registry: RegistryArgs {
                 tls_verify: false,
                 creds: None,
+                authfile: Some(PathBuf::from("--auth.json")),
                 cert_dir: Some(PathBuf::from("/d")),
                 no_remote_index: true,
                 registry_timeout: 1,

@@ -148,6 +148,12 @@ pub struct RegistryArgs {
     #[arg(long, global = true, value_name = "USER:PASS")]
     pub creds: Option<String>,
 
+    /// Read credentials from FILE only (auth.json or Docker's config.json
+    /// format, credential helpers included), instead of $REGISTRY_AUTH_FILE
+    /// or the default auth files
+    #[arg(long, global = true, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+
     /// Use the *.crt, *.cert and *.key files in DIR instead of the
     /// /etc/containers/certs.d and /etc/docker/certs.d lookup
     #[arg(long, global = true, value_name = "DIR")]
@@ -192,6 +198,7 @@ impl RegistryArgs {
         Ok(settings::Settings {
             tls_verify: self.tls_verify,
             creds,
+            authfile: self.authfile.clone(),
             cert_dir: self.cert_dir.clone(),
             remote_index: !self.no_remote_index,
             // Past a day is no bound at all (and would overflow an Instant).

@@ -338,6 +338,13 @@ pub enum Auth {
         /// is set the claim is made 60 s early, so that the registry
         /// refuses the token exactly `ttl_secs` after it was issued.
         expire_exactly: bool,
+        /// An identity token (OAuth2 refresh token) that stands for `user`:
+        /// exchanged by the refresh-token POST, or sent as the Basic
+        /// password of a GET.
+        refresh_token: Option<String>,
+        /// Whether the token server answers POSTs (OAuth2 grants); when
+        /// false every POST gets 404.
+        oauth_post: bool,
     },
 }
 
@@ -367,7 +374,30 @@ impl RegistryBuilder {
             anonymous_pull: true,
             ttl_secs: 300,
             expire_exactly: false,
+            refresh_token: None,
+            oauth_post: true,
         };
+        self
+    }
+
+    /// An identity token (OAuth2 refresh token) the token server takes for
+    /// the configured user. Token auth only.
+    pub fn refresh_token(mut self, token: &str) -> Self {
+        match &mut self.auth {
+            Auth::Token { refresh_token, .. } => *refresh_token = Some(token.to_string()),
+            _ => panic!("refresh_token() is for token auth: call token_auth() first"),
+        }
+        self
+    }
+
+    /// Whether the token server answers POSTs (it does by default); without,
+    /// every POST gets 404, as from a token server that only knows GET.
+    /// Token auth only.
+    pub fn oauth_post(mut self, allowed: bool) -> Self {
+        match &mut self.auth {
+            Auth::Token { oauth_post, .. } => *oauth_post = allowed,
+            _ => panic!("oauth_post() is for token auth: call token_auth() first"),
+        }
         self
     }
 
@@ -867,6 +897,8 @@ impl TestRegistry {
             anonymous_pull,
             ttl_secs,
             expire_exactly,
+            refresh_token,
+            oauth_post,
         } = self.auth.clone()
         else {
             unreachable!()
@@ -901,6 +933,12 @@ impl TestRegistry {
         }
         if !anonymous_pull {
             cmd.arg("--no-anonymous");
+        }
+        if let Some(token) = &refresh_token {
+            cmd.args(["--refresh-token", token]);
+        }
+        if !oauth_post {
+            cmd.arg("--no-oauth-post");
         }
         let mut child = spawn_guarded(cmd).expect("cannot run token_server.py");
         let deadline = Instant::now() + READY_LIMIT;

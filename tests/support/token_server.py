@@ -9,12 +9,25 @@ with `auth: token:`. It implements the token flow of the distribution spec
   GET  /token?service=S&scope=repository:NAME:pull,push[&scope=...]
        with optional Basic credentials;
   POST /token  (OAuth2 form: grant_type=password, username, password,
-       service, scope) as containerd sends when it has credentials.
+       service, scope) as containerd sends when it has credentials;
+  POST /token  (OAuth2 form: grant_type=refresh_token, refresh_token,
+       service, scope, client_id), the exchange of an identity token,
+       when started with --refresh-token TOKEN: that token stands for the
+       configured user, any other gets 400 {"error": "invalid_grant"}.
 
 Anonymous requests are granted `pull` only (or refused with
 --no-anonymous); the configured user is granted `pull` and `push`; wrong
-credentials get 401. The answer is
-{"token": JWT, "access_token": JWT, "expires_in": TTL, "issued_at": ...}.
+credentials get 401. With --refresh-token, a GET whose Basic password is
+the refresh token (the user name being the configured user's, empty or
+`<token>`) is the configured user's too: it is what clients send when the
+POST is not there. The answer is
+{"token": JWT, "access_token": JWT, "expires_in": TTL, "issued_at": ...},
+or for the refresh-token grant, OAuth2's
+{"access_token": JWT, "token_type": "Bearer", "expires_in": TTL, "scope": ...}
+(no "token": a client must read access_token).
+
+With --no-oauth-post every POST gets 404, as from token servers (GCR's,
+once) that only know GET.
 
 The JWT is RS256, signed with --key, and carries the certificate --cert in
 its `x5c` header; the registry's `rootcertbundle` is the CA that issued
@@ -28,6 +41,8 @@ registry refuses the token exactly --ttl seconds after it was issued.
 The server binds 127.0.0.1 on a free port and writes the port to
 --port-file once it listens. Every request is logged to stderr as one line:
   token GET /token?... user=NAME|anonymous status=200 granted=SCOPES
+and a POST's line ends with its grant_type and client_id:
+  token POST /token user=NAME status=200 granted=SCOPES grant=refresh_token client_id=ID
 """
 
 import argparse
@@ -85,6 +100,12 @@ class TokenServer:
             return "anonymous"
         if user == self.args.user and password == self.args.password:
             return user
+        if (
+            self.args.refresh_token
+            and password == self.args.refresh_token
+            and user in (self.args.user, "", "<token>")
+        ):
+            return self.args.user
         return None
 
     def grant(self, who, scopes):
@@ -128,13 +149,19 @@ def make_handler(server):
         def log_message(self, fmt, *args):
             pass
 
-        def log_line(self, who, status, granted):
+        def log_line(self, who, status, granted, form=None):
             scopes = " ".join(
                 "%s:%s:%s" % (a["type"], a["name"], ",".join(a["actions"])) for a in granted
             )
+            extra = ""
+            if form is not None:
+                extra = " grant=%s client_id=%s" % (
+                    form.get("grant_type", ["-"])[0] or "-",
+                    form.get("client_id", ["-"])[0] or "-",
+                )
             sys.stderr.write(
-                "token %s %s user=%s status=%d granted=%s\n"
-                % (self.command, self.path, who or "invalid", status, scopes or "-")
+                "token %s %s user=%s status=%d granted=%s%s\n"
+                % (self.command, self.path, who or "invalid", status, scopes or "-", extra)
             )
             sys.stderr.flush()
 
@@ -148,14 +175,6 @@ def make_handler(server):
             self.end_headers()
             self.wfile.write(data)
 
-        def refuse(self, who):
-            self.log_line(who, 401, [])
-            self.reply(
-                401,
-                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
-                [("WWW-Authenticate", 'Basic realm="ocimount-test-token-server"')],
-            )
-
         def basic_credentials(self):
             value = self.headers.get("Authorization", "")
             if not value.lower().startswith("basic "):
@@ -167,18 +186,37 @@ def make_handler(server):
             user, _, password = decoded.partition(":")
             return user, password
 
-        def answer(self, user, password, service, scopes):
+        def answer(self, user, password, service, scopes, form=None):
             who = server.authenticate(user, password)
             if who is None or (who == "anonymous" and server.args.no_anonymous):
-                self.refuse(who)
+                self.log_line(who, 401, [], form)
+                self.refuse_reply()
                 return
+            self.grant_to(who, service, scopes, form)
+
+        def grant_to(self, who, service, scopes, form=None, oauth=False):
             if service != server.args.service:
-                self.log_line(who, 400, [])
+                self.log_line(who, 400, [], form)
                 self.reply(400, {"errors": [{"code": "DENIED", "message": "unknown service"}]})
                 return
             access = server.grant(who, scopes)
-            self.log_line(who, 200, access)
-            self.reply(200, server.issue(who, service, access))
+            self.log_line(who, 200, access, form)
+            issued = server.issue(who, service, access)
+            if oauth:
+                issued = {
+                    "access_token": issued["access_token"],
+                    "token_type": "Bearer",
+                    "expires_in": issued["expires_in"],
+                    "scope": " ".join(scopes),
+                }
+            self.reply(200, issued)
+
+        def refuse_reply(self):
+            self.reply(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                [("WWW-Authenticate", 'Basic realm="ocimount-test-token-server"')],
+            )
 
         def do_GET(self):
             url = urlparse(self.path)
@@ -198,16 +236,30 @@ def make_handler(server):
                 self.log_line("-", 404, [])
                 self.reply(404, {"errors": [{"code": "NOT_FOUND", "message": url.path}]})
                 return
-            if form.get("grant_type", [""])[0] != "password":
-                self.log_line("-", 400, [])
-                self.reply(400, {"error": "unsupported_grant_type"})
+            if server.args.no_oauth_post:
+                self.log_line("-", 404, [], form)
+                self.reply(404, {"errors": [{"code": "NOT_FOUND", "message": "no POST here"}]})
                 return
-            self.answer(
-                form.get("username", [None])[0],
-                form.get("password", [""])[0],
-                form.get("service", [""])[0],
-                form.get("scope", []),
-            )
+            grant_type = form.get("grant_type", [""])[0]
+            service = form.get("service", [""])[0]
+            scopes = form.get("scope", [])
+            if grant_type == "password":
+                self.answer(
+                    form.get("username", [None])[0],
+                    form.get("password", [""])[0],
+                    service,
+                    scopes,
+                    form,
+                )
+            elif grant_type == "refresh_token" and server.args.refresh_token:
+                if form.get("refresh_token", [""])[0] != server.args.refresh_token:
+                    self.log_line(None, 400, [], form)
+                    self.reply(400, {"error": "invalid_grant"})
+                    return
+                self.grant_to(server.args.user, service, scopes, form, oauth=True)
+            else:
+                self.log_line("-", 400, [], form)
+                self.reply(400, {"error": "unsupported_grant_type"})
 
     return Handler
 
@@ -223,6 +275,8 @@ def main():
     p.add_argument("--ttl", type=int, default=300)
     p.add_argument("--expire-exactly", action="store_true")
     p.add_argument("--no-anonymous", action="store_true")
+    p.add_argument("--refresh-token", help="the identity token that stands for --user")
+    p.add_argument("--no-oauth-post", action="store_true", help="answer every POST with 404")
     p.add_argument("--port-file", required=True)
     args = p.parse_args()
 

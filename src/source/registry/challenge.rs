@@ -28,6 +28,9 @@
 //! (`realm?service=…&scope=…`), and [`parse_token_response`] reads the
 //! answer, taking `token` or, failing that, OAuth2's `access_token` (the
 //! specification allows both; containers-image prefers `token`).
+//! [`form_urlencoded`] builds the body of the OAuth2 form POST (the
+//! refresh-token grant an identity token is exchanged by), whose answer
+//! [`parse_oauth2_token_response`] reads, preferring `access_token`.
 
 /// The longest header value read; anything after it is ignored.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
@@ -95,6 +98,21 @@ pub fn token_url(realm: &str, service: Option<&str>, scopes: &[String]) -> Strin
     url
 }
 
+/// An `application/x-www-form-urlencoded` body of `pairs`, in order, names
+/// and values percent-encoded (a space as `%20`, which form decoders take).
+pub fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    let mut body = String::new();
+    for (name, value) in pairs {
+        if !body.is_empty() {
+            body.push('&');
+        }
+        percent_encode_into(name, &mut body);
+        body.push('=');
+        percent_encode_into(value, &mut body);
+    }
+    body
+}
+
 /// The useful part of a token server's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenResponse {
@@ -131,6 +149,16 @@ pub enum TokenError {
 /// otherwise smuggle header lines into the next request. An `expires_in`
 /// that is not a non-negative integer is ignored rather than refused.
 pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+    parse_token_fields(body, ["token", "access_token"])
+}
+
+/// Reads the answer to an OAuth2 token POST: as [`parse_token_response`],
+/// but `access_token`, OAuth2's own field, is preferred to `token`.
+pub fn parse_oauth2_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+    parse_token_fields(body, ["access_token", "token"])
+}
+
+fn parse_token_fields(body: &[u8], fields: [&str; 2]) -> Result<TokenResponse, TokenError> {
     if body.len() > MAX_TOKEN_RESPONSE_BYTES {
         return Err(TokenError::TooLarge {
             size: body.len(),
@@ -146,8 +174,8 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
             .and_then(serde_json::Value::as_str)
             .filter(|text| !text.is_empty())
     };
-    let token = non_empty_string("token")
-        .or_else(|| non_empty_string("access_token"))
+    let token = non_empty_string(fields[0])
+        .or_else(|| non_empty_string(fields[1]))
         .ok_or(TokenError::MissingToken)?;
     if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
         return Err(TokenError::InvalidToken);
@@ -738,6 +766,35 @@ mod tests {
             token_url("https://r/t", None, &["é~".to_string()]),
             "https://r/t?scope=%C3%A9~"
         );
+    }
+
+    #[test]
+    fn form_bodies_are_percent_encoded() {
+        assert_eq!(
+            form_urlencoded(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "a+b/c=d&e f"),
+                ("scope", "repository:a/b:pull"),
+            ]),
+            "grant_type=refresh_token&refresh_token=a%2Bb%2Fc%3Dd%26e%20f\
+             &scope=repository%3Aa%2Fb%3Apull"
+        );
+        assert_eq!(form_urlencoded(&[]), "");
+    }
+
+    #[test]
+    fn oauth2_token_response_prefers_access_token() {
+        let response = parse_oauth2_token_response(
+            br#"{"token":"abc","access_token":"def","refresh_token":"r"}"#,
+        )
+        .expect("valid response");
+        assert_eq!(response.token, "def");
+        let response = parse_oauth2_token_response(br#"{"token":"abc"}"#).expect("token fallback");
+        assert_eq!(response.token, "abc");
+        assert!(matches!(
+            parse_oauth2_token_response(br#"{"refresh_token":"r"}"#),
+            Err(TokenError::MissingToken)
+        ));
     }
 
     #[test]

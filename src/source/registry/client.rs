@@ -4,6 +4,9 @@
 //! - authenticates as the registry's `WWW-Authenticate` challenge asks:
 //!   anonymous, Basic, or a Bearer token fetched from the challenge's realm
 //!   (with the user's credentials when there are any) and kept per scope;
+//!   an identity token (an OAuth2 refresh token) is exchanged for the
+//!   Bearer token by the OAuth2 POST, and sent as a Basic password only to
+//!   a token server that has no POST endpoint (404 or 405);
 //! - follows redirects itself, keeping the `Range` header and dropping the
 //!   registry's credentials once the host changes (blob GETs are sent to
 //!   object storage);
@@ -41,6 +44,8 @@ const MAX_ATTEMPTS: usize = 4;
 const MAX_ERROR_BODY: u64 = 4096;
 /// The largest token response read.
 const MAX_TOKEN_BYTES: u64 = 1 << 20;
+/// The `client_id` of the OAuth2 refresh-token grant.
+const OAUTH_CLIENT_ID: &str = "ocimount";
 
 /// What a manifest GET asks for: OCI and Docker v2s2 images and lists.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -76,6 +81,9 @@ struct Exchange<'a> {
     body: Option<&'a [u8]>,
     access: Option<Access>,
     streaming: bool,
+    /// The body holds a secret (a refresh token): it is never sent to a
+    /// host other than the one asked, whatever a redirect says.
+    secret_body: bool,
 }
 
 /// A failed exchange, and whether another try may go better.
@@ -390,6 +398,7 @@ impl Client {
             body,
             access: Some(access),
             streaming,
+            secret_body: false,
         };
         self.retrying(&request, MAX_ATTEMPTS)
     }
@@ -410,6 +419,7 @@ impl Client {
             body: None,
             access: Some(Access::Pull),
             streaming: false,
+            secret_body: false,
         };
         self.retrying(&request, 1)
     }
@@ -524,6 +534,13 @@ impl Client {
                 if let Some(authorization) = request.access.and_then(|a| self.authorization(a)) {
                     builder = builder.header("Authorization", authorization);
                 }
+            }
+            if request.secret_body && body.is_some() && !at_origin {
+                return Err(Failure::fatal(format!(
+                    "refusing to send the identity token to {}, where {} redirected it",
+                    host_of(&url),
+                    origin
+                )));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -678,6 +695,13 @@ impl Client {
             )));
         }
         let scope = format!("repository:{}:{actions}", self.name.repository);
+        if let Some(Credential::IdentityToken { token, .. }) = &self.credential {
+            if let Some(access_token) =
+                self.exchange_identity_token(realm, service, &scope, token)?
+            {
+                return Ok(access_token);
+            }
+        }
         let url = challenge::token_url(realm, service, &[scope]);
         let authorization: Vec<(&str, String)> = self
             .credential
@@ -692,6 +716,7 @@ impl Client {
             body: None,
             access: None,
             streaming: false,
+            secret_body: false,
         };
         let response = self
             .retrying(&request, MAX_ATTEMPTS)
@@ -709,6 +734,75 @@ impl Client {
         let token = challenge::parse_token_response(&body)
             .map_err(|e| self.error(format!("token from {realm}: {e}")))?;
         Ok(token.token)
+    }
+
+    /// The OAuth2 refresh-token grant (the Docker token specification's
+    /// `POST /token`): `refresh_token` exchanged at `realm` for an access
+    /// token. None when the token server has no POST endpoint (404, or 405
+    /// Method Not Allowed): the caller then asks with GET, as containerd
+    /// does.
+    fn exchange_identity_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        refresh_token: &str,
+    ) -> Result<Option<String>> {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if let Some(service) = service.filter(|s| !s.is_empty()) {
+            form.push(("service", service));
+        }
+        form.push(("scope", scope));
+        form.push(("client_id", OAUTH_CLIENT_ID));
+        let body = challenge::form_urlencoded(&form);
+        let url = realm.split('#').next().unwrap_or(realm);
+        let headers = [(
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_string(),
+        )];
+        let request = Exchange {
+            method: "POST",
+            url,
+            headers: &headers,
+            body: Some(body.as_bytes()),
+            access: None,
+            streaming: false,
+            secret_body: true,
+        };
+        let what = format!("identity token exchange (OAuth2 POST) at {realm}");
+        let response = self
+            .retrying(&request, MAX_ATTEMPTS)
+            .map_err(|e| self.error(format!("{what}: {}", reason_of(&e))))?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {}
+            404 | 405 => {
+                tracing::debug!(
+                    realm,
+                    status,
+                    "the token server takes no OAuth2 POST; asking with GET"
+                );
+                return Ok(None);
+            }
+            _ => {
+                let said = self
+                    .read_small(response, MAX_ERROR_BODY, "token error")
+                    .map(|body| oauth_error(&body))
+                    .unwrap_or_default();
+                let reason = match status {
+                    400 | 401 => format!("the identity token was refused (HTTP {status}{said})"),
+                    _ => format!("HTTP {status}{said}"),
+                };
+                return Err(self.error(format!("{what}: {reason}")));
+            }
+        }
+        let body = self.read_small(response, MAX_TOKEN_BYTES, "token response")?;
+        let token = challenge::parse_oauth2_token_response(&body)
+            .map_err(|e| self.error(format!("{what}: {e}")))?;
+        Ok(Some(token.token))
     }
 
     /// A small body, refused past `limit` bytes before it is all read.
@@ -764,25 +858,41 @@ impl Client {
 }
 
 /// The credential to use for `name`: `--creds`, or the first auth file
-/// that has one, in skopeo's order.
+/// (`--authfile`, else `$REGISTRY_AUTH_FILE`, else skopeo's search) that has
+/// one, directly or through a credential helper it names.
 fn find_credential(name: &RepositoryName, settings: &Settings) -> Result<Option<Credential>> {
     if let Some(creds) = &settings.creds {
         return Ok(Some(creds.clone()));
     }
-    let env = credentials::Env::from_process();
-    match credentials::lookup(&env, &name.domain, &name.repository) {
-        Ok(Lookup::Found(found)) => {
-            tracing::debug!(file = %found.file.display(), key = %found.key, "registry credentials");
-            Ok(Some(found.credential))
+    let mut env = credentials::Env::from_process();
+    if let Some(authfile) = &settings.authfile {
+        // A file named on the command line must be there: a typo would
+        // otherwise quietly mean anonymous access.
+        if let Err(e) = std::fs::metadata(authfile) {
+            return Err(Error::Registry {
+                registry: name.to_string(),
+                reason: format!("--authfile {}: {e}", authfile.display()),
+            });
         }
-        Ok(Lookup::HelperConfigured { file, helper }) => {
-            tracing::warn!(
-                "{}: credential helper {helper:?} is configured for {}; helpers are not run yet, so \
-                 the registry is asked anonymously (give --creds to override)",
-                file.display(),
-                name.domain
-            );
-            Ok(None)
+        env.registry_auth_file = Some(authfile.clone());
+    }
+    let helpers = env.helper_runner();
+    match credentials::lookup(&env, &name.domain, &name.repository, &helpers) {
+        Ok(Lookup::Found(found)) => {
+            match &found.helper {
+                Some(helper) => tracing::debug!(
+                    file = %found.file.display(),
+                    server = %found.key,
+                    helper = %helper,
+                    "registry credentials from a credential helper"
+                ),
+                None => tracing::debug!(
+                    file = %found.file.display(),
+                    key = %found.key,
+                    "registry credentials"
+                ),
+            }
+            Ok(Some(found.credential))
         }
         Ok(Lookup::None) => Ok(None),
         Err(e) => Err(Error::Registry {
@@ -809,6 +919,24 @@ fn auth_from(response: &Response<Body>) -> Option<Auth> {
     found
 }
 
+/// The OAuth2 `error` code of an error body (`invalid_grant`), when it is a
+/// plain code: the rest of the body is not repeated.
+fn oauth_error(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .filter(|code| {
+            !code.is_empty()
+                && code.len() <= 64
+                && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .map(|code| format!(": {code}"))
+        .unwrap_or_default()
+}
+
+/// `Authorization: Basic` for the credentials. An identity token is sent
+/// as the password only where nothing better exists: to a registry that
+/// asks for Basic, or to a token server without the OAuth2 POST.
 fn basic_header(credential: &Credential) -> String {
     use base64::Engine;
     let (user, secret) = match credential {
@@ -968,6 +1096,16 @@ mod tests {
         assert!(!is_https(&resolve(base, "HTTP://evil/o")));
         assert!(is_https("HTTPS://cdn/o"));
         assert!(!is_https("/x?u=https://y"));
+    }
+
+    #[test]
+    fn oauth_errors_are_quoted_only_as_codes() {
+        assert_eq!(
+            oauth_error(br#"{"error":"invalid_grant"}"#),
+            ": invalid_grant"
+        );
+        assert_eq!(oauth_error(br#"{"error":"a b secret"}"#), "");
+        assert_eq!(oauth_error(b"<html>"), "");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!
 //! * `$REGISTRY_AUTH_FILE`, when set, is the only file read: skopeo passes
 //!   it as an explicit auth file, and an explicit file replaces the search.
+//!   `--authfile FILE` (the caller sets [`Env::registry_auth_file`]) is
+//!   such a file too, and takes the place of the variable.
 //! * Otherwise, in order:
 //!   1. `$XDG_RUNTIME_DIR/containers/auth.json`, or
 //!      `/run/containers/$UID/auth.json` when `$XDG_RUNTIME_DIR` is unset;
@@ -44,11 +46,27 @@
 //!
 //! # Credential helpers
 //!
-//! They are not run. A `credHelpers` entry for the host makes the lookup
-//! stop with [`Lookup::HelperConfigured`], since containers-image would ask
-//! that helper first. A `credsStore` (which containers-image ignores) does not
-//! stop the search: it is reported only if no file has usable credentials.
+//! Within each file, in containers-image's order:
+//!
+//! 1. a `credHelpers` entry for the host (its exact key, else a key that
+//!    normalises to the host, as Docker keys Docker Hub by its v1 URL) runs
+//!    that helper ([`crate::source::registry::cred_helper`]) for the server
+//!    named by the key as written. Its credentials win; if it has none, the
+//!    rest of the file is passed over (containers-image returns the
+//!    helper's answer for the file, empty or not) and the search goes on
+//!    with the next file;
+//! 2. the `auths` entry, as above;
+//! 3. `credsStore`, a helper for every registry, asked for the host (Docker
+//!    Hub as `https://index.docker.io/v1/`, as Docker names it). This is
+//!    Docker's, which containers-image does not read: it comes after the
+//!    file's `auths` entry, so a file with both gives the entry, and before
+//!    the next file.
+//!
+//! A helper that has no credentials lets the search go on; one that fails
+//! (cannot be run, exits with an error, times out, answers with something
+//! else than its JSON) stops it with an error naming the helper and file.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -57,6 +75,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+
+use crate::source::registry::cred_helper::{HelperError, HelperRunner, DOCKER_HUB_SERVER};
 
 /// The largest credentials file read.
 pub const MAX_AUTH_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -74,7 +94,7 @@ const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", "registry
 /// looked for. Empty variables count as unset, as in containers-image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
-    /// `$REGISTRY_AUTH_FILE`: the only file read when set.
+    /// `$REGISTRY_AUTH_FILE`, or `--authfile`: the only file read when set.
     pub registry_auth_file: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`.
     pub xdg_runtime_dir: Option<PathBuf>,
@@ -87,6 +107,8 @@ pub struct Env {
     /// The real user id, naming `/run/containers/$UID/auth.json` when
     /// `$XDG_RUNTIME_DIR` is unset (podman's primary file for root).
     pub uid: Option<u32>,
+    /// `$PATH`, where credential helpers are looked for.
+    pub search_path: Option<OsString>,
 }
 
 impl Env {
@@ -106,7 +128,13 @@ impl Env {
             home: variable("HOME"),
             docker_config: variable("DOCKER_CONFIG"),
             uid: Some(uid),
+            search_path: std::env::var_os("PATH").filter(|path| !path.is_empty()),
         }
+    }
+
+    /// The credential helpers of this environment, with the default bounds.
+    pub fn helper_runner(&self) -> HelperRunner {
+        HelperRunner::new(self.search_path.clone())
     }
 
     /// The credentials files to read, in order, with their formats.
@@ -178,24 +206,35 @@ impl std::fmt::Debug for Credential {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub credential: Credential,
-    /// The file they were read from.
+    /// The file they were read from, or that named the helper.
     pub file: PathBuf,
-    /// The `auths` key that matched, as written in the file.
+    /// The `auths` or `credHelpers` key that matched, as written in the
+    /// file; for `credsStore`, the server the helper was asked for.
     pub key: String,
+    /// The credential helper that gave them, if one did.
+    pub helper: Option<String>,
 }
 
-/// What the credentials files say about a registry.
+/// What the credentials files (and the helpers they name) say about a
+/// registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Found(Found),
-    /// The credentials are kept by a Docker credential helper
-    /// (`docker-credential-<helper>`), which this program does not run.
-    HelperConfigured {
-        file: PathBuf,
-        helper: String,
-    },
     /// No credentials: access is anonymous.
     None,
+}
+
+/// Runs a credential helper: `helper` is the name in the file (the program
+/// is `docker-credential-<helper>`), `server` what it is asked for.
+/// [`HelperRunner`] is the real one.
+pub trait RunHelper {
+    fn get(&self, helper: &str, server: &str) -> Result<Option<Credential>, HelperError>;
+}
+
+impl RunHelper for HelperRunner {
+    fn get(&self, helper: &str, server: &str) -> Result<Option<Credential>, HelperError> {
+        HelperRunner::get(self, helper, server)
+    }
 }
 
 /// Why credentials could not be looked up or parsed.
@@ -228,6 +267,13 @@ pub enum CredentialsError {
         reason: &'static str,
     },
 
+    #[error("credentials file {}: {source}", path.display())]
+    Helper {
+        path: PathBuf,
+        #[source]
+        source: HelperError,
+    },
+
     #[error("--creds is empty: expected USERNAME:PASSWORD")]
     EmptyCredsFlag,
 
@@ -240,20 +286,42 @@ pub enum CredentialsError {
 
 /// Finds the credentials for `repository` (`library/debian`; may be empty)
 /// on `host` (`docker.io`, `127.0.0.1:5000`), following the rules in the
-/// module documentation.
-pub fn lookup(env: &Env, host: &str, repository: &str) -> Result<Lookup, CredentialsError> {
+/// module documentation; `helpers` runs the credential helpers the files
+/// name.
+pub fn lookup(
+    env: &Env,
+    host: &str,
+    repository: &str,
+    helpers: &dyn RunHelper,
+) -> Result<Lookup, CredentialsError> {
     let target = Target::new(host, repository);
-    let mut credential_store: Option<(PathBuf, String)> = None;
     for auth_file in env.auth_files() {
         let Some(contents) = read_bounded(&auth_file.path)? else {
             continue;
         };
         let parsed = ParsedFile::parse(&auth_file, &contents)?;
-        if let Some(helper) = parsed.credential_helper_for(&target) {
-            return Ok(Lookup::HelperConfigured {
-                file: auth_file.path,
-                helper,
-            });
+        let ask = |helper: &str, server: &str| {
+            helpers
+                .get(helper, server)
+                .map_err(|source| CredentialsError::Helper {
+                    path: auth_file.path.clone(),
+                    source,
+                })
+        };
+        if let Some((key, helper)) = parsed.credential_helper_for(&target) {
+            if let Some(credential) = ask(&helper, &key)? {
+                return Ok(Lookup::Found(Found {
+                    credential,
+                    file: auth_file.path,
+                    key,
+                    helper: Some(helper),
+                }));
+            }
+            tracing::debug!(
+                "credential helper {helper:?} ({}) has no credentials for {key:?}",
+                auth_file.path.display()
+            );
+            continue;
         }
         if let Some((key, entry)) = parsed.matching_entry(&target) {
             if let Some(credential) = decode_entry(&auth_file.path, key, entry)? {
@@ -261,6 +329,7 @@ pub fn lookup(env: &Env, host: &str, repository: &str) -> Result<Lookup, Credent
                     credential,
                     file: auth_file.path,
                     key: key.to_string(),
+                    helper: None,
                 }));
             }
             tracing::debug!(
@@ -268,14 +337,27 @@ pub fn lookup(env: &Env, host: &str, repository: &str) -> Result<Lookup, Credent
                 auth_file.path.display()
             );
         }
-        if let (None, Some(store)) = (&credential_store, parsed.credential_store) {
-            credential_store = Some((auth_file.path, store));
+        if let Some(store) = &parsed.credential_store {
+            let server = if is_docker_hub(host) {
+                DOCKER_HUB_SERVER.to_string()
+            } else {
+                host.to_string()
+            };
+            if let Some(credential) = ask(store, &server)? {
+                return Ok(Lookup::Found(Found {
+                    credential,
+                    file: auth_file.path,
+                    key: server,
+                    helper: Some(store.clone()),
+                }));
+            }
+            tracing::debug!(
+                "credential store {store:?} ({}) has no credentials for {server:?}",
+                auth_file.path.display()
+            );
         }
     }
-    Ok(match credential_store {
-        Some((file, helper)) => Lookup::HelperConfigured { file, helper },
-        None => Lookup::None,
-    })
+    Ok(Lookup::None)
 }
 
 /// Parses skopeo's `--creds USERNAME[:PASSWORD]`, split at the first `:`
@@ -408,20 +490,24 @@ impl ParsedFile {
         })
     }
 
-    /// The `credHelpers` entry for the host: its exact key, else a key that
-    /// normalises to the host (Docker keys Docker Hub by its v1 URL).
-    fn credential_helper_for(&self, target: &Target) -> Option<String> {
-        let helper = self.credential_helpers.get(&target.host_key).or_else(|| {
-            let mut keys: Vec<&String> = self.credential_helpers.keys().collect();
-            keys.sort();
-            keys.into_iter()
-                .find(|key| normalize_key(key, true) == target.normalized_host)
-                .and_then(|key| self.credential_helpers.get(key))
-        })?;
+    /// The `credHelpers` entry for the host, as (key, helper): its exact
+    /// key, else a key that normalises to the host (Docker keys Docker Hub
+    /// by its v1 URL). An entry with an empty helper name counts as none.
+    fn credential_helper_for(&self, target: &Target) -> Option<(String, String)> {
+        let (key, helper) = self
+            .credential_helpers
+            .get_key_value(&target.host_key)
+            .or_else(|| {
+                let mut keys: Vec<&String> = self.credential_helpers.keys().collect();
+                keys.sort();
+                keys.into_iter()
+                    .find(|key| normalize_key(key, true) == target.normalized_host)
+                    .and_then(|key| self.credential_helpers.get_key_value(key))
+            })?;
         helper
             .as_str()
             .filter(|helper| !helper.is_empty())
-            .map(str::to_string)
+            .map(|helper| (key.clone(), helper.to_string()))
     }
 
     /// The `auths` entry for the target: the most specific exact key, else
@@ -684,13 +770,71 @@ mod tests {
         }
     }
 
+    /// Helpers that are never expected to run.
+    struct NoHelpers;
+
+    impl RunHelper for NoHelpers {
+        fn get(&self, helper: &str, server: &str) -> Result<Option<Credential>, HelperError> {
+            panic!("unexpected run of helper {helper:?} for {server:?}")
+        }
+    }
+
+    /// The lookup of files that name no helper.
+    fn lookup(env: &Env, host: &str, repository: &str) -> Result<Lookup, CredentialsError> {
+        super::lookup(env, host, repository, &NoHelpers)
+    }
+
+    /// Helpers that answer from a table by (helper, server), recording the
+    /// calls: credentials, `None` ("not found"), or a failure.
+    #[derive(Default)]
+    struct FakeHelpers {
+        answers: Vec<(&'static str, &'static str, Option<Credential>)>,
+        failing: Vec<&'static str>,
+        calls: std::cell::RefCell<Vec<(String, String)>>,
+    }
+
+    impl FakeHelpers {
+        fn answer(
+            mut self,
+            helper: &'static str,
+            server: &'static str,
+            credential: Option<Credential>,
+        ) -> Self {
+            self.answers.push((helper, server, credential));
+            self
+        }
+
+        fn calls(&self) -> Vec<(String, String)> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    impl RunHelper for FakeHelpers {
+        fn get(&self, helper: &str, server: &str) -> Result<Option<Credential>, HelperError> {
+            self.calls
+                .borrow_mut()
+                .push((helper.to_string(), server.to_string()));
+            if self.failing.contains(&helper) {
+                return Err(HelperError::Failed {
+                    program: format!("docker-credential-{helper}"),
+                    status: "exit status 1".to_string(),
+                });
+            }
+            Ok(self
+                .answers
+                .iter()
+                .find(|(h, s, _)| *h == helper && *s == server)
+                .and_then(|(_, _, credential)| credential.clone()))
+        }
+    }
+
     #[test]
     fn no_files_means_no_credentials() {
         let home = Home::new();
-        let lookup = lookup(&home.env(), "quay.io", "org/app").expect("lookup");
-        assert_eq!(lookup, Lookup::None);
+        let result = lookup(&home.env(), "quay.io", "org/app").expect("lookup");
+        assert_eq!(result, Lookup::None);
         assert_eq!(
-            super::lookup(&Env::default(), "quay.io", "org/app").expect("lookup"),
+            lookup(&Env::default(), "quay.io", "org/app").expect("lookup"),
             Lookup::None
         );
     }
@@ -949,13 +1093,17 @@ mod tests {
     }
 
     #[test]
-    fn credential_helper_for_the_host_stops_the_search() {
+    fn credential_helper_for_the_host_comes_first() {
         let home = Home::new();
         let docker = home.write(
             "home/.docker/config.json",
             &serde_json::json!({
                 "auths": { "gcr.io": { "auth": encode("ignored:i") } },
-                "credHelpers": { "gcr.io": "gcloud", "https://index.docker.io/v1/": "hub-helper" },
+                "credHelpers": {
+                    "gcr.io": "gcloud",
+                    "https://index.docker.io/v1/": "hub-helper",
+                    "registry.example:5000": "",
+                },
             })
             .to_string(),
         );
@@ -963,24 +1111,86 @@ mod tests {
             "home/.dockercfg",
             &serde_json::json!({ "gcr.io": { "auth": encode("later:l") } }).to_string(),
         );
+        let helpers = FakeHelpers::default()
+            .answer("gcloud", "gcr.io", Some(basic("oauth2accesstoken", "ya29")))
+            .answer(
+                "hub-helper",
+                "https://index.docker.io/v1/",
+                Some(basic("hub", "h")),
+            );
+        let env = home.env();
         assert_eq!(
-            lookup(&home.env(), "gcr.io", "project/app").expect("lookup"),
-            Lookup::HelperConfigured {
+            found(super::lookup(&env, "gcr.io", "project/app", &helpers).expect("lookup")),
+            Found {
+                credential: basic("oauth2accesstoken", "ya29"),
                 file: docker.clone(),
-                helper: "gcloud".to_string()
+                key: "gcr.io".to_string(),
+                helper: Some("gcloud".to_string()),
             }
         );
+        // The helper is asked for the server as the key names it.
+        let result =
+            found(super::lookup(&env, "docker.io", "library/debian", &helpers).expect("lookup"));
+        assert_eq!(result.credential, basic("hub", "h"));
+        assert_eq!(result.key, "https://index.docker.io/v1/");
         assert_eq!(
-            lookup(&home.env(), "docker.io", "library/debian").expect("lookup"),
-            Lookup::HelperConfigured {
-                file: docker,
-                helper: "hub-helper".to_string()
-            }
+            helpers.calls(),
+            [
+                ("gcloud".to_string(), "gcr.io".to_string()),
+                (
+                    "hub-helper".to_string(),
+                    "https://index.docker.io/v1/".to_string()
+                ),
+            ]
+        );
+        // An empty helper name is no helper.
+        assert_eq!(
+            super::lookup(&env, "registry.example:5000", "a", &helpers).expect("lookup"),
+            Lookup::None
         );
     }
 
     #[test]
-    fn credential_store_is_reported_only_when_nothing_else_is_found() {
+    fn a_helper_without_credentials_passes_the_file_over() {
+        let home = Home::new();
+        let runtime = home.write(
+            "run/containers/auth.json",
+            &serde_json::json!({
+                "auths": { "gcr.io": { "auth": encode("same-file:s") } },
+                "credHelpers": { "gcr.io": "empty" },
+            })
+            .to_string(),
+        );
+        let docker = home.write("home/.docker/config.json", &auths(&[("gcr.io", "next:n")]));
+        let helpers = FakeHelpers::default();
+        let result = found(super::lookup(&home.env(), "gcr.io", "a", &helpers).expect("lookup"));
+        // As in containers-image: the helper's file gives what the helper
+        // gives, nothing, and the search goes on with the next file.
+        assert_eq!(result.credential, basic("next", "n"));
+        assert_eq!(result.file, docker);
+        assert_eq!(result.helper, None);
+        assert_eq!(
+            helpers.calls(),
+            [("empty".to_string(), "gcr.io".to_string())]
+        );
+
+        // A failing helper stops the search, naming helper and file.
+        let helpers = FakeHelpers {
+            failing: vec!["empty"],
+            ..FakeHelpers::default()
+        };
+        let error = super::lookup(&home.env(), "gcr.io", "a", &helpers).expect_err("failing");
+        let message = error.to_string();
+        assert!(matches!(error, CredentialsError::Helper { ref path, .. } if *path == runtime));
+        assert!(message.contains("docker-credential-empty"), "{message}");
+        assert!(
+            message.contains(&runtime.display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn credential_store_comes_after_the_files_entry() {
         let home = Home::new();
         let docker = home.write(
             "home/.docker/config.json",
@@ -994,28 +1204,127 @@ mod tests {
             "home/.dockercfg",
             &serde_json::json!({ "ghcr.io": { "auth": encode("legacy:l") } }).to_string(),
         );
+        let helpers = FakeHelpers::default()
+            .answer(
+                "desktop",
+                "https://index.docker.io/v1/",
+                Some(Credential::IdentityToken {
+                    username: String::new(),
+                    token: "refresh".to_string(),
+                }),
+            )
+            .answer(
+                "desktop",
+                "registry.example:5000",
+                Some(basic("store", "s")),
+            );
         let env = home.env();
+        // Docker's placeholder entry, then the store, asked as Docker asks.
         assert_eq!(
-            lookup(&env, "docker.io", "library/debian").expect("lookup"),
-            Lookup::HelperConfigured {
+            found(super::lookup(&env, "docker.io", "library/debian", &helpers).expect("lookup")),
+            Found {
+                credential: Credential::IdentityToken {
+                    username: String::new(),
+                    token: "refresh".to_string()
+                },
                 file: docker.clone(),
-                helper: "desktop".to_string()
+                key: "https://index.docker.io/v1/".to_string(),
+                helper: Some("desktop".to_string()),
             }
         );
+        let result =
+            found(super::lookup(&env, "registry.example:5000", "a", &helpers).expect("lookup"));
+        assert_eq!(result.credential, basic("store", "s"));
+        assert_eq!(result.key, "registry.example:5000");
+        // The file's own entry comes before its store.
+        let calls = helpers.calls().len();
         assert_eq!(
-            found(lookup(&env, "quay.io", "a").expect("lookup")).credential,
+            found(super::lookup(&env, "quay.io", "a", &helpers).expect("lookup")).credential,
             basic("real", "r")
         );
+        assert_eq!(helpers.calls().len(), calls);
+        // Nothing in the store: the next file.
         assert_eq!(
-            found(lookup(&env, "ghcr.io", "a").expect("lookup")).credential,
+            found(super::lookup(&env, "ghcr.io", "a", &helpers).expect("lookup")).credential,
             basic("legacy", "l")
         );
         assert_eq!(
-            lookup(&env, "unknown.example", "a").expect("lookup"),
-            Lookup::HelperConfigured {
-                file: docker,
-                helper: "desktop".to_string()
-            }
+            super::lookup(&env, "unknown.example", "a", &helpers).expect("lookup"),
+            Lookup::None
+        );
+        assert_eq!(
+            helpers.calls()[calls..],
+            [
+                ("desktop".to_string(), "ghcr.io".to_string()),
+                ("desktop".to_string(), "unknown.example".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn helpers_run_for_real_from_the_search_path() {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt;
+        let home = Home::new();
+        let bin = home.path("bin");
+        fs::create_dir_all(&bin).expect("mkdir");
+        for (name, body) in [
+            (
+                "per-host",
+                r#"server=$(cat); [ "$server" = registry.example:5000 ] || exit 9
+echo '{"ServerURL":"registry.example:5000","Username":"helper-user","Secret":"helper-secret"}'"#,
+            ),
+            (
+                "store",
+                r#"server=$(cat)
+case "$server" in
+  quay.io) echo '{"ServerURL":"quay.io","Username":"store-user","Secret":"store-secret"}' ;;
+  *) echo 'credentials not found in native keychain'; exit 1 ;;
+esac"#,
+            ),
+        ] {
+            let path = bin.join(format!("docker-credential-{name}"));
+            let mut file = fs::File::create(&path).expect("create");
+            file.write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+                .expect("write");
+            drop(file);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        home.write(
+            "home/.docker/config.json",
+            &serde_json::json!({
+                "credHelpers": { "registry.example:5000": "per-host" },
+                "credsStore": "store",
+            })
+            .to_string(),
+        );
+        let mut search_path = OsString::from(&bin);
+        search_path.push(":/usr/bin:/bin");
+        let env = Env {
+            search_path: Some(search_path),
+            ..home.env()
+        };
+        let runner = env.helper_runner();
+        let get = |host: &str| super::lookup(&env, host, "a/b", &runner).expect("lookup");
+        assert_eq!(
+            found(get("registry.example:5000")).credential,
+            basic("helper-user", "helper-secret")
+        );
+        let result = found(get("quay.io"));
+        assert_eq!(result.credential, basic("store-user", "store-secret"));
+        assert_eq!(result.helper.as_deref(), Some("store"));
+        assert_eq!(get("ghcr.io"), Lookup::None);
+        // Not on the search path: an error naming the helper.
+        let env = Env {
+            search_path: None,
+            ..env
+        };
+        let error = super::lookup(&env, "quay.io", "a", &env.helper_runner()).expect_err("missing");
+        assert!(
+            error
+                .to_string()
+                .contains("docker-credential-store is not on $PATH"),
+            "{error}"
         );
     }
 

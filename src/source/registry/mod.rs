@@ -7,6 +7,7 @@ pub mod blob;
 pub mod certs;
 pub mod challenge;
 pub mod client;
+pub mod cred_helper;
 pub mod credentials;
 pub mod index_artifact;
 pub mod reference;

@@ -1,6 +1,6 @@
 //! How to talk to registries: TLS verification, credentials, certificate
 //! directories and whether index artifacts are used. Built once from the
-//! command line (`--tls-verify`, `--creds`, `--cert-dir`,
+//! command line (`--tls-verify`, `--creds`, `--authfile`, `--cert-dir`,
 //! `--no-remote-index`) and passed down with the options of the command;
 //! a mount daemon gets the same flags from its parent.
 
@@ -19,6 +19,9 @@ pub struct Settings {
     pub tls_verify: bool,
     /// `--creds USER:PASS`: used instead of any auth file.
     pub creds: Option<Credential>,
+    /// `--authfile FILE`: the only credentials file read (it replaces
+    /// `$REGISTRY_AUTH_FILE` and the default search).
+    pub authfile: Option<PathBuf>,
     /// `--cert-dir`: replaces the certs.d lookup.
     pub cert_dir: Option<PathBuf>,
     /// Look for and use layer-index artifacts pushed with `index push`.
@@ -33,6 +36,7 @@ impl Default for Settings {
         Settings {
             tls_verify: true,
             creds: None,
+            authfile: None,
             cert_dir: None,
             remote_index: true,
             request_timeout: Duration::from_secs(60),
