@@ -450,15 +450,13 @@ impl LayerReader {
     /// remembered. So reading a whole stretch after a prune or an eviction
     /// decodes (and from a registry, fetches) it once, not once per span.
     fn redecode_stretch(&self, i: usize, data: &DataCache, out: &mut [u8]) -> io::Result<()> {
-        type Fill<'b> = Box<dyn FnMut(&mut [u8]) -> io::Result<()> + 'b>;
         let blob = &*self.blob;
-        let (first, mut fill): (usize, Fill<'_>) = if self.compression == Compression::Gzip {
-            let (first, fill) = gzip::stretch_from(blob, &self.spans, i)?;
-            (first, Box::new(fill))
+        let mut stretch = if self.compression == Compression::Gzip {
+            gzip::stretch_from(blob, &self.spans, i)?
         } else {
-            let (first, fill) = zstd::stretch_from(blob, &self.spans, i)?;
-            (first, Box::new(fill))
+            zstd::stretch_from(blob, &self.spans, i)?
         };
+        let first = stretch.first;
         let stretch_out = self.spans[first].out_offset;
         let mut kept_after = 0;
         for j in first..self.spans.len() {
@@ -469,11 +467,11 @@ impl LayerReader {
                 break;
             }
             if j == i {
-                fill(out)?;
+                stretch.fill(out)?;
                 continue;
             }
             let mut bytes = vec![0u8; usize::try_from(span.out_len).map_err(io::Error::other)?];
-            match fill(&mut bytes) {
+            match stretch.fill(&mut bytes) {
                 Ok(()) => {}
                 Err(e) if j < i => return Err(e),
                 // Past the span asked for: what was kept stays kept.

@@ -24,7 +24,7 @@ use libz_rs_sys::{
 
 use crate::layer::deflate_frame;
 use crate::layer::spans::{
-    span_at, write_materialized, Span, SpanBuilder, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES,
+    span_at, write_materialized, Span, SpanBuilder, SpanStart, Stretch, FIXED_SPAN, MAX_SPAN_BYTES,
 };
 use crate::layer::window_use::{self, WINDOW};
 const GZIP_WINDOW_BITS: i32 = 31;
@@ -601,15 +601,15 @@ pub fn redecode_materialized(
     i: usize,
     out: &mut [u8],
 ) -> io::Result<()> {
-    let (first, mut fill) = stretch_from(blob, spans, i)?;
-    let mut skip = spans[i].out_offset - spans[first].out_offset;
+    let mut stretch = stretch_from(blob, spans, i)?;
+    let mut skip = spans[i].out_offset - spans[stretch.first].out_offset;
     let mut scratch = vec![0u8; INPUT_CHUNK];
     while skip > 0 {
         let n = skip.min(scratch.len() as u64) as usize;
-        fill(&mut scratch[..n])?;
+        stretch.fill(&mut scratch[..n])?;
         skip -= n as u64;
     }
-    fill(out)
+    stretch.fill(out)
 }
 
 /// The materialised stretch span `i` belongs to, decoded front to back
@@ -621,7 +621,7 @@ pub fn stretch_from<'a>(
     blob: &'a dyn BlobSource,
     spans: &[Span],
     i: usize,
-) -> io::Result<(usize, impl FnMut(&mut [u8]) -> io::Result<()> + 'a)> {
+) -> io::Result<Stretch<'a>> {
     let span = &spans[i];
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
@@ -641,7 +641,7 @@ pub fn stretch_from<'a>(
             )
         })?;
     let mut dec = SpanDecoder::new(blob, &spans[anchor])?;
-    Ok((anchor, move |out: &mut [u8]| dec.fill(out)))
+    Ok(Stretch::new(anchor, move |out: &mut [u8]| dec.fill(out)))
 }
 
 /// Inflates from a span's checkpoint, reading the blob as it goes.

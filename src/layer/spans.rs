@@ -56,6 +56,31 @@ pub struct Span {
     pub start: SpanStart,
 }
 
+/// A materialised stretch (one zstd frame, or deflate blocks longer than a
+/// span) decoded front to back from its start: `first` is the index of its
+/// first span, and each `fill` hands out the next bytes of its output.
+pub struct Stretch<'a> {
+    pub first: usize,
+    fill: Box<FillFn<'a>>,
+}
+
+/// What hands out a stretch's bytes.
+type FillFn<'a> = dyn FnMut(&mut [u8]) -> std::io::Result<()> + 'a;
+
+impl<'a> Stretch<'a> {
+    pub fn new(first: usize, fill: impl FnMut(&mut [u8]) -> std::io::Result<()> + 'a) -> Self {
+        Stretch {
+            first,
+            fill: Box::new(fill),
+        }
+    }
+
+    /// The next `out.len()` bytes of the stretch.
+    pub fn fill(&mut self, out: &mut [u8]) -> std::io::Result<()> {
+        (self.fill)(out)
+    }
+}
+
 /// The SHA-256 of `bytes`, as a span records it.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()

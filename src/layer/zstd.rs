@@ -12,7 +12,9 @@ use std::io::{self, Read};
 
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
-use crate::layer::spans::{write_materialized, Span, SpanBuilder, SpanStart, MAX_SPAN_BYTES};
+use crate::layer::spans::{
+    write_materialized, Span, SpanBuilder, SpanStart, Stretch, MAX_SPAN_BYTES,
+};
 
 const MAX_FRAME_SPAN: usize = MAX_SPAN_BYTES as usize;
 const INPUT_CHUNK: usize = 256 * 1024;
@@ -153,7 +155,7 @@ pub fn stretch_from<'a>(
     blob: &'a dyn BlobSource,
     spans: &[Span],
     i: usize,
-) -> io::Result<(usize, impl FnMut(&mut [u8]) -> io::Result<()> + 'a)> {
+) -> io::Result<Stretch<'a>> {
     let span = &spans[i];
     let SpanStart::Materialized { frame_out } = span.start else {
         return Err(io::Error::other("not a materialised span"));
@@ -174,7 +176,9 @@ pub fn stretch_from<'a>(
         })?;
     let reader = BlobCursor::new(blob, span.in_offset);
     let mut dec = zstd::stream::read::Decoder::new(reader)?.single_frame();
-    Ok((first, move |out: &mut [u8]| dec.read_exact(out)))
+    Ok(Stretch::new(first, move |out: &mut [u8]| {
+        dec.read_exact(out)
+    }))
 }
 
 /// Decode one frame span from the blob into `out` (exactly `span.out_len` bytes).
