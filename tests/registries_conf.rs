@@ -202,7 +202,13 @@ insecure = true
     assert_eq!(ok(&out), HELLO);
     let out = om(cache.path(), &file, &["inspect", image]);
     let inspect = ok(&out);
-    assert!(inspect.contains("example.invalid/foo/img"), "{inspect}");
+    assert!(
+        inspect.contains("Image:       docker://example.invalid/foo/img:v1\n")
+            && inspect.contains(&format!(
+                "Read from:   docker://{live}/test/img (registries.conf)\n"
+            )),
+        "{inspect}"
+    );
 
     // Not insecure: plain HTTP is refused, as for any registry under
     // --tls-verify; so `insecure` above is what allowed it, for that
