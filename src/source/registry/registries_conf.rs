@@ -148,7 +148,9 @@ impl Env {
         let user_dir = self.user_dir();
         if let Some(user_dir) = &user_dir {
             let user_file = user_dir.join("registries.conf");
-            if fs::symlink_metadata(&user_file).is_ok() {
+            // As containers/image's check: a file we may not look at, or
+            // a dangling link, is no user file.
+            if user_file.exists() {
                 return Plan {
                     main: user_file,
                     main_required: true,
