@@ -552,7 +552,8 @@ fn blocked(rule: &Rule) -> ConfError {
 fn match_len(name: &str, prefix: &str) -> Option<usize> {
     let boundary =
         |at: usize| at == name.len() || matches!(name.as_bytes()[at], b'/' | b':' | b'@');
-    if let Some(domain) = prefix.strip_prefix('*') {
+    if prefix.starts_with("*.") {
+        let domain = &prefix[1..];
         let at = name.find(domain)?;
         if name[..at].contains('/') {
             return None;
@@ -676,7 +677,10 @@ impl Parser<'_> {
     }
 
     fn syntax(&self, e: &toml::de::Error) -> ConfError {
-        let start = e.span().map_or(0, |s| s.start).min(self.text.len());
+        let mut start = e.span().map_or(0, |s| s.start).min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
         let column = self
             .text
@@ -1537,6 +1541,27 @@ insecure = true
     }
 
     #[test]
+    fn hostile_files_are_errors_not_crashes() {
+        let deep = format!("x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_error(&deep).starts_with("/etc/r.conf:1:"));
+        let deep_table = format!("x = {}{}\n", "{a=".repeat(50_000), "}".repeat(50_000));
+        assert!(parse_error(&deep_table).starts_with("/etc/r.conf:1:"));
+        let err = parse_error("é = \"\u{1F600}\n");
+        assert!(err.starts_with("/etc/r.conf:1:"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.conf");
+        fs::write(&big, vec![b'#'; MAX_CONF_FILE_BYTES as usize + 1]).unwrap();
+        let err = RegistriesConf::load(&Env {
+            explicit: Some(big),
+            xdg_config_home: None,
+            home: None,
+            system_file: PathBuf::new(),
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
     fn what_real_files_hold_is_accepted() {
         // Debian's shortnames.conf drop-in and the keys of the stock file.
         let c = conf(
@@ -1603,5 +1628,7 @@ registries = ["evil.io", "both.local"]
         assert_eq!(match_len("x.r.io", "*.r.io"), Some(6));
         assert_eq!(match_len("x.r.iox/a", "*.r.io"), None);
         assert_eq!(match_len("r.io/a", "*.r.io"), None);
+        // Only `*.` is a wildcard.
+        assert_eq!(match_len("xr.io/a", "*r.io"), None);
     }
 }
