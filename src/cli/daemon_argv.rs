@@ -44,6 +44,9 @@ impl RegistryArgs {
         if self.no_remote_index {
             out.push("--no-remote-index".into());
         }
+        if let Some(file) = &self.registries_conf {
+            flag(out, "--registries-conf", file);
+        }
     }
 }
 
@@ -160,6 +163,7 @@ mod tests {
                     cert_dir: Some(PathBuf::from("/etc/certs dir")),
                     no_remote_index: true,
                     registry_timeout: 7,
+                    registries_conf: Some(PathBuf::from("/etc/my registries.conf")),
                 },
             },
             DaemonLaunch {
@@ -193,6 +197,7 @@ mod tests {
                     cert_dir: None,
                     no_remote_index: false,
                     registry_timeout: 60,
+                    registries_conf: None,
                 },
             },
             DaemonLaunch {
@@ -235,6 +240,7 @@ mod tests {
                 cert_dir: Some(PathBuf::from("/d")),
                 no_remote_index: true,
                 registry_timeout: 1,
+                registries_conf: Some(PathBuf::from("/r.conf")),
             },
         }
         .to_args(std::path::Path::new("/c"), &mut written);

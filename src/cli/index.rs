@@ -83,12 +83,14 @@ fn push(args: &ImageArgs, opts: &OpenOptions) -> Result<()> {
         platform: None,
         annotations: Default::default(),
     };
-    let client = Client::connect(name, &opts.registry)?;
+    // Pushed to the primary location registries.conf gives, never a mirror.
+    let target = opts.registry.push_source(name)?;
+    let client = Client::connect(&target.name, &opts.registry.for_source(&target))?;
     let pushed = index_artifact::push(&client, &subject, &local)?;
     println!(
         "pushed index artifact {} for {}@{}: {} of {} layers, {}, listed through {}",
         pushed.artifact,
-        name,
+        target.name,
         image.manifest_digest,
         local.len(),
         image.layers.len(),

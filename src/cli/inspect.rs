@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::image::PlatformChoice;
 use crate::oci::manifest::RuntimeConfig;
 use crate::rootfs::OpenOptions;
+use crate::source::reference::Transport;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -22,6 +23,10 @@ pub struct InspectArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     image: &'a str,
+    /// Where a registry image was read from, when registries.conf sent it
+    /// elsewhere (a mirror, a rewritten location).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_from: Option<String>,
     manifest: Digest,
     manifest_media_type: &'a str,
     config: Digest,
@@ -47,8 +52,16 @@ struct LayerReport<'a> {
 pub fn run(args: &InspectArgs, opts: &OpenOptions) -> Result<()> {
     let rootfs = args.image.open(opts)?;
     let image = &rootfs.image;
+    let read_from = match &image.reference.transport {
+        Transport::Registry(name) => {
+            let at = image.store.index_location();
+            (at != format!("docker://{name}")).then_some(at)
+        }
+        _ => None,
+    };
     let report = Report {
         image: &args.image.image,
+        read_from,
         manifest: image.manifest_digest,
         manifest_media_type: &image.manifest_media_type,
         config: image.config_digest,
@@ -87,6 +100,9 @@ fn text(r: &Report<'_>) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<13}{v}\n"));
     line("Image:", r.image.to_string());
+    if let Some(at) = &r.read_from {
+        line("Read from:", format!("{at} (registries.conf)"));
+    }
     line(
         "Manifest:",
         format!("{} ({})", r.manifest, r.manifest_media_type),

@@ -174,6 +174,14 @@ pub struct RegistryArgs {
         env = "OCIMOUNT_REGISTRY_TIMEOUT"
     )]
     pub registry_timeout: u64,
+
+    /// The registries.conf to read (mirrors, rewritten locations, insecure
+    /// and blocked registries) instead of $CONTAINERS_REGISTRIES_CONF,
+    /// ~/.config/containers/registries.conf or
+    /// /etc/containers/registries.conf; drop-ins from registries.conf.d
+    /// beside it
+    #[arg(long, global = true, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -195,7 +203,11 @@ impl RegistryArgs {
                 _ => None,
             },
         };
+        use crate::source::registry::registries_conf::{Env, RegistriesConf};
+        let registries =
+            RegistriesConf::load(&Env::from_process().with_file(self.registries_conf.clone()));
         Ok(settings::Settings {
+            registries: std::sync::Arc::new(registries),
             tls_verify: self.tls_verify,
             creds,
             authfile: self.authfile.clone(),

@@ -313,13 +313,14 @@ fn published_index_limit(size: u64) -> u64 {
         .min(crate::limits::MAX_PUBLISHED_INDEX_BYTES)
 }
 
-/// The scope whose published indexes this open may use: the image's
-/// repository, when it is in a registry and remote indexes are allowed.
+/// The scope whose published indexes this open may use: the repository
+/// the image is read from (a mirror's, when registries.conf sent it
+/// there), when it is in a registry and remote indexes are allowed.
 fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
     let allowed = opts.published_indexes && opts.registry.remote_index;
     match &image.reference.transport {
-        crate::source::reference::Transport::Registry(name) if allowed => {
-            Some(format!("docker://{name}"))
+        crate::source::reference::Transport::Registry(_) if allowed => {
+            Some(image.store.index_location())
         }
         _ => None,
     }
