@@ -402,7 +402,7 @@ fn a_forged_tree_with_a_valid_checksum_is_refused_by_its_ranges() {
             }),
         ),
         (
-            "tree format version 9, this build reads 3",
+            "tree format version 9, this build reads 4",
             forged(&bytes, |b, _| b[8..12].copy_from_slice(&9u32.to_le_bytes())),
         ),
     ];
