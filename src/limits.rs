@@ -43,8 +43,11 @@ pub const MAX_LOG_BYTES: u64 = 8 << 20;
 /// A layer index published to a registry (`index push`) larger than this
 /// is not fetched; the layer gets a full pass instead. An index is about
 /// 100 bytes per entry: this is several million entries. A smaller layer
-/// gets a smaller bound: 64 MiB plus 8 times its compressed size.
-/// (registry tests: a published index past the limit)
+/// gets a smaller bound: 64 MiB plus 8 times its compressed size. The
+/// bound is never allocated ahead: the packed body and its decompression
+/// grow with what arrives (`sys::bounded`), and a failed allocation is a
+/// full pass too, not an abort. (`index_artifact` tests: a body that
+/// claims 512 MiB and sends 10 KB, a zstd bomb, running out of memory)
 pub const MAX_PUBLISHED_INDEX_BYTES: u64 = 512 << 20;
 
 /// Nested indexes followed from the top one. (public_fixtures: the index loop)

@@ -1942,28 +1942,16 @@ fn a_mounted_file_whose_span_read_is_answered_with_other_bytes_fails_with_eio() 
 // The referrers API (distribution-spec 1.1), which Debian's registry 2.8
 // lacks: tests/registry.rs covers the tag schema against it.
 
-/// A registry with the referrers API lists an index artifact (made here
-/// from the index a first node built): a second node with an empty cache
-/// finds it through the API, never asks for the `sha256-…` tag, and reads
-/// the file with a Range request and no pass over the layer.
-#[test]
-fn a_published_index_is_found_through_the_referrers_api() {
-    let plain = FakeRegistry::start(Image::standard(), |_, _| false);
-    let first = Ocimount::new(10);
-    first.run(&["ls", &plain.by_tag(), "/"], QUICK).assert_ok();
+/// A registry with the referrers API that lists an index artifact for
+/// the standard image: its one layer index is the blob `packed_digest` of
+/// `declared` bytes (what the artifact's descriptor says), which `blob`
+/// answers; everything else is a well-behaved registry's answer.
+fn publishing_registry(
+    packed_digest: String,
+    declared: u64,
+    blob: impl Fn(&Request, &mut Conn) + Send + Sync + 'static,
+) -> FakeRegistry {
     let image = Image::standard();
-    let hex = image.layer_digest.trim_start_matches("sha256:").to_string();
-    let index = std::fs::read(
-        first
-            .home
-            .path()
-            .join("cache/layers/sha256")
-            .join(&hex)
-            .join("index"),
-    )
-    .unwrap();
-    let packed = zstd::bulk::compress(&index, 3).unwrap();
-    let packed_digest = sha256(&packed);
     let artifact = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -1976,7 +1964,7 @@ fn a_published_index_is_found_through_the_referrers_api() {
         "layers": [{
             "mediaType": "application/vnd.ocimount.layer-index.v4+zstd",
             "digest": packed_digest,
-            "size": packed.len(),
+            "size": declared,
             "annotations": { "io.ocimount.layer.digest": image.layer_digest },
         }],
         "subject": {
@@ -1999,7 +1987,7 @@ fn a_published_index_is_found_through_the_referrers_api() {
     }))
     .unwrap();
     let subject = image.manifest_digest.clone();
-    let registry = FakeRegistry::start(image, move |req, conn| {
+    FakeRegistry::start(image, move |req, conn| {
         if req.path.contains(&format!("/referrers/{subject}")) {
             let index_type = "application/vnd.oci.image.index.v1+json".to_string();
             conn.respond(req, 200, &[("Content-Type", index_type)], &listed);
@@ -2011,10 +1999,37 @@ fn a_published_index_is_found_through_the_referrers_api() {
             return true;
         }
         if req.blob_digest() == Some(packed_digest.as_str()) {
-            conn.respond(req, 200, &[], &packed);
+            blob(req, conn);
             return true;
         }
         false
+    })
+}
+
+/// A registry with the referrers API lists an index artifact (made here
+/// from the index a first node built): a second node with an empty cache
+/// finds it through the API, never asks for the `sha256-…` tag, and reads
+/// the file with a Range request and no pass over the layer.
+#[test]
+fn a_published_index_is_found_through_the_referrers_api() {
+    let plain = FakeRegistry::start(Image::standard(), |_, _| false);
+    let first = Ocimount::new(10);
+    first.run(&["ls", &plain.by_tag(), "/"], QUICK).assert_ok();
+    let image = Image::standard();
+    let hex = image.layer_digest.trim_start_matches("sha256:").to_string();
+    let index = std::fs::read(
+        first
+            .home
+            .path()
+            .join("cache/layers/sha256")
+            .join(&hex)
+            .join("index"),
+    )
+    .unwrap();
+    let packed = zstd::bulk::compress(&index, 3).unwrap();
+    let size = packed.len() as u64;
+    let registry = publishing_registry(sha256(&packed), size, move |req, conn| {
+        conn.respond(req, 200, &[], &packed);
     });
     let second = Ocimount::new(10);
     let run = second.run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
@@ -2037,6 +2052,81 @@ fn a_published_index_is_found_through_the_referrers_api() {
         "the referrers tag was asked for although the API answered:\n{}",
         registry.shown()
     );
+}
+
+/// The file is read, and the layer was streamed whole: a full pass.
+fn assert_full_pass(registry: &FakeRegistry, run: &Run, why: &str) {
+    assert_eq!(run.assert_ok().as_bytes(), FILE_CONTENT);
+    let layer = registry.image.layer_digest.clone();
+    assert!(
+        registry.count(|r| r.blob_digest() == Some(layer.as_str()) && r.range().is_none()) >= 1,
+        "no full pass:\n{}",
+        registry.shown()
+    );
+    for said in ["indexing it with a full pass", why] {
+        assert!(
+            run.stderr.contains(said),
+            "stderr lacks {said:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// The artifact says its index is 60 MiB (under the bound for this
+/// layer, 64 MiB plus 8 times its size) and the registry sends 10 KB of
+/// it, then closes: the 60 MiB are never allocated, and the layer gets a
+/// full pass.
+#[test]
+fn a_published_index_that_claims_60_mib_and_sends_10_kb_gets_a_full_pass() {
+    let declared: u64 = 60 << 20;
+    let registry = publishing_registry(sha256(b"never whole"), declared, move |_, conn| {
+        let range = format!("bytes 0-{}/{declared}", declared - 1);
+        // No Content-Length: the body ends when the connection closes.
+        if conn.head(206, &[("Content-Range", range)]) {
+            conn.write(&[0x28; 10_000]);
+        }
+    });
+    let run = Ocimount::new(10)
+        .measured()
+        .run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
+    assert_full_pass(
+        &registry,
+        &run,
+        &format!("the body ends after 10000 of its {declared} bytes"),
+    );
+    let max_rss_kib = run.max_rss_kib.unwrap();
+    assert!(max_rss_kib < 50 * 1024, "{max_rss_kib} KiB");
+}
+
+/// The published index is a zstd bomb whose frame does not say its size:
+/// 1 GiB of zeros in a few tens of KB. Decompression stops at the bound
+/// (64 MiB plus 8 times the layer's size), and the layer gets a full pass.
+#[test]
+fn a_published_zstd_bomb_gets_a_full_pass() {
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    encoder.include_contentsize(false).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let packed = encoder.finish().unwrap();
+    assert!(packed.len() < 200_000, "{} bytes packed", packed.len());
+    let size = packed.len() as u64;
+    let registry = publishing_registry(sha256(&packed), size, move |req, conn| {
+        conn.respond(req, 200, &[], &packed);
+    });
+    let run = Ocimount::new(10)
+        .measured()
+        .run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
+    let bound = (64u64 << 20) + 8 * registry.image.layer.len() as u64;
+    assert_full_pass(
+        &registry,
+        &run,
+        &format!("it decompresses past the {bound}-byte limit"),
+    );
+    // The bound's worth of zeros, and a little more: not the gigabyte.
+    let max_rss_kib = run.max_rss_kib.unwrap();
+    assert!(max_rss_kib < 200 * 1024, "{max_rss_kib} KiB");
 }
 
 /// A token endpoint that redirects to another host gets the user's

@@ -1,7 +1,9 @@
 //! The operating-system edge every stage shares: file locks, temp files,
-//! `/proc/self/mountinfo` and progress bars. Nothing here knows about images.
+//! `/proc/self/mountinfo`, progress bars, and untrusted bodies read in
+//! memory that follows what arrives. Nothing here knows about images.
 
 pub mod atomic;
+pub mod bounded;
 pub mod lock;
 pub mod mountinfo;
 pub mod progress;

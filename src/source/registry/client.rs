@@ -34,6 +34,7 @@ use crate::source::registry::credentials::{self, Credential, Lookup};
 use crate::source::registry::reference::RepositoryName;
 use crate::source::registry::settings::Settings;
 use crate::source::registry::tls;
+use crate::sys::bounded::{self, ReadError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream (a whole layer) may take long in all, but never this long
@@ -294,17 +295,37 @@ impl Client {
         if len == 0 {
             return Ok(Vec::new());
         }
+        let (mut body, what) = self.blob_range_body(digest, start, len)?;
+        let mut bytes = vec![0u8; len as usize];
+        body.read_exact(&mut bytes)
+            .map_err(|e| self.body_error(&format!("{what}: the body ends early or fails"), e))?;
+        Ok(bytes)
+    }
+
+    /// The body of a Range request for `len` bytes of blob `digest` from
+    /// `start`, as [`blob_range`](Self::blob_range) asks for it, unread:
+    /// at most `len` bytes, which the caller reads as they arrive (and
+    /// checks it had them all). With it, what it is for messages.
+    pub fn blob_range_body(
+        &self,
+        digest: &Digest,
+        start: u64,
+        len: u64,
+    ) -> Result<(impl Read + use<>, String)> {
+        let end = start
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| self.error(format!("blob {digest}: no bytes {start}+{len}")))?;
         let url = self.repo_url(&format!("blobs/{digest}"));
-        let range = format!("bytes={start}-{}", start + len - 1);
+        let range = format!("bytes={start}-{}", end - 1);
         let response = self.send("GET", &url, &[("Range", range)], None, Access::Pull, false)?;
-        let what = || format!("blob {digest} bytes {start}..{}", start + len);
+        let what = format!("blob {digest} bytes {start}..{end}");
         let skip = match response.status().as_u16() {
             206 => {
                 let content_range = header(&response, "content-range").unwrap_or_default();
                 if !content_range.starts_with(&format!("bytes {start}-")) {
                     return Err(self.error(format!(
-                        "{}: the registry answered with Content-Range {content_range:?}",
-                        what()
+                        "{what}: the registry answered with Content-Range {content_range:?}"
                     )));
                 }
                 0
@@ -324,7 +345,7 @@ impl Client {
                     location: self.name.to_string(),
                 })
             }
-            _ => return Err(self.status_error(&format!("GET {}", what()), response)),
+            _ => return Err(self.status_error(&format!("GET {what}"), response)),
         };
         let mut body = response
             .into_body()
@@ -332,12 +353,8 @@ impl Client {
             .limit(u64::MAX)
             .reader();
         io::copy(&mut (&mut body).take(skip), &mut io::sink())
-            .map_err(|e| self.body_error(&what(), e))?;
-        let mut bytes = vec![0u8; len as usize];
-        body.read_exact(&mut bytes).map_err(|e| {
-            self.body_error(&format!("{}: the body ends early or fails", what()), e)
-        })?;
-        Ok(bytes)
+            .map_err(|e| self.body_error(&what, e))?;
+        Ok((body.take(len), what))
     }
 
     /// The whole blob, front to back, as one GET. The reader yields exactly
@@ -600,7 +617,7 @@ impl Client {
     }
 
     /// A body that could not be read, saying which bound it hit.
-    fn body_error(&self, what: &str, e: io::Error) -> Error {
+    pub(crate) fn body_error(&self, what: &str, e: io::Error) -> Error {
         let timed_out = e.kind() == io::ErrorKind::TimedOut || e.to_string().starts_with("timeout");
         if timed_out {
             self.error(format!("{what}: {}", self.timed_out()))
@@ -821,19 +838,20 @@ impl Client {
                 )));
             }
         }
-        let mut bytes = Vec::new();
-        response
+        // In memory that follows what arrives (a failed allocation is an
+        // error, never an abort), refused past the limit.
+        let body = response
             .into_body()
             .into_with_config()
             .limit(u64::MAX)
-            .reader()
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.body_error(&format!("reading the {what}"), e))?;
-        if bytes.len() as u64 > limit {
-            return Err(self.error(format!("the {what} is more than the {limit}-byte limit")));
-        }
-        Ok(bytes)
+            .reader();
+        bounded::read(body, limit).map_err(|e| match e {
+            ReadError::TooLarge { .. } => {
+                self.error(format!("the {what} is more than the {limit}-byte limit"))
+            }
+            ReadError::Io(e) => self.body_error(&format!("reading the {what}"), e),
+            e @ ReadError::NoMemory { .. } => self.error(format!("reading the {what}: {e}")),
+        })
     }
 
     /// An unexpected status, with what the registry said (its first few KiB).
