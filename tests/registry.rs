@@ -1064,7 +1064,7 @@ fn publish_index_on_the_first_node_spares_the_next_its_full_pass() {
 }
 
 #[test]
-fn publish_index_to_a_registry_that_refuses_pushes_is_a_warning() {
+fn publish_index_refused_by_the_registry_or_the_credentials_is_a_warning() {
     let mut reg = TestRegistry::new();
     reg.push(&layout("tiny-opaque"), "test/tiny:v1");
     reg.set_read_only();
@@ -1085,6 +1085,27 @@ fn publish_index_to_a_registry_that_refuses_pushes_is_a_warning() {
         ],
     );
     assert_same_bytes(&got.unwrap(), &want, "/n/file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: layer indexes not published"),
+        "{stderr}"
+    );
+
+    // Credentials that allow only pulls (anonymous, where the token server
+    // gives anonymous clients pull tokens only): a warning too.
+    let reg = TestRegistry::builder()
+        .token_auth("pusher", "secret")
+        .start();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let node = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = om(node.path(), &["mount", "--publish-index", &image, d]);
+    ok(&out);
+    let got = std::fs::read(dir.path().join("n/file"));
+    ok(&om(node.path(), &["umount", d]));
+    assert_same_bytes(&got.unwrap(), &want, "/n/file (pull-only credentials)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: layer indexes not published"),

@@ -201,10 +201,9 @@ fn publish_first(
                 tracing::info!("{message}");
             }
         }
-        Err(e) => eprintln!(
-            "ocimount: warning: layer indexes not published to {}: {e} (the mount goes on)",
-            image.store.index_location()
-        ),
+        Err(e) => {
+            eprintln!("ocimount: warning: layer indexes not published: {e} (the mount goes on)")
+        }
     }
 }
 
