@@ -67,7 +67,7 @@ impl Image {
             explicit: platform.is_some(),
         };
         let (manifest_desc, choice) = resolver.choose(&reference.selector)?;
-        let (manifest, _) = json_blob::<Manifest>(
+        let (manifest, manifest_bytes) = json_blob::<Manifest>(
             &*store,
             "manifest",
             &manifest_desc.digest,
@@ -86,12 +86,16 @@ impl Image {
                 digest: manifest.config.digest,
             });
         }
-        let (config, _) = json_blob::<ImageConfig>(
+        let (config, config_bytes) = json_blob::<ImageConfig>(
             &*store,
             "config",
             &manifest.config.digest,
             manifest.config.size,
         )?;
+        // Both verified: a later open by digest (a mount's daemon) may
+        // take them from the store instead of fetching them again.
+        store.keep(&manifest_desc.digest, &manifest_bytes);
+        store.keep(&manifest.config.digest, &config_bytes);
         let mut compressions = Vec::with_capacity(manifest.layers.len());
         for desc in &manifest.layers {
             compressions.push(

@@ -921,3 +921,194 @@ fn index_push_keeps_other_tools_referrers_in_the_tag() {
     );
     assert_eq!(listed["annotations"]["org.example.kept"], "yes");
 }
+
+/// The digests `inspect --json` reports: the manifest's and the config's.
+fn manifest_and_config(cache: &Path, image: &str) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&om(cache, &["inspect", "--json", image]))).unwrap();
+    (
+        v["manifest"].as_str().unwrap().to_string(),
+        v["config"].as_str().unwrap().to_string(),
+    )
+}
+
+/// How many of `requests` are a GET of `path`.
+fn gets(requests: &[String], path: &str) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {path} ")))
+        .count()
+}
+
+#[test]
+fn a_mount_fetches_its_manifest_and_config_once_across_parent_and_daemon() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let scratch = tempfile::tempdir().unwrap();
+    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
+
+    let before = reg.access_requests().len();
+    let mounted = Mounted::new(c, &image, &["--tls-verify=false"]);
+    let got = std::fs::read(mounted.path().join("n/file")).unwrap();
+    assert_same_bytes(&got, &want, "/n/file");
+    let requests = reg.access_requests()[before..].to_vec();
+    drop(mounted);
+    let (manifest, config) = manifest_and_config(c, &image);
+    let manifest_gets = gets(&requests, "/v2/test/tiny/manifests/v1")
+        + gets(&requests, &format!("/v2/test/tiny/manifests/{manifest}"));
+    let config_gets = gets(&requests, &format!("/v2/test/tiny/blobs/{config}"));
+    assert_eq!(manifest_gets, 1, "{requests:#?}");
+    assert_eq!(config_gets, 1, "{requests:#?}");
+    let kept = c.join("documents/sha256");
+    for digest in [&manifest, &config] {
+        assert!(kept.join(digest.trim_start_matches("sha256:")).is_file());
+    }
+
+    // Wrong bytes planted under both names: ignored (said so), fetched
+    // again and replaced; the image mounts with the right content.
+    let planted = tempfile::tempdir().unwrap();
+    let p = planted.path();
+    let kept = p.join("documents/sha256");
+    std::fs::create_dir_all(&kept).unwrap();
+    for digest in [&manifest, &config] {
+        std::fs::write(
+            kept.join(digest.trim_start_matches("sha256:")),
+            b"{\"schemaVersion\": 2, \"planted\": true}",
+        )
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = om(p, &["mount", &image, dir.path().to_str().unwrap()]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let got = std::fs::read(dir.path().join("n/file"));
+    ok(&om(p, &["umount", dir.path().to_str().unwrap()]));
+    assert_same_bytes(&got.unwrap(), &want, "/n/file (planted documents)");
+    assert!(stderr.contains("ignored, fetching"), "{stderr}");
+    for digest in [&manifest, &config] {
+        let bytes = std::fs::read(kept.join(digest.trim_start_matches("sha256:"))).unwrap();
+        assert_eq!(support::registry::sha256_digest(&bytes), *digest);
+    }
+
+    // Opened by digest (as a daemon opens it) with a planted manifest: the
+    // registry's is fetched and the image read right.
+    std::fs::write(
+        kept.join(manifest.trim_start_matches("sha256:")),
+        b"{\"planted\": true}",
+    )
+    .unwrap();
+    let pinned = format!("docker://{}/test/tiny@{manifest}", reg.host_port());
+    let out = om(p, &["cat", &pinned, "/n/file"]);
+    assert_same_bytes(&bytes(&out), &want, "/n/file by digest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ignored, fetching"), "{stderr}");
+}
+
+#[test]
+fn publish_index_on_the_first_node_spares_the_next_its_full_pass() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");
+    let image = image_at(&reg.host_port(), "debian-gzip");
+    let layout_dir = corpus().image("debian-gzip").layout.clone();
+
+    // Node A indexes with full passes and publishes.
+    let node_a = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_a = dir.path().to_str().unwrap();
+    let out = om(node_a.path(), &["mount", "--publish-index", &image, dir_a]);
+    ok(&out);
+    ok(&om(node_a.path(), &["umount", dir_a]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("published the indexes of 6 of 6 layers"),
+        "{stderr}"
+    );
+
+    // Node B, empty cache, behind a proxy that counts: takes them, and
+    // publishes nothing again (the artifact is there).
+    let proxy = TestProxy::new(&reg, ProxyMode::Pass);
+    let image_b = image_at(&proxy.host_port(), "debian-gzip");
+    let node_b = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_b = dir.path().to_str().unwrap();
+    let out = om(
+        node_b.path(),
+        &["mount", "--publish-index", &image_b, dir_b],
+    );
+    ok(&out);
+    let got = std::fs::read(dir.path().join("etc/os-release"));
+    ok(&om(node_b.path(), &["umount", dir_b]));
+    let want = local(
+        node_b.path(),
+        &["cat", layout_dir.to_str().unwrap(), "/etc/os-release"],
+    );
+    assert_same_bytes(&got.unwrap(), &want, "/etc/os-release");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("published the indexes"), "{stderr}");
+    let total = layer_bytes(&layout_dir);
+    let fetched = proxy.blob_body_bytes();
+    eprintln!("node B fetched {fetched} of {total} compressed layer bytes");
+    assert!(
+        fetched * 20 < total,
+        "fetched {fetched} bytes, 5% of the layers is {}",
+        total / 20
+    );
+    assert!(!proxy
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PUT ") || r.starts_with("POST ")));
+}
+
+#[test]
+fn publish_index_refused_by_the_registry_or_the_credentials_is_a_warning() {
+    let mut reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    reg.set_read_only();
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let node = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = om(node.path(), &["mount", "--publish-index", &image, d]);
+    ok(&out);
+    let got = std::fs::read(dir.path().join("n/file"));
+    ok(&om(node.path(), &["umount", d]));
+    let want = local(
+        node.path(),
+        &[
+            "cat",
+            corpus().image("tiny-opaque").layout.to_str().unwrap(),
+            "/n/file",
+        ],
+    );
+    assert_same_bytes(&got.unwrap(), &want, "/n/file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: layer indexes not published"),
+        "{stderr}"
+    );
+
+    // Credentials that allow only pulls (anonymous, where the token server
+    // gives anonymous clients pull tokens only): a warning too.
+    let reg = TestRegistry::builder()
+        .token_auth("pusher", "secret")
+        .start();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let node = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = om(node.path(), &["mount", "--publish-index", &image, d]);
+    ok(&out);
+    let got = std::fs::read(dir.path().join("n/file"));
+    ok(&om(node.path(), &["umount", d]));
+    assert_same_bytes(&got.unwrap(), &want, "/n/file (pull-only credentials)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: layer indexes not published"),
+        "{stderr}"
+    );
+}

@@ -357,6 +357,13 @@ impl Cache {
         sizes_match && data_ok && self.trusts(&dir)
     }
 
+    /// Whether the layer's index in the cache was built here by a full
+    /// pass (it has no `origin` mark): only such an index may be published.
+    pub fn built_here(&self, layer: &LayerInfo) -> bool {
+        let origin = self.layer_dir(layer).join(ORIGIN);
+        matches!(fs::symlink_metadata(&origin), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
     /// Whether the layer's index is in the cache and sound.
     pub fn has(&self, layer: &LayerInfo) -> bool {
         let dir = self.layer_dir(layer);

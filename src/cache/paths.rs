@@ -20,6 +20,10 @@
 //! CACHE/mounts/<key>.json            a live mount (see cache::mount_records)
 //! CACHE/records/<manifest hex>       the files a `--record` mount read first, in order
 //! CACHE/logs/mount-<key>.log         a mount daemon's log
+//! CACHE/documents/sha256/<hex>       a registry manifest or config verified here, by
+//!                                    digest: a later open by digest (a mount's daemon)
+//!                                    reads it instead of the registry, checking the
+//!                                    digest again
 //! ```
 //! Any of these directories may also hold `.NAME.tmp.PID.NANOS`: a file
 //! being written, renamed into place when whole (see `sys::atomic`).
@@ -155,11 +159,18 @@ pub fn mount_log(root: &Path, key: &str) -> PathBuf {
     logs(root).join(format!("mount-{key}.log"))
 }
 
+/// `CACHE/documents/sha256`: registry manifests and configs by digest,
+/// handed to the source stage as a plain path (`Settings::documents`).
+pub fn documents(root: &Path) -> PathBuf {
+    root.join("documents").join("sha256")
+}
+
 /// Every directory of the cache that holds whole files written by rename,
 /// for the sweep of dead writers' temp files (layer directories are swept
 /// by their builder, under the build lock, and by `prune`).
-pub fn rename_dirs(root: &Path) -> [PathBuf; 5] {
+pub fn rename_dirs(root: &Path) -> [PathBuf; 6] {
     [
+        documents(root),
         image_records(root),
         trees(root),
         mounts(root),

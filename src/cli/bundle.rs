@@ -70,6 +70,7 @@ pub fn run(args: &BundleArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv) -> R
         open: OpenOptions {
             platform: args.platform.as_deref().map(Platform::parse).transpose()?,
             progress: !args.quiet,
+            publish_index: args.fill.publish_index,
             ..opts.clone()
         },
         rootless: args.rootless,

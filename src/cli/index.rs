@@ -6,13 +6,11 @@ use indicatif::HumanBytes;
 
 use crate::cache::Cache;
 use crate::cli::ImageArgs;
-use crate::error::{Error, IoContext, Result};
-use crate::layer::spans::SpanStart;
-use crate::oci::manifest::Descriptor;
+use crate::error::{Error, Result};
+use crate::layer::index::LayerIndex;
+use crate::rootfs::publish::publish;
 use crate::rootfs::{open_indexes, OpenOptions};
 use crate::source::reference::Transport;
-use crate::source::registry::client::Client;
-use crate::source::registry::index_artifact::{self, LocalIndex};
 
 #[derive(Debug, Args)]
 pub struct IndexArgs {
@@ -37,7 +35,7 @@ pub fn run(args: &IndexArgs, opts: &OpenOptions) -> Result<()> {
 
 fn push(args: &ImageArgs, opts: &OpenOptions) -> Result<()> {
     let reference = args.reference()?;
-    let Transport::Registry(name) = &reference.transport else {
+    let Transport::Registry(_) = &reference.transport else {
         return Err(Error::BadArgument(format!(
             "{}: index push publishes to a registry; give a docker:// image",
             args.image
@@ -53,49 +51,25 @@ fn push(args: &ImageArgs, opts: &OpenOptions) -> Result<()> {
     };
     let (image, indexes) = open_indexes(&reference, &opts)?;
     let cache = Cache::locate(opts.cache_dir.as_deref())?;
-    let mut local = Vec::new();
-    for (layer, index) in image.layers.iter().zip(&indexes) {
-        if index
-            .spans
-            .iter()
-            .any(|s| matches!(s.start, SpanStart::Materialized { .. }))
-        {
-            eprintln!(
-                "layer {} ({}): not published: only a full pass can fill it (one zstd frame, \
-                 or a deflate block longer than a span), so every node indexes it",
-                layer.position + 1,
-                layer.digest
-            );
-            continue;
-        }
-        let path = cache.layer_dir(layer).join("index");
-        let bytes = std::fs::read(&path).at(&path)?;
-        local.push(LocalIndex {
-            layer: layer.digest,
-            bytes,
-        });
+    let indexes: Vec<&LayerIndex> = indexes.iter().collect();
+    let done = publish(&image, &indexes, &cache, &opts.registry)?;
+    for left in &done.left_out {
+        eprintln!(
+            "layer {} ({}): not published: {}",
+            left.position + 1,
+            left.digest,
+            left.reason
+        );
     }
-    let manifest = image.store.document(&image.manifest_digest, None)?;
-    let subject = Descriptor {
-        media_type: image.manifest_media_type.clone(),
-        digest: image.manifest_digest,
-        size: crate::blob::BlobSource::size(&*manifest),
-        platform: None,
-        annotations: Default::default(),
-    };
-    // Pushed to the primary location registries.conf gives, never a mirror.
-    let target = opts.registry.push_source(name)?;
-    let client = Client::connect(&target.name, &opts.registry.for_source(&target))?;
-    let pushed = index_artifact::push(&client, &subject, &local)?;
     println!(
         "pushed index artifact {} for {}@{}: {} of {} layers, {}, listed through {}",
-        pushed.artifact,
-        target.name,
+        done.pushed.artifact,
+        done.target,
         image.manifest_digest,
-        local.len(),
+        done.published,
         image.layers.len(),
-        HumanBytes(pushed.index_bytes),
-        pushed.listed_through
+        HumanBytes(done.pushed.index_bytes),
+        done.pushed.listed_through
     );
     Ok(())
 }

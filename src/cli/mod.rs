@@ -215,6 +215,8 @@ impl RegistryArgs {
             remote_index: !self.no_remote_index,
             // Past a day is no bound at all (and would overflow an Instant).
             request_timeout: std::time::Duration::from_secs(self.registry_timeout.clamp(1, 86_400)),
+            // Named by the rootfs stage, which knows the cache.
+            documents: None,
         })
     }
 }

@@ -39,7 +39,8 @@ pub struct MountArgs {
     pub fill: FillArgs,
 }
 
-/// The background fill of a mount's data cache: `mount`, `bundle`, `run`.
+/// What `mount`, `bundle` and `run` do beside mounting: the background fill
+/// of the data cache, the record of first reads, publishing indexes.
 #[derive(Clone, Copy, Debug, Args)]
 pub struct FillArgs {
     /// Once mounted, decode the image's spans into the data cache in the
@@ -53,6 +54,12 @@ pub struct FillArgs {
     /// unmount (CACHE/records/<manifest>) for --prefetch recorded
     #[arg(long)]
     pub record: bool,
+    /// When this node indexes a docker:// image with a full pass and its
+    /// registry has no published index artifact for it yet, publish one
+    /// (as `ocimount index push` does), if the credentials allow a push;
+    /// a failed publish is a warning, never a failed mount
+    #[arg(long)]
+    pub publish_index: bool,
 }
 
 /// The daemon `mount` starts: every input is an argument (written by
@@ -102,6 +109,7 @@ pub fn run_mount(args: &MountArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv)
         open: OpenOptions {
             platform: args.image.platform()?,
             progress: !args.quiet,
+            publish_index: args.fill.publish_index,
             ..opts.clone()
         },
         foreground: args.foreground,

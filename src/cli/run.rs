@@ -345,6 +345,7 @@ pub fn run(args: &RunArgs, opts: &OpenOptions, daemon_argv: &DaemonArgv) -> Resu
         dir: dir.bundle.clone(),
         open: OpenOptions {
             platform: args.platform.as_deref().map(Platform::parse).transpose()?,
+            publish_index: args.fill.publish_index,
             ..opts.clone()
         },
         rootless: args.rootless || !bundle::is_root(),

@@ -2,6 +2,7 @@
 //! through the cache) and merged into one tree, with a byte reader per layer.
 
 pub mod decode_ahead;
+pub mod publish;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -39,6 +40,10 @@ pub struct OpenOptions {
     /// Take layer indexes published with the image (`index push`), when
     /// the settings allow it (`--no-remote-index` does not).
     pub published_indexes: bool,
+    /// `--publish-index`: when this open indexes a registry image with a
+    /// full pass and the registry has no index artifact for it yet,
+    /// publish one (as `index push` does); a failure is a warning.
+    pub publish_index: bool,
     /// How registries are spoken to.
     pub registry: Settings,
 }
@@ -53,6 +58,7 @@ impl Default for OpenOptions {
             cache_mode: CacheMode::default(),
             cache_max: None,
             published_indexes: true,
+            publish_index: false,
             registry: Settings::default(),
         }
     }
@@ -86,7 +92,7 @@ pub struct Rootfs {
 /// [`Cache::looks_built`]): what a parent needs before its daemon opens
 /// the image for real.
 pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
-    let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
+    let image = open_image(reference, opts)?;
     let cache = layer_cache(&image, opts)?;
     if image.layers.iter().all(|layer| cache.looks_built(layer)) {
         crate::cache::admin::record_image(&cache, &image);
@@ -99,10 +105,23 @@ pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image>
 /// An image with every layer indexed (through the cache) and no tree:
 /// what `layers` needs.
 pub fn open_indexes(reference: &ImageRef, opts: &OpenOptions) -> Result<(Image, Vec<LayerIndex>)> {
-    let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
+    let image = open_image(reference, opts)?;
     let cache = layer_cache(&image, opts)?;
     let (_, entries) = index_image(&image, &cache, opts)?;
     Ok((image, entries.into_iter().map(|e| e.index).collect()))
+}
+
+/// Resolve the image, keeping the manifest and config it verifies in the
+/// cache's documents directory and reading them from there when it is
+/// opened by digest: a mount's daemon, given the image pinned to the
+/// manifest its parent resolved, fetches neither again.
+fn open_image(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
+    let cache = Cache::locate(opts.cache_dir.as_deref())?;
+    let settings = Settings {
+        documents: Some(crate::cache::paths::documents(cache.root())),
+        ..opts.registry.clone()
+    };
+    Image::open(reference, opts.platform.as_ref(), &settings)
 }
 
 /// The cache as `opts` and the image ask for it: whether a registry pass
@@ -121,10 +140,71 @@ fn index_image(
     opts: &OpenOptions,
 ) -> Result<(Vec<Blob>, Vec<CacheEntry>)> {
     let blobs = layer_blobs(image)?;
-    take_published_indexes(image, cache, opts);
+    let found = take_published_indexes(image, cache, opts);
     let entries = index_layers(image, &blobs, cache, opts)?;
     crate::cache::admin::record_image(cache, image);
+    if opts.publish_index {
+        publish_first(image, cache, opts, &entries, found);
+    }
     Ok((blobs, entries))
+}
+
+/// `--publish-index`: publish the indexes this open built, when it built
+/// any with a full pass and the registry has no artifact for the image
+/// (`found`: whether looking for one found one, when it was looked for).
+/// Never an error: a registry that refuses the push, or credentials that
+/// allow only pulls, cost a warning.
+fn publish_first(
+    image: &Image,
+    cache: &Cache,
+    opts: &OpenOptions,
+    entries: &[CacheEntry],
+    found: Option<bool>,
+) {
+    let crate::source::reference::Transport::Registry(_) = &image.reference.transport else {
+        return;
+    };
+    if !entries.iter().any(|e| e.built) {
+        return;
+    }
+    let found = match found {
+        Some(found) => found,
+        None => match image.store.published_indexes(&image.manifest_digest) {
+            Ok(published) => !published.is_empty(),
+            Err(e) => {
+                eprintln!(
+                    "ocimount: warning: layer indexes not published: cannot tell whether {} has them already ({e})",
+                    image.store.index_location()
+                );
+                return;
+            }
+        },
+    };
+    if found {
+        tracing::info!("the registry has published indexes for the image already; not publishing");
+        return;
+    }
+    let indexes: Vec<&LayerIndex> = entries.iter().map(|e| &e.index).collect();
+    match publish::publish(image, &indexes, cache, &opts.registry) {
+        Ok(done) => {
+            let message = format!(
+                "published the indexes of {} of {} layers for {}@{} ({})",
+                done.published,
+                image.layers.len(),
+                done.target,
+                image.manifest_digest,
+                done.pushed.listed_through
+            );
+            if opts.progress {
+                eprintln!("{message}");
+            } else {
+                tracing::info!("{message}");
+            }
+        }
+        Err(e) => {
+            eprintln!("ocimount: warning: layer indexes not published: {e} (the mount goes on)")
+        }
+    }
 }
 
 fn layer_blobs(image: &Image) -> Result<Vec<Blob>> {
@@ -209,7 +289,7 @@ impl Rootfs {
     /// the layers, storing the tree for the next process.
     pub fn open(reference: &ImageRef, opts: &OpenOptions) -> Result<Rootfs> {
         let started = Instant::now();
-        let image = Image::open(reference, opts.platform.as_ref(), &opts.registry)?;
+        let image = open_image(reference, opts)?;
         let cache = layer_cache(&image, opts)?;
         let (entries, tree, blobs) = match stored_tree(&image, &cache) {
             Some((entries, tree)) => {
@@ -330,13 +410,14 @@ fn published_scope(image: &Image, opts: &OpenOptions) -> Option<String> {
 /// the cache for the layers it lacks, so that they get no full pass. Any
 /// failure, or an index that is not sound, costs only that: the layer is
 /// indexed by a full pass as usual, and the log says why.
-fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) {
-    if published_scope(image, opts).is_none() {
-        return;
-    }
+///
+/// Whether the registry has an artifact for the image: `None` when it was
+/// not looked for (or could not be).
+fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) -> Option<bool> {
+    published_scope(image, opts)?;
     let missing: Vec<&LayerInfo> = image.layers.iter().filter(|l| !cache.has(l)).collect();
     if missing.is_empty() {
-        return;
+        return None;
     }
     let published = match image.store.published_indexes(&image.manifest_digest) {
         Ok(published) => published,
@@ -344,7 +425,7 @@ fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) {
             tracing::warn!(
                 "cannot look for published layer indexes ({e}); indexing with full passes"
             );
-            return;
+            return None;
         }
     };
     for layer in missing {
@@ -364,6 +445,7 @@ fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) {
             ),
         }
     }
+    Some(!published.is_empty())
 }
 
 /// Layer streams from a registry at once: they wait on the network more

@@ -201,8 +201,9 @@ fn spawn_daemon(req: &MountRequest, dir: &Path, cache_root: &Path, pinned: &str)
     }
     let mut child = cmd.spawn().at("ocimount daemon")?;
     drop(write_end);
-    // The daemon opens the image again: from a registry that is a few
-    // requests, each bounded by --registry-timeout.
+    // The daemon opens the image again: from a registry it connects (its
+    // manifest and config are in the cache's documents, kept by the open
+    // above), each request bounded by --registry-timeout.
     let start_timeout = DAEMON_START_TIMEOUT.max(req.open.registry.request_timeout * 4);
     let message = read_with_timeout(&mut read_end, start_timeout);
     match message.as_deref().map(str::trim) {

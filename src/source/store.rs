@@ -45,6 +45,11 @@ pub trait ImageStore: Send + Sync {
         )))
     }
 
+    /// `bytes`, read and verified against `digest` (a manifest or config):
+    /// a store that can keep them for a later open by digest does (a
+    /// registry's, in the cache's documents directory); others need not.
+    fn keep(&self, _digest: &Digest, _bytes: &[u8]) {}
+
     /// A tag as the store spells its names (`docker save` archives name
     /// images `docker.io/library/busybox:latest`, whatever the user typed).
     fn normalize_tag(&self, tag: &str) -> String {

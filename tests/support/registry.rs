@@ -649,6 +649,21 @@ impl TestRegistry {
         fs::write(path, format!("{{\"auths\": {{{entry}}}}}\n")).unwrap();
     }
 
+    /// Restart the registry in read-only maintenance mode: pulls work,
+    /// every push is refused.
+    pub fn set_read_only(&mut self) {
+        self.stop();
+        let path = self.dir.path().join("config.yml");
+        let yml = fs::read_to_string(&path).unwrap();
+        assert!(yml.contains("    uploadpurging:\n"), "{yml}");
+        let yml = yml.replace(
+            "    uploadpurging:\n",
+            "    readonly:\n      enabled: true\n    uploadpurging:\n",
+        );
+        fs::write(&path, yml).unwrap();
+        self.start();
+    }
+
     // --- logs ------------------------------------------------------------
 
     pub fn log_path(&self) -> PathBuf {

@@ -38,6 +38,12 @@ pub struct Settings {
     /// be read is kept as its error, reported when a registry image is
     /// opened: a broken registries.conf does not stop `ls ./layout`.
     pub registries: Arc<std::result::Result<RegistriesConf, ConfError>>,
+    /// A content-addressed directory of manifests and configs verified
+    /// before (the cache's `documents/sha256`, named by the stage that
+    /// knows the cache): one asked for by digest is read from here when
+    /// its bytes still hash to it, and one fetched is kept here. None: no
+    /// such directory is read or written.
+    pub documents: Option<PathBuf>,
 }
 
 impl Settings {
@@ -96,6 +102,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(60),
             // No rules: a library user reads no file unless it asks.
             registries: Arc::new(Ok(RegistriesConf::default())),
+            documents: None,
         }
     }
 }

@@ -11,14 +11,27 @@
 //! first that answers the manifest request is the store's for everything
 //! (a source that cannot be reached, or has no such manifest, gives way to
 //! the next).
+//!
+//! With a documents directory (`Settings::documents`, the cache's), a
+//! manifest or config asked for by digest is read from there when its
+//! bytes hash to that digest, and [`ImageStore::keep`] writes the ones
+//! image resolution verified: a mount's daemon, opening the image pinned
+//! to the manifest its parent resolved, makes no request for either. A
+//! file there that does not hash to its name is ignored (and replaced once
+//! the document is fetched again).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::blob::{Blob, MemoryBlob};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::limits::MAX_JSON_BYTES;
 use crate::oci::manifest::{Descriptor, Index};
+use crate::oci::media;
 use crate::source::reference::Selector;
 use crate::source::registry::blob::RegistryBlob;
 use crate::source::registry::client::{Client, Document};
@@ -36,6 +49,9 @@ pub struct RegistryStore {
     documents: Mutex<HashMap<Digest, Blob>>,
     /// The document the selector names, when choosing a source fetched it.
     top: Mutex<Option<Document>>,
+    /// Manifests and configs verified before, by digest (see the module
+    /// documentation).
+    kept: Option<PathBuf>,
 }
 
 /// What the selector asks the registry for: the reference, the digest the
@@ -76,6 +92,7 @@ impl RegistryStore {
             selector: selector.clone(),
             documents: Mutex::new(HashMap::new()),
             top: Mutex::new(top),
+            kept: settings.documents.clone(),
         };
         if let [only] = sources.as_slice() {
             if only.name != *name {
@@ -147,6 +164,66 @@ impl RegistryStore {
             .get(digest)
             .cloned()
     }
+
+    /// The bytes of `digest` from the documents directory, when they are
+    /// there, of `size` (when given) and hash to it; anything else there
+    /// (damaged, planted, a link) is ignored and the caller fetches.
+    fn stored(&self, digest: &Digest, size: Option<u64>) -> Option<Vec<u8>> {
+        let path = self.kept.as_ref()?.join(digest.hex());
+        let bytes = match read_kept(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("{}: {e}; fetching {digest} again", path.display());
+                return None;
+            }
+        };
+        let actual = Digest::of(&bytes);
+        let check = match size {
+            _ if actual != *digest => Err(format!("its bytes hash to {actual}")),
+            Some(size) if size != bytes.len() as u64 => {
+                Err(format!("{} bytes, not {size}", bytes.len()))
+            }
+            _ => Ok(()),
+        };
+        match check {
+            Ok(()) => {
+                tracing::debug!("{digest} read from {}", path.display());
+                Some(bytes)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "{}: {why}; ignored, fetching {digest} from the registry",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A kept document's bytes, at most one past the bound: no link is
+/// followed, and a FIFO planted there fails instead of blocking.
+fn read_kept(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The media type of a document read back by digest: its own `mediaType`
+/// (what the digest covers), else the OCI type its shape says (an OCI
+/// manifest or index may leave `mediaType` out; Docker's never do).
+fn kept_media_type(bytes: &[u8]) -> String {
+    let value = serde_json::from_slice::<serde_json::Value>(bytes).unwrap_or_default();
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ if value.get("manifests").is_some() => media::OCI_INDEX.to_string(),
+        _ => media::OCI_MANIFEST.to_string(),
+    }
 }
 
 fn check_size(blob: &Blob, size: Option<u64>) -> Result<()> {
@@ -164,9 +241,15 @@ impl ImageStore for RegistryStore {
     fn index(&self) -> Result<Index> {
         let (reference, expected, tag) = top_reference(&self.selector);
         let fetched = self.top.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let document = match fetched {
-            Some(document) => document,
-            None => self.client.manifest(&reference, expected.as_ref())?,
+        let kept = expected.and_then(|d| Some((d, self.stored(&d, None)?)));
+        let document = match (fetched, kept) {
+            (Some(document), _) => document,
+            (None, Some((digest, bytes))) => Document {
+                media_type: kept_media_type(&bytes),
+                digest,
+                bytes,
+            },
+            (None, None) => self.client.manifest(&reference, expected.as_ref())?,
         };
         let size = document.bytes.len() as u64;
         let digest = document.digest;
@@ -193,6 +276,12 @@ impl ImageStore for RegistryStore {
             check_size(&blob, size)?;
             return Ok(blob);
         }
+        // A config kept before (only a document's size is looked up).
+        if let Some(size) = size.filter(|s| *s <= MAX_JSON_BYTES) {
+            if let Some(bytes) = self.stored(digest, Some(size)) {
+                return Ok(self.remember(*digest, bytes));
+            }
+        }
         let size = match size {
             Some(size) => size,
             None => self
@@ -215,8 +304,15 @@ impl ImageStore for RegistryStore {
             check_size(&blob, size)?;
             return Ok(blob);
         }
-        let document = self.client.manifest(&digest.to_string(), Some(digest))?;
-        let blob = self.remember(*digest, document.bytes);
+        let bytes = match self.stored(digest, size) {
+            Some(bytes) => bytes,
+            None => {
+                self.client
+                    .manifest(&digest.to_string(), Some(digest))?
+                    .bytes
+            }
+        };
+        let blob = self.remember(*digest, bytes);
         check_size(&blob, size)?;
         Ok(blob)
     }
@@ -231,5 +327,16 @@ impl ImageStore for RegistryStore {
 
     fn index_location(&self) -> String {
         format!("docker://{}", self.client.name())
+    }
+
+    fn keep(&self, digest: &Digest, bytes: &[u8]) {
+        let Some(dir) = &self.kept else { return };
+        let path = dir.join(digest.hex());
+        if Digest::of(bytes) != *digest || read_kept(&path).is_ok_and(|kept| kept == bytes) {
+            return;
+        }
+        if let Err(e) = crate::sys::atomic::write_file(&path, bytes, false) {
+            tracing::debug!("cannot keep {digest}: {e}");
+        }
     }
 }
