@@ -326,6 +326,23 @@ fn bench_smoke_run_writes_table_json_and_chart() {
         "{section}"
     );
 
+    // The fleet rows: eight nodes behind a pull-through mirror, each with
+    // the right file; the upstream serves each layer at most twice (the
+    // cache's stream to the first node and its own copy), the later nodes
+    // nothing.
+    let fleet = &res["fleet"];
+    assert!(fleet["error"].is_null(), "fleet: {}", fleet["error"]);
+    let nodes = fleet["per_node"].as_array().expect("fleet per_node");
+    assert_eq!(nodes.len(), 8, "{fleet}");
+    assert!(fleet["upstream_max_layer_copies"].as_f64().unwrap() <= 2.0, "{fleet}");
+    for node in &nodes[1..] {
+        assert_eq!(node["upstream_layer_bytes"], 0, "{fleet}");
+    }
+    assert!(
+        md.contains("## Fleet behind a pull-through mirror"),
+        "no fleet section in {md}"
+    );
+
     assert!(
         svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>") && svg.contains("<rect"),
         "{svg}"
