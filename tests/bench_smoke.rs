@@ -334,7 +334,10 @@ fn bench_smoke_run_writes_table_json_and_chart() {
     assert!(fleet["error"].is_null(), "fleet: {}", fleet["error"]);
     let nodes = fleet["per_node"].as_array().expect("fleet per_node");
     assert_eq!(nodes.len(), 8, "{fleet}");
-    assert!(fleet["upstream_max_layer_copies"].as_f64().unwrap() <= 2.0, "{fleet}");
+    assert!(
+        fleet["upstream_max_layer_copies"].as_f64().unwrap() <= 2.0,
+        "{fleet}"
+    );
     for node in &nodes[1..] {
         assert_eq!(node["upstream_layer_bytes"], 0, "{fleet}");
     }

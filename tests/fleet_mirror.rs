@@ -60,7 +60,10 @@ fn om(cache: &Path, args: &[&str]) -> Output {
 
 /// digest -> compressed size of the image's layers, from the layout.
 fn layer_sizes(cache: &Path) -> BTreeMap<String, u64> {
-    let out = om(cache, &["inspect", "--json", layout_dir().to_str().unwrap()]);
+    let out = om(
+        cache,
+        &["inspect", "--json", layout_dir().to_str().unwrap()],
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     v["layers"]
         .as_array()
@@ -192,11 +195,29 @@ fn a_fleet_behind_a_pull_through_mirror_costs_the_upstream_each_layer_once_per_m
             reqs = up_requests.len(),
         ));
         times.push(elapsed);
+        if node == 1 {
+            // The cache stores a blob with a fetch of its own, which may
+            // still run when the node is done: the next node is started
+            // once it holds the layers node 1 read, as a fleet rolling out in waves is.
+            let asked: Vec<&String> = served.keys().filter(|d| layers.contains_key(*d)).collect();
+            assert!(
+                support::wait_until(Duration::from_secs(60), || asked
+                    .iter()
+                    .all(|d| mirror.blob_data_path(d).exists())),
+                "the cache did not store the layers node 1 read within 60 s"
+            );
+        }
         if node > 1 {
             assert_eq!(
                 sum_of(&up, &layers),
                 0,
-                "node {node}: the upstream served layer bytes again: {up:?}"
+                "node {node}: the upstream served layer bytes again: {up:?}; the cache's errors:\n{}",
+                mirror
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("level=error"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }

@@ -202,6 +202,11 @@ http:
                 total += int(m.group(1))
         return total
 
+    def blob_path(self, digest):
+        """Where the filesystem driver keeps blob digest once stored."""
+        algo, hex = digest.split(":", 1)
+        return os.path.join(self.dir, "storage", "docker", "registry", "v2", "blobs", algo, hex[:2], hex, "data")
+
     def blob_bytes_by_digest(self, offset):
         """{digest: bytes answered to `GET …/blobs/DIGEST`} in the log lines after offset."""
         self.settle()
