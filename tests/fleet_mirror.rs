@@ -109,7 +109,7 @@ fn settle(regs: &[&TestRegistry]) {
 }
 
 #[test]
-fn a_fleet_behind_a_pull_through_mirror_costs_the_upstream_each_layer_once_per_mirror() {
+fn a_fleet_behind_a_pull_through_mirror_costs_the_upstream_each_layer_at_most_twice() {
     let upstream = TestRegistry::new();
     upstream.push(
         &format!("oci:{}:latest", layout_dir().display()),
