@@ -5,6 +5,7 @@
 #   scripts/bench.sh [--size large|small|tiny] [--reps N] [--cache-dir DIR]
 #                    [--out DIR] [--name NAME] [--nrand N] [--timeout S]
 #                    [--max-time S] [--bin PATH] [--commit TEXT] [--files N]
+#                    [--fleet-nodes N]
 #
 #   --size      large (default): ~540 MB of tar in 10 layers; small: ~75 MB in
 #               3 layers, for quick runs; tiny: ~8 MB (the CI smoke run)
@@ -22,6 +23,7 @@
 #   --commit    what that binary was built from, for the report (default:
 #               `git describe --always --dirty` of this checkout)
 #   --files     files in the many-files image (default 1000000; 10000 for tiny)
+#   --fleet-nodes  nodes behind the pull-through mirror (default 8; 0: none)
 #
 # Peers, all on the same image: zcat/zstdcat of every layer (the limit),
 # umoci unpack and the extracted directory, ratarmount (PyPI, in a venv under
@@ -33,6 +35,11 @@
 # Scale rows (scripts/bench/scale.py): an image of --files files (mounts,
 # find, daemon RSS, against umoci unpack); `ocimount run` with --prefetch
 # none, all and recorded; mount + read everything with and without the fill.
+# Fleet rows (scripts/bench/fleet.py): a second docker-registry as a
+# pull-through cache of an upstream holding the gzip image and its index
+# artifact, named as the mirror by a registries.conf; --fleet-nodes nodes with
+# empty caches `ocimount cat` the first file through it, one after another:
+# bytes the upstream and the mirror served, each node's time.
 # Needs root (drop_caches, mount, mknod) and /dev/fuse. It is a benchmark,
 # not a test: nothing here fails for being slow.
 set -euo pipefail
@@ -41,8 +48,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
 size=large reps='' cache_dir=target/bench-images out=bench/results name='' nrand=1000
-step_timeout=1800 max_time=14400 bin='' commit='' files=''
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+step_timeout=1800 max_time=14400 bin='' commit='' files='' fleet_nodes=8
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
     --size) size=${2:?}; shift ;;
@@ -56,6 +63,7 @@ while (($#)); do
     --bin) bin=${2:?}; shift ;;
     --commit) commit=${2:?}; shift ;;
     --files) files=${2:?}; shift ;;
+    --fleet-nodes) fleet_nodes=${2:?}; shift ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -107,7 +115,7 @@ trap cleanup EXIT
 
 args=(run --bin "$bin" --image "$cache_dir/$size" --work "$work" --out "$out" --reps "$reps"
   --ratarmount "$venv/bin/ratarmount" --nrand "$nrand" --timeout "$step_timeout"
-  --files "$files" --images-cache "$cache_dir")
+  --files "$files" --images-cache "$cache_dir" --fleet-nodes "$fleet_nodes")
 [[ -n $name ]] && args+=(--name "$name")
 [[ -n $commit ]] && args+=(--commit "$commit")
 log "measuring: $reps repetitions (bounded to ${max_time}s)"

@@ -117,7 +117,17 @@ fn bench_smoke_run_writes_table_json_and_chart() {
         Command::new("bash")
             .arg(format!("{REPO}/scripts/bench.sh"))
             .args([
-                "--size", "tiny", "--reps", "1", "--nrand", "50", "--name", "smoke",
+                "--size",
+                "tiny",
+                "--reps",
+                "1",
+                "--nrand",
+                "50",
+                "--name",
+                "smoke",
+                // The fleet rows run in tests/fleet_mirror.rs, not here.
+                "--fleet-nodes",
+                "0",
             ])
             .args(["--timeout", "300", "--max-time", "480", "--bin", BIN])
             .arg("--out")

@@ -90,10 +90,13 @@ def free_port():
 
 
 class Registry:
-    """`docker-registry serve` on 127.0.0.1:PORT, config, storage and log in DIR."""
+    """`docker-registry serve` on 127.0.0.1:PORT, config, storage and log in DIR;
+    with remote (`http://127.0.0.1:PORT`), a pull-through cache of that registry
+    (distribution's `proxy.remoteurl`; fleet.py)."""
 
-    def __init__(self, dir):
+    def __init__(self, dir, remote=None):
         self.dir = dir
+        self.remote = remote
         self.log_path = os.path.join(dir, "registry.log")
         self.proc = None
         self.port = None
@@ -119,7 +122,7 @@ storage:
 http:
   addr: 127.0.0.1:{self.port}
   secret: ocimount-bench
-""")
+""" + (f"proxy:\n  remoteurl: {self.remote}\n" if self.remote else ""))
             start = self.log_size()
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(["docker-registry", "serve", config], cwd=self.dir,
@@ -198,6 +201,22 @@ http:
             if m and m.group(1) != "-":
                 total += int(m.group(1))
         return total
+
+    def blob_path(self, digest):
+        """Where the filesystem driver keeps blob digest once stored."""
+        algo, hex = digest.split(":", 1)
+        return os.path.join(self.dir, "storage", "docker", "registry", "v2", "blobs", algo, hex[:2], hex, "data")
+
+    def blob_bytes_by_digest(self, offset):
+        """{digest: bytes answered to `GET …/blobs/DIGEST`} in the log lines after offset."""
+        self.settle()
+        per = {}
+        for line in self.log_since(offset).splitlines():
+            m = self.BLOB_GET.match(line)
+            if m and m.group(1) != "-":
+                digest = line.split('"')[1].split(" ")[1].rsplit("/", 1)[1]
+                per[digest] = per.get(digest, 0) + int(m.group(1))
+        return per
 
     def get_json(self, path, accept):
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"Accept": accept})

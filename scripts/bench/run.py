@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import fleet  # the fleet-behind-a-mirror rows: scripts/bench/fleet.py
 import registry  # the registry rows: scripts/bench/registry.py
 import scale  # issue 13's rows (many files, container start, fill): scripts/bench/scale.py
 
@@ -607,6 +608,8 @@ class Bench:
                     self.log(f"rep {rep}/{self.a.reps}: {s.label}")
                     self.one_rep(s, rep)
             registry.measure(self, sys.modules[__name__])
+            if self.a.fleet_nodes > 0:
+                fleet.measure(self, sys.modules[__name__])
             scale.measure(self, sys.modules[__name__])
         finally:
             self.notes["loadavg_end"] = loadavg()
@@ -659,7 +662,7 @@ class Bench:
             "systems": systems,
             "metrics": metric_defs(),
             "samples": self.samples, "medians": medians, "registry": self.notes.get("registry"),
-            "scale": self.notes.get("scale"),
+            "scale": self.notes.get("scale"), "fleet": self.notes.get("fleet"),
         }
 
 
@@ -778,6 +781,7 @@ def markdown(res, svg_name):
     lines += ["", "Design targets (ocimount, gzip image):", "", "| target | measured | |", "|---|---:|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in target_rows(res)]
     lines += registry.markdown(res, fmt_value)
+    lines += fleet.markdown(res)
     lines += scale.markdown(res)
     lines += ["", f"![ocimount ÷ peer, per measure]({svg_name})", "",
               "Versions: " + "; ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", ""]
@@ -874,6 +878,8 @@ def main():
     r.add_argument("--name", help="output base name (default HOST-DATE)")
     r.add_argument("--commit", help="what ocimount was built from (default: git describe of this checkout)")
     r.add_argument("--timeout", type=float, default=TIMEOUT, help="bound on any one step, seconds")
+    r.add_argument("--fleet-nodes", type=int, default=fleet.NODES,
+                   help="nodes behind the pull-through mirror (0: no fleet rows)")
     p = sub.add_parser("report")
     p.add_argument("json")
     a = ap.parse_args()

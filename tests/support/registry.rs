@@ -353,6 +353,7 @@ pub enum Auth {
 pub struct RegistryBuilder {
     auth: Auth,
     tls: bool,
+    pull_through: Option<String>,
 }
 
 impl RegistryBuilder {
@@ -436,6 +437,40 @@ impl RegistryBuilder {
         self
     }
 
+    /// Run as a pull-through cache of `upstream` (distribution's
+    /// `proxy: {remoteurl: …}`): anonymous, plain HTTP, on 127.0.0.1.
+    /// It serves pulls only (a push is refused); what it learnt from the
+    /// upstream stays in its storage.
+    ///
+    /// What distribution 2.8 does as a cache (checked by
+    /// tests/fleet_mirror.rs, written up in docs/registries.md):
+    ///
+    /// * a blob it does not hold is streamed whole (200, `Range` ignored)
+    ///   while a second fetch of it from the upstream is written to its
+    ///   storage: the first miss costs the upstream two copies of the blob,
+    ///   and each further request for it while that store is under way
+    ///   streams one more copy from the upstream (not stored);
+    /// * a blob it holds is served from its storage, `Range` answered with
+    ///   206;
+    /// * a manifest by tag is asked of the upstream every time (a HEAD;
+    ///   then a GET when it does not hold that digest) and served from its
+    ///   storage when the upstream cannot be reached; a manifest by digest
+    ///   once;
+    /// * it has no referrers API: `GET /v2/…/referrers/…` is a 404 as on
+    ///   the upstream, and a referrers tag is a tag like any other.
+    pub fn pull_through(mut self, upstream: &TestRegistry) -> Self {
+        assert!(
+            !upstream.is_tls() && upstream.auth() == &Auth::Anonymous,
+            "pull_through() is for an anonymous plain-HTTP upstream"
+        );
+        assert!(
+            self.auth == Auth::Anonymous && !self.tls,
+            "a pull-through cache here is anonymous plain HTTP"
+        );
+        self.pull_through = Some(upstream.url());
+        self
+    }
+
     pub fn start(self) -> TestRegistry {
         TestRegistry::launch(self)
     }
@@ -453,6 +488,8 @@ pub struct TestRegistry {
     port: u16,
     auth: Auth,
     tls: bool,
+    /// The upstream's URL when this is a pull-through cache.
+    pull_through: Option<String>,
     child: Option<Child>,
     token: Option<TokenServer>,
 }
@@ -479,6 +516,7 @@ impl TestRegistry {
             port: 0,
             auth: opts.auth,
             tls: opts.tls,
+            pull_through: opts.pull_through,
             child: None,
             token: None,
         };
@@ -542,6 +580,12 @@ impl TestRegistry {
 
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The upstream's URL, when this is a pull-through cache
+    /// ([`RegistryBuilder::pull_through`]).
+    pub fn upstream_url(&self) -> Option<&str> {
+        self.pull_through.as_deref()
     }
 
     pub fn auth(&self) -> &Auth {
@@ -695,6 +739,28 @@ impl TestRegistry {
             .collect()
     }
 
+    /// The access log as records: method, path, status and the bytes of
+    /// the response body written (a Range answer logs its part, a stream
+    /// the client dropped what went out before).
+    pub fn access_records(&self) -> Vec<AccessRecord> {
+        self.access_log()
+            .iter()
+            .filter_map(|l| AccessRecord::parse(l))
+            .collect()
+    }
+
+    /// Body bytes of the `GET …/blobs/DIGEST` answers, per digest, in the
+    /// access log's records from index `since` on.
+    pub fn blob_bytes_by_digest(&self, since: usize) -> std::collections::BTreeMap<String, u64> {
+        let mut per = std::collections::BTreeMap::new();
+        for r in self.access_records().iter().skip(since) {
+            if let Some(digest) = r.blob_digest().filter(|_| r.method == "GET") {
+                *per.entry(digest.to_string()).or_insert(0) += r.bytes;
+            }
+        }
+        per
+    }
+
     /// The token server's log, one line per request (see token_server.py).
     pub fn token_log(&self) -> String {
         self.token
@@ -842,6 +908,9 @@ impl TestRegistry {
                     realm = self.token_url().unwrap()
                 )
             }
+        }
+        if let Some(remote) = &self.pull_through {
+            yml += &format!("proxy:\n  remoteurl: {remote}\n");
         }
         fs::write(self.dir.path().join("config.yml"), yml).unwrap();
     }
@@ -1159,6 +1228,44 @@ impl Drop for TestRegistry {
 
 /// The string value of `"key": "..."` in a flat JSON text (no escapes in
 /// the value; enough for tokens).
+/// One line of a [`TestRegistry`]'s access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRecord {
+    pub method: String,
+    /// The request target, e.g. `/v2/test/img/blobs/sha256:…`.
+    pub path: String,
+    pub status: u16,
+    /// Bytes of the response body written (`-` is 0).
+    pub bytes: u64,
+}
+
+impl AccessRecord {
+    /// `127.0.0.1 - - [DATE] "GET /v2/… HTTP/1.1" 200 1234 "" "UA"`.
+    pub fn parse(line: &str) -> Option<AccessRecord> {
+        let mut quoted = line.split('"');
+        let request = quoted.nth(1)?;
+        let after = quoted.next()?;
+        let mut words = request.split(' ');
+        let method = words.next()?.to_string();
+        let path = words.next()?.to_string();
+        let mut nums = after.split_whitespace();
+        let status = nums.next()?.parse().ok()?;
+        let bytes = nums.next()?.parse().unwrap_or(0);
+        Some(AccessRecord {
+            method,
+            path,
+            status,
+            bytes,
+        })
+    }
+
+    /// `sha256:…` of a `/v2/REPO/blobs/DIGEST` request.
+    pub fn blob_digest(&self) -> Option<&str> {
+        let (_, digest) = self.path.rsplit_once("/blobs/")?;
+        digest.starts_with("sha256:").then_some(digest)
+    }
+}
+
 fn json_string(text: &str, key: &str) -> Option<String> {
     let at = text.find(&format!("\"{key}\""))?;
     let rest = text[at + key.len() + 2..].trim_start().strip_prefix(':')?;
