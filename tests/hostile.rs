@@ -717,7 +717,7 @@ fn gzip_single_block_damaged_materialised_spans_are_decoded_again() {
     let index =
         ocimount::layer::format::decode(&std::fs::read(dir.join("index")).unwrap(), &digest)
             .unwrap();
-    let big = index.entries.iter().find(|e| &*e.path == b"big").unwrap();
+    let big = index.entries.iter().find(|e| e.path() == b"big").unwrap();
     let mark = big.data_offset + MARK_AT;
     let last = index.spans.len() - 1;
     assert!(matches!(

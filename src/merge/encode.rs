@@ -23,7 +23,9 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
                 dirents += children.len();
                 strings += children.keys().map(|k| k.len()).sum::<usize>();
             }
-            DraftKind::Symlink { target } => strings += target.len(),
+            kind @ DraftKind::Symlink { .. } => {
+                strings += kind.symlink_target().unwrap_or_default().len()
+            }
             _ => {}
         }
     }
@@ -95,12 +97,15 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
                 offset,
                 size,
             } => (*offset, *size, *layer, libc::S_IFREG),
-            DraftKind::Symlink { target } => (
-                w.string(&mut out, &s, target),
-                target.len() as u64,
-                0,
-                libc::S_IFLNK,
-            ),
+            kind @ DraftKind::Symlink { .. } => {
+                let target = kind.symlink_target().unwrap_or_default();
+                (
+                    w.string(&mut out, &s, target),
+                    target.len() as u64,
+                    0,
+                    libc::S_IFLNK,
+                )
+            }
             DraftKind::CharDevice { major, minor } => {
                 (u64::from(*major), u64::from(*minor), 0, libc::S_IFCHR)
             }
