@@ -8,6 +8,7 @@
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
 use super::changes::{ChangeLog, LayerChanges};
+use super::shrinking::Shrinking;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
@@ -502,7 +503,9 @@ impl Builder {
             }
         }
         drop(new_dirs);
-        for e in layer.entries {
+        // Taken in order from a list given back as it empties, so that the
+        // layer's entries and the nodes made of them are not both whole.
+        for e in Shrinking::in_order(layer.entries) {
             if matches!(classify(e.path()), Ok(Action::Add)) {
                 self.add(layer.position, e, &fail)?;
             }
