@@ -54,14 +54,14 @@ fn assert_index_sound(index: &LayerIndex, stream_len: u64) {
                 .is_some_and(|end| end <= stream_len),
             "entry data outside the stream"
         );
-        assert!(!e.path.contains(&0) && !e.path.starts_with(b"/") && !e.path.ends_with(b"/"));
+        assert!(!e.path().contains(&0) && !e.path().starts_with(b"/") && !e.path().ends_with(b"/"));
         assert!(
-            e.path.is_empty()
-                || e.path
+            e.path().is_empty()
+                || e.path()
                     .split(|&b| b == b'/')
                     .all(|c| !c.is_empty() && c != b"." && c != b".."),
             "path not normalised: {:?}",
-            String::from_utf8_lossy(&e.path)
+            String::from_utf8_lossy(e.path())
         );
     }
     let bytes = format::encode(index);
@@ -73,9 +73,9 @@ fn assert_tree_sound(index: &LayerIndex, stream_len: u64) {
     let layers = [LayerEntries {
         position: 0,
         digest: index.digest,
-        entries: &index.entries,
+        entries: index.entries.clone(),
     }];
-    let Ok(tree) = Tree::build(&layers) else {
+    let Ok(tree) = Tree::build(layers) else {
         return;
     };
     for (path, id) in tree.walk() {
@@ -107,9 +107,9 @@ pub fn tree_format(data: &[u8]) {
     let layers = [LayerEntries {
         position: 0,
         digest: Digest::of(b""),
-        entries: &entries,
+        entries,
     }];
-    let Ok(tree) = Tree::build(&layers) else {
+    let Ok(tree) = Tree::build(layers) else {
         return;
     };
     let mut bytes = tree.as_bytes().to_vec();
@@ -144,8 +144,8 @@ pub fn tree_format(data: &[u8]) {
 fn entry_from_line(line: &[u8]) -> Option<TarEntry> {
     let (&tag, rest) = line.split_first()?;
     let (path, link) = match rest.iter().position(|&b| b == b'>') {
-        Some(i) => (&rest[..i], rest[i + 1..].to_vec()),
-        None => (rest, Vec::new()),
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
     };
     let kind = match tag {
         b'd' => EntryKind::Dir,
@@ -153,24 +153,15 @@ fn entry_from_line(line: &[u8]) -> Option<TarEntry> {
         b'h' => EntryKind::Hardlink,
         _ => EntryKind::File,
     };
-    let mut entry = TarEntry {
-        path: path.into(),
-        kind,
-        mode: 0o755,
-        uid: u32::from(tag),
-        gid: 0,
-        mtime: i64::from(tag),
-        mtime_nsec: 0,
-        size: 1,
-        data_offset: u64::from(tag),
-        extra: None,
-    };
-    entry.update_extra(|x| {
-        x.link = link;
-        if tag == b'x' {
-            x.xattrs = vec![(b"user.x".to_vec(), path.to_vec())];
-        }
-    });
+    let mut entry = TarEntry::with_link(path, link, kind);
+    entry.mode = 0o755;
+    entry.uid = u32::from(tag);
+    entry.mtime = i64::from(tag);
+    entry.size = 1;
+    entry.data_offset = u64::from(tag);
+    if tag == b'x' {
+        entry.update_extra(|x| x.xattrs = vec![(b"user.x".to_vec(), path.to_vec())]);
+    }
     Some(entry)
 }
 

@@ -20,23 +20,14 @@ use ocimount::Digest;
 use support::{corpus, ocimount, ok};
 
 fn entry(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
-    TarEntry {
-        path: path.as_bytes().into(),
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        mtime_nsec: 0,
-        size: 0,
-        data_offset: 0,
-        extra: None,
-    }
+    let mut e = TarEntry::new(path.as_bytes(), kind);
+    e.mode = mode;
+    e
 }
 
 fn linked(path: &str, kind: EntryKind, target: &str) -> TarEntry {
     let mut e = entry(path, kind, 0o777);
-    e.update_extra(|x| x.link = target.as_bytes().to_vec());
+    e.set_link(target.as_bytes());
     e
 }
 
@@ -74,8 +65,8 @@ fn sample_tree() -> Tree {
     ];
     let upper = vec![entry("etc/.wh.gone", EntryKind::File, 0o600)];
     let mut b = TreeBuilder::default();
-    for (position, entries) in [lower, upper].iter().enumerate() {
-        b.apply(&LayerEntries {
+    for (position, entries) in [lower, upper].into_iter().enumerate() {
+        b.apply(LayerEntries {
             position,
             digest: Digest::of(&[position as u8]),
             entries,
@@ -225,10 +216,10 @@ fn a_directory_named_by_a_long_symlink_component_is_kept() {
         linked("a", EntryKind::Symlink, &long),
         entry("a/f", EntryKind::File, 0o644),
     ];
-    let tree = Tree::build(&[LayerEntries {
+    let tree = Tree::build([LayerEntries {
         position: 0,
         digest: Digest::of(b"layer"),
-        entries: &entries,
+        entries,
     }])
     .unwrap();
     let again = Tree::from_bytes(tree.as_bytes().to_vec()).unwrap();
@@ -537,7 +528,7 @@ fn a_layer_indexed_again_makes_its_stored_tree_stale() {
             .entries
             .iter_mut()
             .rev()
-            .find(|e| &*e.path == b"etc/hostname")
+            .find(|e| e.path() == b"etc/hostname")
         {
             e.mtime = 86400 * 365;
             let tmp = dir.join("index.new");

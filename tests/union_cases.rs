@@ -22,18 +22,9 @@ use ocimount::{Digest, Error};
 // ---------------------------------------------------------------------------
 
 fn entry(path: &str, kind: EntryKind, mode: u32) -> TarEntry {
-    TarEntry {
-        path: path.as_bytes().into(),
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        mtime_nsec: 0,
-        size: 0,
-        data_offset: 0,
-        extra: None,
-    }
+    let mut e = TarEntry::new(path.as_bytes(), kind);
+    e.mode = mode;
+    e
 }
 
 /// A directory entry (`path/` in the cases).
@@ -52,14 +43,14 @@ fn file(path: &str, offset: u64) -> TarEntry {
 /// A symlink `path -> target` (target stored raw).
 fn symlink(path: &str, target: &str) -> TarEntry {
     let mut e = entry(path, EntryKind::Symlink, 0o777);
-    e.update_extra(|x| x.link = target.as_bytes().to_vec());
+    e.set_link(target.as_bytes());
     e
 }
 
 /// A hardlink `path => target` (target given normalised).
 fn hardlink(path: &str, target: &str) -> TarEntry {
     let mut e = entry(path, EntryKind::Hardlink, 0o644);
-    e.update_extra(|x| x.link = target.as_bytes().to_vec());
+    e.set_link(target.as_bytes());
     e
 }
 
@@ -137,16 +128,16 @@ fn build(layers: &[Vec<TarEntry>]) -> Result<Tree, Error> {
     let digests: Vec<Digest> = (0..layers.len())
         .map(|i| Digest::of(format!("layer{i}").as_bytes()))
         .collect();
-    let layers: Vec<LayerEntries<'_>> = layers
+    let layers: Vec<LayerEntries> = layers
         .iter()
         .enumerate()
         .map(|(i, entries)| LayerEntries {
             position: i,
             digest: digests[i],
-            entries,
+            entries: entries.clone(),
         })
         .collect();
-    Tree::build(&layers)
+    Tree::build(layers)
 }
 
 fn tree(layers: &[Vec<TarEntry>]) -> Tree {
@@ -1905,8 +1896,8 @@ fn f1_bare_whiteout_in_subdir_is_error() {
 fn f2_tree(lower: Vec<TarEntry>, upper: Vec<TarEntry>) -> Tree {
     let prefix = |mut e: TarEntry| {
         let mut p = b"test-subdir/".to_vec();
-        p.extend_from_slice(&e.path);
-        e.path = p.into();
+        p.extend_from_slice(e.path());
+        e.set_path(&p);
         e
     };
     let mut l = vec![dir("test-subdir")];

@@ -727,7 +727,7 @@ mod tests {
             .index
             .entries
             .iter()
-            .find(|e| &*e.path == b"big")
+            .find(|e| e.path() == b"big")
             .unwrap();
         let (from, to) = (big.data_offset, big.data_offset + big.size);
         let spans = &entry.index.spans;

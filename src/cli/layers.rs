@@ -26,7 +26,7 @@ pub fn run(args: &LayersArgs, opts: &OpenOptions) -> Result<()> {
         ..opts.clone()
     };
     let (_, indexes) = open_indexes(&args.image.reference()?, &opts)?;
-    let changes = layer_changes(&indexes)?;
+    let changes = layer_changes(indexes)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let text =

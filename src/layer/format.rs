@@ -166,7 +166,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     body.0[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
     body.u64(index.entries.len() as u64);
     for e in &index.entries {
-        body.bytes(&e.path);
+        body.bytes(e.path());
         body.u8(e.kind as u8);
         body.u32(e.mode);
         body.u32(e.uid);
@@ -368,7 +368,7 @@ pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, St
         let mtime_nsec = r.u32()?;
         let size = r.u64()?;
         let data_offset = r.u64()?;
-        let link = r.bytes()?.to_vec();
+        let link = r.bytes()?;
         let dev_major = r.u32()?;
         let dev_minor = r.u32()?;
         let nx = r.count32(8)?;
@@ -382,21 +382,16 @@ pub fn decode_full(bytes: &[u8], expected_digest: &Digest) -> Result<Decoded, St
         {
             return Err("an entry's data lies outside the stream".to_string());
         }
-        check_entry(kind, path, &link, mtime_nsec, &xattrs)?;
-        let mut entry = TarEntry {
-            path: path.into(),
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            mtime_nsec,
-            size,
-            data_offset,
-            extra: None,
-        };
+        check_entry(kind, path, link, mtime_nsec, &xattrs)?;
+        let mut entry = TarEntry::with_link(path, link, kind);
+        entry.mode = mode;
+        entry.uid = uid;
+        entry.gid = gid;
+        entry.mtime = mtime;
+        entry.mtime_nsec = mtime_nsec;
+        entry.size = size;
+        entry.data_offset = data_offset;
         entry.set_extra(EntryExtra {
-            link,
             dev_major,
             dev_minor,
             xattrs,
@@ -678,18 +673,14 @@ mod tests {
     }
 
     fn sample() -> LayerIndex {
-        let mut entry = TarEntry {
-            path: b"etc/passwd".as_slice().into(),
-            kind: EntryKind::File,
-            mode: 0o4755,
-            uid: 1000,
-            gid: 5678,
-            mtime: -5,
-            mtime_nsec: 7,
-            size: 10,
-            data_offset: 512,
-            extra: None,
-        };
+        let mut entry = TarEntry::new(b"etc/passwd", EntryKind::File);
+        entry.mode = 0o4755;
+        entry.uid = 1000;
+        entry.gid = 5678;
+        entry.mtime = -5;
+        entry.mtime_nsec = 7;
+        entry.size = 10;
+        entry.data_offset = 512;
         entry.set_extra(EntryExtra {
             xattrs: vec![
                 (b"user.a".to_vec(), b"\0bin".to_vec()),
@@ -697,15 +688,11 @@ mod tests {
             ],
             ..EntryExtra::default()
         });
-        let mut link = TarEntry {
-            path: b"bin/x".as_slice().into(),
-            kind: EntryKind::Hardlink,
-            ..entry.clone()
-        };
-        link.set_extra(EntryExtra {
-            link: b"etc/passwd".to_vec(),
-            ..EntryExtra::default()
-        });
+        let mut link = entry.clone();
+        link.kind = EntryKind::Hardlink;
+        link.set_path(b"bin/x");
+        link.set_link(b"etc/passwd");
+        link.set_extra(EntryExtra::default());
         LayerIndex {
             digest: Digest::of(b"blob"),
             diff_id: Digest::of(b"tar"),
@@ -883,7 +870,7 @@ mod tests {
         let decoded = |index: &LayerIndex| decode(&encode(index), &index.digest);
         let with_path = |path: Vec<u8>| {
             let mut index = sample();
-            index.entries[0].path = path.into();
+            index.entries[0].set_path(&path);
             index.entries.truncate(1);
             index
         };

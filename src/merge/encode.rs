@@ -1,11 +1,14 @@
 //! Write a finished union (its drafts, numbered depth-first) in the flat
-//! form of [`crate::tree::layout`]: one buffer of the exact size, each draft's
-//! children freed as soon as they are written, so the peak is one tree and
-//! a bit, not two. Metadata the nodes share is written once.
+//! form of [`crate::tree::layout`]: one buffer of the exact size, filled
+//! from the last node back while the drafts are popped and their vector
+//! given back in steps, so the peak is one tree and a bit, not two (the
+//! flat form of a layer of symlinks, names and targets, is larger than its
+//! drafts' vector). Metadata the nodes share is written once.
 
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::merge::shrinking::Shrinking;
 use crate::merge::{Draft, DraftKind, DraftMeta};
 use crate::tree::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
 use crate::tree::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
@@ -23,7 +26,9 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
                 dirents += children.len();
                 strings += children.keys().map(|k| k.len()).sum::<usize>();
             }
-            DraftKind::Symlink { target } => strings += target.len(),
+            kind @ DraftKind::Symlink { .. } => {
+                strings += kind.symlink_target().unwrap_or_default().len()
+            }
             _ => {}
         }
     }
@@ -73,34 +78,49 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
         put_u32(&mut out, at + meta::XATTR_COUNT, m.xattrs.len() as u32);
     }
     drop(metas);
-    for (id, (mut d, meta_id)) in drafts.into_iter().zip(meta_of).enumerate() {
+    // The nodes from the last one back: each takes its dirents and strings
+    // from the end of what is left of their sections, which lays them out
+    // as a pass from the first node would.
+    let mut back = Cursors {
+        dirent: dirents,
+        xattr: xattrs,
+        string: strings,
+    };
+    let mut nodes = Shrinking::from_back(drafts);
+    while let Some(d) = nodes.next() {
+        let id = nodes.len();
         let at = s.nodes + id * NODE_LEN;
-        let (a, b, layer, type_bits) = match &mut d.kind {
+        let (a, b, layer, type_bits) = match &d.kind {
             DraftKind::Dir { children } => {
-                let first = w.dirent;
+                back.dirent -= children.len();
+                back.string -= children.keys().map(|k| k.len()).sum::<usize>();
+                let mut fill = back;
                 for (name, &child) in children.iter() {
-                    let name_at = w.string(&mut out, &s, name);
-                    let e = s.dirents + w.dirent * DIRENT_LEN;
+                    let name_at = fill.string(&mut out, &s, name);
+                    let e = s.dirents + fill.dirent * DIRENT_LEN;
                     put_u64(&mut out, e, name_at);
                     put_u32(&mut out, e + 8, name.len() as u32);
                     put_u32(&mut out, e + 12, child);
-                    w.dirent += 1;
+                    fill.dirent += 1;
                 }
-                let count = children.len() as u64;
-                children.clear();
-                (first as u64, count, 0, libc::S_IFDIR)
+                (back.dirent as u64, children.len() as u64, 0, libc::S_IFDIR)
             }
             DraftKind::File {
                 layer,
                 offset,
                 size,
             } => (*offset, *size, *layer, libc::S_IFREG),
-            DraftKind::Symlink { target } => (
-                w.string(&mut out, &s, target),
-                target.len() as u64,
-                0,
-                libc::S_IFLNK,
-            ),
+            kind @ DraftKind::Symlink { .. } => {
+                let target = kind.symlink_target().unwrap_or_default();
+                back.string -= target.len();
+                let mut fill = back;
+                (
+                    fill.string(&mut out, &s, target),
+                    target.len() as u64,
+                    0,
+                    libc::S_IFLNK,
+                )
+            }
             DraftKind::CharDevice { major, minor } => {
                 (u64::from(*major), u64::from(*minor), 0, libc::S_IFCHR)
             }
@@ -116,9 +136,15 @@ pub(crate) fn encode(drafts: Vec<Draft>, layers: &[LayerRecord]) -> Result<Vec<u
         );
         put_u32(&mut out, at + field::NLINK, d.nlink);
         put_u32(&mut out, at + field::PARENT, d.parent);
-        put_u32(&mut out, at + field::META, meta_id);
+        put_u32(&mut out, at + field::META, meta_of[id]);
         put_u64(&mut out, at + field::A, a);
         put_u64(&mut out, at + field::B, b);
+    }
+    // What the nodes took back meets what the metadata took forward.
+    if (back.dirent, back.xattr, back.string) != (0, w.xattr, w.string) {
+        return Err(Error::Internal(
+            "the merged tree's sections do not add up".to_string(),
+        ));
     }
     layout::seal(&mut out, &s);
     Ok(out)
@@ -142,6 +168,7 @@ fn shared_metadata(drafts: &[Draft]) -> (Vec<u32>, Vec<DraftMeta>) {
 }
 
 /// The next free record of each variable section.
+#[derive(Clone, Copy)]
 struct Cursors {
     dirent: usize,
     xattr: usize,

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod encode;
+mod shrinking;
 pub mod union;
 
 pub use union::*;

@@ -8,6 +8,7 @@
 //! `usr/lib/x`. Hardlinks point at the same node, so they share an inode.
 
 use super::changes::{ChangeLog, LayerChanges};
+use super::shrinking::Shrinking;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::digest::Digest;
@@ -152,8 +153,12 @@ pub(crate) enum DraftKind {
         offset: u64,
         size: u64,
     },
+    /// The target is `names[target_at..]`: `names` is the allocation of
+    /// the entry it came from (its path, then its target), taken over
+    /// whole rather than copied (see [`DraftKind::symlink_target`]).
     Symlink {
-        target: Box<[u8]>,
+        names: Box<[u8]>,
+        target_at: u32,
     },
     CharDevice {
         major: u32,
@@ -166,6 +171,22 @@ pub(crate) enum DraftKind {
     Fifo,
 }
 
+impl DraftKind {
+    /// A symlink of this entry, keeping its allocation.
+    fn symlink(entry: TarEntry) -> DraftKind {
+        let (names, target_at) = entry.into_names();
+        DraftKind::Symlink { names, target_at }
+    }
+
+    /// A symlink's target.
+    pub(crate) fn symlink_target(&self) -> Option<&[u8]> {
+        match self {
+            DraftKind::Symlink { names, target_at } => Some(&names[*target_at as usize..]),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Draft {
     pub kind: DraftKind,
@@ -176,15 +197,18 @@ pub(crate) struct Draft {
     pub parent: NodeId,
 }
 
-/// One layer's entries, with what error messages need to name it.
-pub struct LayerEntries<'a> {
+/// One layer's entries, with what error messages need to name it. The
+/// builder consumes them: a symlink's node keeps its entry's allocation
+/// rather than copy its target, so that a layer of symlinks holds each
+/// target once while it is merged.
+pub struct LayerEntries {
     pub position: usize,
     pub digest: Digest,
-    pub entries: &'a [TarEntry],
+    pub entries: Vec<TarEntry>,
 }
 
-/// Builds a `Tree` one layer at a time, bottom first, so that a caller can
-/// drop each layer's entries as soon as they are applied.
+/// Builds a `Tree` one layer at a time, bottom first, consuming each
+/// layer's entries as it applies them.
 pub struct TreeBuilder {
     builder: Builder,
     layers: Vec<LayerRecord>,
@@ -228,15 +252,16 @@ impl TreeBuilder {
     }
 
     /// Apply the next layer up.
-    pub fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+    pub fn apply(&mut self, layer: LayerEntries) -> Result<()> {
         if let Some(changes) = &mut self.builder.changes {
             changes.start_layer(layer.digest.to_string());
         }
+        let (digest, entries) = (layer.digest, layer.entries.len() as u64);
         self.builder.apply(layer)?;
         self.layers.push(LayerRecord {
-            digest: layer.digest,
+            digest,
             index: IndexIdentity::default(),
-            entries: layer.entries.len() as u64,
+            entries,
             // No bound until the caller says (see `finish_with`).
             stream_len: u64::MAX,
         });
@@ -265,7 +290,7 @@ impl TreeBuilder {
 
 impl Tree {
     /// Merge `layers`, bottom first.
-    pub fn build(layers: &[LayerEntries<'_>]) -> Result<Tree> {
+    pub fn build(layers: impl IntoIterator<Item = LayerEntries>) -> Result<Tree> {
         let mut b = TreeBuilder::default();
         for layer in layers {
             b.apply(layer)?;
@@ -284,7 +309,9 @@ struct DraftWalk<'a> {
 fn draft_step(nodes: &[Draft], id: NodeId) -> Step<'_> {
     match nodes.get(id as usize).map(|n| &n.kind) {
         Some(DraftKind::Dir { .. }) => Step::Dir,
-        Some(DraftKind::Symlink { target }) => Step::Symlink(target),
+        Some(kind @ DraftKind::Symlink { .. }) => {
+            Step::Symlink(kind.symlink_target().unwrap_or_default())
+        }
         _ => Step::Other,
     }
 }
@@ -381,7 +408,7 @@ fn prefixes(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn whiteout_dirs_of(entries: &[TarEntry]) -> HashSet<&[u8]> {
     let mut under_whiteouts: HashSet<&[u8]> = HashSet::new();
     for e in entries {
-        if let Ok(Action::Opaque(dir) | Action::Whiteout(dir, _)) = classify(&e.path) {
+        if let Ok(Action::Opaque(dir) | Action::Whiteout(dir, _)) = classify(e.path()) {
             under_whiteouts.extend(prefixes(dir));
         }
     }
@@ -390,8 +417,8 @@ fn whiteout_dirs_of(entries: &[TarEntry]) -> HashSet<&[u8]> {
     }
     entries
         .iter()
-        .filter(|e| e.kind == EntryKind::Dir && under_whiteouts.contains(&*e.path))
-        .map(|e| &*e.path)
+        .filter(|e| e.kind == EntryKind::Dir && under_whiteouts.contains(e.path()))
+        .map(|e| e.path())
         .collect()
 }
 
@@ -422,7 +449,7 @@ pub(crate) fn classify(path: &[u8]) -> std::result::Result<Action<'_>, String> {
 }
 
 impl Builder {
-    fn apply(&mut self, layer: &LayerEntries<'_>) -> Result<()> {
+    fn apply(&mut self, layer: LayerEntries) -> Result<()> {
         let fail = |path: &[u8], reason: String| Error::LayerEntry {
             layer: layer.position,
             digest: layer.digest,
@@ -434,16 +461,16 @@ impl Builder {
         // Opaque markers and whiteouts hide lower content only: apply them
         // before anything this layer adds. (Entries are classified again in
         // the second pass rather than keeping a list as long as the layer.)
-        let new_dirs = whiteout_dirs_of(layer.entries);
-        for e in layer.entries {
-            let action = classify(&e.path).map_err(|r| fail(&e.path, r))?;
+        let new_dirs = whiteout_dirs_of(&layer.entries);
+        for e in &layer.entries {
+            let action = classify(e.path()).map_err(|r| fail(e.path(), r))?;
             if let (Action::Opaque(_), Some(changes)) = (&action, &mut self.changes) {
                 changes.opaque_dir();
             }
             if let Action::Opaque(dir) | Action::Whiteout(dir, _) = action {
                 if self
                     .replaced_by_layer(dir, &new_dirs)
-                    .map_err(|r| fail(&e.path, r))?
+                    .map_err(|r| fail(e.path(), r))?
                 {
                     continue;
                 }
@@ -475,77 +502,88 @@ impl Builder {
                 _ => {}
             }
         }
-        for e in layer.entries {
-            if matches!(classify(&e.path), Ok(Action::Add)) {
-                self.add(layer, e).map_err(|r| fail(&e.path, r))?;
+        drop(new_dirs);
+        // Taken in order from a list given back as it empties, so that the
+        // layer's entries and the nodes made of them are not both whole.
+        for e in Shrinking::in_order(layer.entries) {
+            if matches!(classify(e.path()), Ok(Action::Add)) {
+                self.add(layer.position, e, &fail)?;
             }
         }
         Ok(())
     }
 
-    fn add(&mut self, layer: &LayerEntries<'_>, e: &TarEntry) -> std::result::Result<(), String> {
-        if e.path.is_empty() {
+    /// Place an entry (consumed: a symlink's node keeps its allocation);
+    /// `fail` makes an error about its path.
+    fn add(
+        &mut self,
+        position: usize,
+        e: TarEntry,
+        fail: &dyn Fn(&[u8], String) -> Error,
+    ) -> Result<()> {
+        if e.path().is_empty() {
             // The root itself (`./`): only a directory entry may change its
             // metadata; anything else naming the root is ignored.
             if e.kind == EntryKind::Dir {
-                self.nodes[ROOT as usize].meta = DraftMeta::of(e);
+                self.nodes[ROOT as usize].meta = DraftMeta::of(&e);
             }
             return Ok(());
         }
-        let (parent_path, name) = split_parent(&e.path);
+        let (parent_path, name) = split_parent(e.path());
         let parent = self
-            .resolve_dir(parent_path, true)?
-            .ok_or("parent directory cannot be created")?;
+            .resolve_dir(parent_path, true)
+            .and_then(|found| found.ok_or_else(|| "parent directory cannot be created".into()))
+            .map_err(|r| fail(e.path(), r))?;
         let existing = self.dir_children(parent).get(name).copied();
-        let node = match e.kind {
-            EntryKind::Dir => {
-                if let Some(id) = existing {
-                    if matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
-                        self.nodes[id as usize].meta = DraftMeta::of(e);
-                        if let Some(changes) = &mut self.changes {
-                            changes.entry_placed(
-                                &self.nodes,
-                                layer.position,
-                                id,
-                                existing,
-                                0,
-                                false,
-                            );
-                        }
-                        return Ok(());
-                    }
+        if let (EntryKind::Dir, Some(id)) = (e.kind, existing) {
+            if matches!(self.nodes[id as usize].kind, DraftKind::Dir { .. }) {
+                self.nodes[id as usize].meta = DraftMeta::of(&e);
+                if let Some(changes) = &mut self.changes {
+                    changes.entry_placed(&self.nodes, position, id, existing, 0, false);
                 }
-                self.new_node(
-                    DraftKind::Dir {
-                        children: DirChildren::default(),
-                    },
-                    DraftMeta::of(e),
-                    parent,
-                )
+                return Ok(());
             }
-            EntryKind::Hardlink => self.hardlink_target(e.link())?,
+        }
+        // Owned before a symlink's entry is taken over.
+        let name: Box<[u8]> = name.into();
+        let (kind, size) = (e.kind, e.size);
+        let node = match e.kind {
+            EntryKind::Dir => self.new_node(
+                DraftKind::Dir {
+                    children: DirChildren::default(),
+                },
+                DraftMeta::of(&e),
+                parent,
+            ),
+            EntryKind::Hardlink => {
+                let node = self
+                    .hardlink_target(e.link())
+                    .map_err(|r| fail(e.path(), r))?;
+                if node == parent {
+                    let reason = "a hardlink to its own parent directory".to_string();
+                    return Err(fail(e.path(), reason));
+                }
+                node
+            }
             EntryKind::File => self.new_node(
                 DraftKind::File {
-                    layer: layer.position as u32,
+                    layer: position as u32,
                     offset: e.data_offset,
                     size: e.size,
                 },
-                DraftMeta::of(e),
+                DraftMeta::of(&e),
                 parent,
             ),
-            EntryKind::Symlink => self.new_node(
-                DraftKind::Symlink {
-                    target: e.link().into(),
-                },
-                DraftMeta::of(e),
-                parent,
-            ),
+            EntryKind::Symlink => {
+                let meta = DraftMeta::of(&e);
+                self.new_node(DraftKind::symlink(e), meta, parent)
+            }
             EntryKind::CharDevice => self.new_node(
                 DraftKind::CharDevice {
                     major: e.device().0,
                     minor: e.device().1,
                 },
-                DraftMeta::of(e),
+                DraftMeta::of(&e),
                 parent,
             ),
             EntryKind::BlockDevice => self.new_node(
@@ -553,20 +591,17 @@ impl Builder {
                     major: e.device().0,
                     minor: e.device().1,
                 },
-                DraftMeta::of(e),
+                DraftMeta::of(&e),
                 parent,
             ),
-            EntryKind::Fifo => self.new_node(DraftKind::Fifo, DraftMeta::of(e), parent),
+            EntryKind::Fifo => self.new_node(DraftKind::Fifo, DraftMeta::of(&e), parent),
         };
-        if node == parent {
-            return Err("a hardlink to its own parent directory".to_string());
-        }
         if let Some(changes) = &mut self.changes {
-            let bytes = if e.kind == EntryKind::File { e.size } else { 0 };
-            let is_link = e.kind == EntryKind::Hardlink;
-            changes.entry_placed(&self.nodes, layer.position, node, existing, bytes, is_link);
+            let bytes = if kind == EntryKind::File { size } else { 0 };
+            let is_link = kind == EntryKind::Hardlink;
+            changes.entry_placed(&self.nodes, position, node, existing, bytes, is_link);
         }
-        self.dir_children_mut(parent).insert(name.into(), node);
+        self.dir_children_mut(parent).insert(name, node);
         Ok(())
     }
 
@@ -738,13 +773,38 @@ impl Builder {
 mod tests {
     use super::*;
 
-    /// A tree holds one `Draft` per name and is built while every entry of
-    /// the layers is alive: both are sized for millions (issue 11).
+    /// A tree holds one `Draft` per name and is built from a layer's
+    /// entries, given back only as they are applied: both are sized for
+    /// millions (issue 11).
     #[test]
     fn nodes_and_entries_stay_small() {
         assert_eq!(std::mem::size_of::<TarEntry>(), 72);
         assert_eq!(std::mem::size_of::<DraftMeta>(), 32);
         assert_eq!(std::mem::size_of::<DraftKind>(), 24);
         assert_eq!(std::mem::size_of::<Draft>(), 64);
+    }
+
+    /// A symlink's node keeps its entry's allocation rather than copy the
+    /// target (a layer of a million symlinks, issue 22).
+    #[test]
+    fn a_symlink_node_takes_over_its_entrys_allocation() {
+        let entry = TarEntry::with_link(b"lib", b"usr/lib", EntryKind::Symlink);
+        let allocation = entry.path().as_ptr();
+        let mut b = TreeBuilder::default();
+        b.apply(LayerEntries {
+            position: 0,
+            digest: Digest::of(b"layer"),
+            entries: vec![entry],
+        })
+        .unwrap();
+        let kind = &b.builder.nodes[1].kind;
+        assert_eq!(kind.symlink_target(), Some(&b"usr/lib"[..]));
+        assert!(matches!(kind, DraftKind::Symlink { names, .. } if names.as_ptr() == allocation));
+        let tree = b.finish().unwrap();
+        let id = tree.resolve(b"lib", false).unwrap();
+        assert!(matches!(
+            &tree.node(id).kind,
+            NodeKind::Symlink { target } if &target[..] == b"usr/lib"
+        ));
     }
 }

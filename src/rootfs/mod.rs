@@ -254,18 +254,18 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
     }
 }
 
-/// Merge the layers' entries into the tree, dropping each layer's entries
-/// once applied (a layer of a million entries lists 100 MB), and store the
-/// tree for the next process. A cache that cannot take it costs only that.
+/// Merge the layers' entries into the tree, the builder consuming each
+/// layer's entries as it applies them (a layer of a million entries lists
+/// 100 MB), and store the tree for the next process. A cache that cannot
+/// take it costs only that.
 fn merge(image: &Image, cache: &Cache, entries: &mut [CacheEntry]) -> Result<Tree> {
     let mut builder = TreeBuilder::default();
     for (position, entry) in entries.iter_mut().enumerate() {
-        builder.apply(&LayerEntries {
+        builder.apply(LayerEntries {
             position,
             digest: entry.index.digest,
-            entries: &entry.index.entries,
+            entries: std::mem::take(&mut entry.index.entries),
         })?;
-        entry.index.entries = Vec::new();
     }
     let sources: Vec<LayerSource> = entries
         .iter()

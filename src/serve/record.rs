@@ -121,18 +121,11 @@ mod tests {
     use crate::tar::entry::{EntryKind, TarEntry};
 
     fn entry(path: &str, kind: EntryKind, offset: u64) -> TarEntry {
-        TarEntry {
-            path: path.as_bytes().into(),
-            kind,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            size: 1,
-            data_offset: offset,
-            extra: None,
-        }
+        let mut e = TarEntry::new(path.as_bytes(), kind);
+        e.mode = 0o644;
+        e.size = 1;
+        e.data_offset = offset;
+        e
     }
 
     fn tree() -> Tree {
@@ -142,10 +135,10 @@ mod tests {
             entry("d/b", EntryKind::File, 1024),
             entry("c", EntryKind::File, 1536),
         ];
-        Tree::build(&[LayerEntries {
+        Tree::build([LayerEntries {
             position: 0,
             digest: Digest::of(b"layer"),
-            entries: &entries,
+            entries,
         }])
         .unwrap()
     }

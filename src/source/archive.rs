@@ -106,20 +106,19 @@ impl Members {
                     if end.is_none_or(|end| end > len) {
                         return Err(members.error(&format!(
                             "member {} runs past the end of the archive (truncated?)",
-                            String::from_utf8_lossy(&entry.path)
+                            String::from_utf8_lossy(entry.path())
                         )));
                     }
-                    members.links.remove(&entry.path[..]);
+                    members.links.remove(entry.path());
                     members
                         .files
-                        .insert(entry.path.into_vec(), (entry.data_offset, entry.size));
+                        .insert(entry.path().to_vec(), (entry.data_offset, entry.size));
                 }
                 EntryKind::Symlink | EntryKind::Hardlink => {
-                    members.files.remove(&entry.path[..]);
-                    let link = entry.extra.map(|x| x.link).unwrap_or_default();
+                    members.files.remove(entry.path());
                     members
                         .links
-                        .insert(entry.path.into_vec(), (entry.kind, link));
+                        .insert(entry.path().to_vec(), (entry.kind, entry.link().to_vec()));
                 }
                 _ => {}
             }

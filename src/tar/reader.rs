@@ -288,20 +288,15 @@ impl<R: Read> TarReader<R> {
         if pax.xattrs.iter().any(|(k, _)| k.contains(&0)) {
             return Err(fail("an xattr name contains a NUL byte".into()));
         }
-        let mut entry = TarEntry {
-            path: path.into_boxed_slice(),
-            kind,
-            mode: (mode & 0o7777) as u32,
-            uid,
-            gid,
-            mtime,
-            mtime_nsec,
-            size,
-            data_offset,
-            extra: None,
-        };
+        let mut entry = TarEntry::with_link(&path, &link, kind);
+        entry.mode = (mode & 0o7777) as u32;
+        entry.uid = uid;
+        entry.gid = gid;
+        entry.mtime = mtime;
+        entry.mtime_nsec = mtime_nsec;
+        entry.size = size;
+        entry.data_offset = data_offset;
         entry.set_extra(EntryExtra {
-            link,
             dev_major,
             dev_minor,
             xattrs: pax.xattrs,

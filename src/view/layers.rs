@@ -7,14 +7,15 @@ use crate::layer::LayerIndex;
 pub use crate::merge::changes::LayerChanges;
 use crate::merge::{LayerEntries, TreeBuilder};
 
-/// The changes of every layer, bottom first.
-pub fn layer_changes(indexes: &[LayerIndex]) -> Result<Vec<LayerChanges>> {
+/// The changes of every layer, bottom first (the indexes' entries are
+/// consumed as the layers are merged).
+pub fn layer_changes(indexes: Vec<LayerIndex>) -> Result<Vec<LayerChanges>> {
     let mut builder = TreeBuilder::recording_changes();
-    for (position, index) in indexes.iter().enumerate() {
-        builder.apply(&LayerEntries {
+    for (position, index) in indexes.into_iter().enumerate() {
+        builder.apply(LayerEntries {
             position,
             digest: index.digest,
-            entries: &index.entries,
+            entries: index.entries,
         })?;
     }
     Ok(builder.changes().to_vec())
