@@ -223,7 +223,11 @@ insecure = true
 
 #[test]
 fn a_blocked_prefix_is_refused_with_the_rule() {
-    let reg = shared();
+    // A registry of its own: the shared one's log holds the other tests'
+    // requests, made in parallel. Nothing needs to be pushed: a blocked
+    // image is refused before any request.
+    let own = TestRegistry::new();
+    let reg = &own;
     let live = reg.host_port();
     let (_dir, file) = conf(&format!(
         "# blocked here\n[[registry]]\nprefix = \"{live}/test\"\nlocation = \"{live}/test\"\n\

@@ -124,6 +124,31 @@ fn capacity_overflow() -> TryReserveError {
     }
 }
 
+/// A small file read whole, or why not.
+pub enum FileRead {
+    Missing,
+    TooLarge,
+    Bytes(Vec<u8>),
+}
+
+/// Read the file at `path` whole if it holds at most `limit` bytes; a
+/// missing file is [`FileRead::Missing`], a longer one [`FileRead::TooLarge`]
+/// (read no further than `limit + 1` bytes).
+pub fn read_file(path: &std::path::Path, limit: u64) -> io::Result<FileRead> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FileRead::Missing),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok(if bytes.len() as u64 > limit {
+        FileRead::TooLarge
+    } else {
+        FileRead::Bytes(bytes)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,8 +67,7 @@
 //! else than its JSON) stops it with an error naming the helper and file.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -77,6 +76,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::source::registry::cred_helper::{HelperError, HelperRunner, DOCKER_HUB_SERVER};
+use crate::sys::bounded::{self, FileRead};
 
 /// The largest credentials file read.
 pub const MAX_AUTH_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -616,22 +616,14 @@ fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, CredentialsError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(read_error(error)),
-    };
-    let mut contents = Vec::new();
-    file.take(MAX_AUTH_FILE_BYTES + 1)
-        .read_to_end(&mut contents)
-        .map_err(read_error)?;
-    if contents.len() as u64 > MAX_AUTH_FILE_BYTES {
-        return Err(CredentialsError::TooLarge {
+    match bounded::read_file(path, MAX_AUTH_FILE_BYTES).map_err(read_error)? {
+        FileRead::Missing => Ok(None),
+        FileRead::TooLarge => Err(CredentialsError::TooLarge {
             path: path.to_path_buf(),
             limit: MAX_AUTH_FILE_BYTES,
-        });
+        }),
+        FileRead::Bytes(contents) => Ok(Some(contents)),
     }
-    Ok(Some(contents))
 }
 
 /// A field by name, falling back to a case-insensitive match as Go's

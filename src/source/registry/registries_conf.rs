@@ -60,8 +60,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::source::registry::reference::{self, RepositoryName};
+use crate::sys::bounded::{self, FileRead};
 
 /// The largest registries.conf (or drop-in) read.
 pub const MAX_CONF_FILE_BYTES: u64 = 1024 * 1024;
@@ -611,21 +612,16 @@ fn read_bounded(path: &Path) -> Result<Option<String>, ConfError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error(e)),
+    let bytes = match bounded::read_file(path, MAX_CONF_FILE_BYTES).map_err(io_error)? {
+        FileRead::Missing => return Ok(None),
+        FileRead::TooLarge => {
+            return Err(ConfError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_CONF_FILE_BYTES,
+            })
+        }
+        FileRead::Bytes(bytes) => bytes,
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_CONF_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    if bytes.len() as u64 > MAX_CONF_FILE_BYTES {
-        return Err(ConfError::TooLarge {
-            path: path.to_path_buf(),
-            limit: MAX_CONF_FILE_BYTES,
-        });
-    }
     String::from_utf8(bytes).map(Some).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
             .iter()
