@@ -23,7 +23,7 @@
 //! ahead, never fetched ahead (see `LayerReader::prepare_span_if_idle`).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -54,7 +54,6 @@ struct Shared {
     rootfs: Arc<Rootfs>,
     queue: Mutex<Queue>,
     wake: Condvar,
-    stop: AtomicBool,
     /// For each layer, the span its last read fell in (`NONE`: no read).
     last_span: Vec<AtomicUsize>,
     /// How far along a layer read in order is queued, in stream bytes.
@@ -81,7 +80,6 @@ impl DecodeAhead {
             rootfs,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            stop: AtomicBool::new(false),
             layer_ahead: LAYER_AHEAD_PER_WORKER * workers as u64,
         });
         let worker_shared = shared.clone();
@@ -151,7 +149,10 @@ impl DecodeAhead {
 
     /// Stop after the spans being decoded now, and wait for the workers.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
+        // Under the queue's lock, which a worker holds from its look at
+        // `stopped` until it waits: the wake-up cannot fall in between and
+        // be lost (the join below would then wait for ever).
+        lock(&self.shared.queue).stopped = true;
         self.shared.wake.notify_all();
         let handles = std::mem::take(&mut *lock(&self.workers));
         for handle in handles {
@@ -166,11 +167,13 @@ impl Drop for DecodeAhead {
     }
 }
 
-/// The spans to prepare, newest wants first, each once.
+/// The spans to prepare, newest wants first, each once; and whether the
+/// workers are to stop (here, under the same lock as what they wait on).
 #[derive(Default)]
 struct Queue {
     order: VecDeque<(usize, usize)>,
     queued: HashSet<(usize, usize)>,
+    stopped: bool,
 }
 
 impl Shared {
@@ -196,7 +199,7 @@ impl Shared {
     fn next(&self) -> Option<(usize, usize)> {
         let mut queue = lock(&self.queue);
         loop {
-            if self.stop.load(Ordering::Acquire) {
+            if queue.stopped {
                 return None;
             }
             if let Some(next) = queue.order.pop_front() {

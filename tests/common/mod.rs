@@ -379,16 +379,21 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Du
             break status;
         }
         if started.elapsed() > timeout {
+            let threads = thread_states(child.id());
             let _ = child.kill();
             let _ = child.wait();
+            let stdout_len = out_thread.join().map_or(0, |b| b.len());
+            let stderr = err_thread.join().unwrap_or_default();
             let shown: Vec<String> = args
                 .iter()
                 .map(|a| a.as_ref().to_string_lossy().into_owned())
                 .collect();
             panic!(
-                "{} {} did not finish within {timeout:?}",
+                "{} {} did not finish within {timeout:?} ({stdout_len} bytes written to \
+                 stdout)\nits threads then:\n{threads}its stderr:\n{}",
                 program.display(),
-                shown.join(" ")
+                shown.join(" "),
+                String::from_utf8_lossy(&stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -400,6 +405,33 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Du
         stdout,
         stderr,
     }
+}
+
+/// Each thread of process `pid` with what it waits in (name and wchan from
+/// /proc), one per line: where a hung command stood.
+fn thread_states(pid: u32) -> String {
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let mut out = String::new();
+    let tasks = Path::new("/proc").join(pid.to_string()).join("task");
+    for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let p = task.path();
+        out += &format!(
+            "  {} {} wchan={} state={}\n",
+            task.file_name().to_string_lossy(),
+            read(p.join("comm")),
+            read(p.join("wchan")),
+            read(p.join("stat"))
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or("?")
+        );
+    }
+    out
 }
 
 /// Run `ocimount --cache <cache> <args...>` with the standard time limit.
