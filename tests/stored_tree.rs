@@ -6,11 +6,15 @@
 
 mod support;
 
+#[path = "support/hostile_blobs.rs"]
+mod hostile_blobs;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use ocimount::layer::format;
 use ocimount::layer::format::IndexIdentity;
+use ocimount::layer::format::HEADER_LEN;
 use ocimount::layer::spans::crc32;
 use ocimount::merge::{LayerEntries, TreeBuilder};
 use ocimount::tar::entry::{EntryKind, TarEntry};
@@ -544,4 +548,91 @@ fn a_layer_indexed_again_makes_its_stored_tree_stale() {
     ));
     assert!(after.contains(" 1971-01-01 00:00 /etc/hostname"), "{after}");
     assert!(std::fs::read(&file).unwrap() != old_tree);
+}
+
+/// An index crafted to keep the body length and CRC-32 of the one a tree
+/// was merged from (what stored trees were matched by before tree format
+/// 4) makes the stored tree stale all the same: trees name their indexes
+/// by SHA-256.
+#[test]
+fn an_index_forged_to_keep_length_and_crc_makes_its_stored_tree_stale() {
+    let image = corpus().image("debian-gzip");
+    let layout = image.layout.to_str().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let ls = |cache: &Path| ok(&ocimount(cache, &["ls", "-l", layout, "/etc/hostname"]));
+    let before = ls(cache.path());
+    assert!(before.contains("     0     0 "), "{before}");
+    let file = stored_tree_file(cache.path());
+    let old_tree = std::fs::read(&file).unwrap();
+    // In the last layer index that lists /etc/hostname: its uid changed,
+    // and its gid made up so the body keeps its length and CRC-32.
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.path().join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let forged_uid = 4242u32;
+    let mut forged_one = false;
+    for dir in dirs.iter().rev() {
+        let bytes = std::fs::read(dir.join("index")).unwrap();
+        let digest = Digest::parse(&format!(
+            "sha256:{}",
+            dir.file_name().unwrap().to_str().unwrap()
+        ))
+        .unwrap();
+        let mut index = format::decode(&bytes, &digest).unwrap();
+        let Some(e) = index
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.path() == b"etc/hostname")
+        else {
+            continue;
+        };
+        // Where the uid lies: the one byte that differs when only its
+        // lowest bit does (the header's SHA-256 aside).
+        let old_uid = e.uid;
+        e.uid ^= 1;
+        let probe = format::encode(&index);
+        let uid_at = (HEADER_LEN..bytes.len())
+            .find(|&i| bytes[i] != probe[i])
+            .unwrap();
+        assert_eq!(u32_at(&bytes, uid_at), old_uid);
+        let mut forged = bytes.clone();
+        hostile_blobs::forge_crc32(
+            &mut forged[HEADER_LEN..],
+            uid_at - HEADER_LEN,
+            &forged_uid.to_le_bytes(),
+        );
+        let body_sha = ocimount::layer::spans::sha256(&forged[HEADER_LEN..]);
+        forged[HEADER_LEN - 32..HEADER_LEN].copy_from_slice(&body_sha);
+        assert_eq!(forged.len(), bytes.len());
+        assert_eq!(
+            crc32(0, &forged[HEADER_LEN..]),
+            crc32(0, &bytes[HEADER_LEN..]),
+            "the forgery keeps the body's CRC-32"
+        );
+        // A sound index of this layer, which only its SHA-256 tells apart.
+        let decoded = format::decode(&forged, &digest).unwrap();
+        let entry = decoded
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.path() == b"etc/hostname")
+            .unwrap();
+        assert_eq!(entry.uid, forged_uid);
+        std::fs::write(dir.join("index"), &forged).unwrap();
+        forged_one = true;
+        break;
+    }
+    assert!(forged_one, "no layer lists etc/hostname");
+    let after = ls(cache.path());
+    assert!(
+        after.contains(&format!(" {forged_uid} ")),
+        "the stored tree was used with the forged index:\n{after}"
+    );
+    assert!(std::fs::read(&file).unwrap() != old_tree);
+    // The same as a tree merged from these indexes with none stored.
+    std::fs::remove_file(stored_tree_file(cache.path())).unwrap();
+    assert_eq!(ls(cache.path()), after);
 }

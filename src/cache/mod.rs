@@ -257,6 +257,17 @@ impl Cache {
     /// only a full pass can fill (`Materialized`). An entry already in the
     /// cache is kept.
     pub fn install(&self, layer: &LayerInfo, bytes: &[u8]) -> Result<CacheEntry> {
+        self.install_cut_after_mark(layer, bytes, || Ok(()))
+    }
+
+    /// [`Cache::install`], with `after_mark` run once the origin mark is
+    /// written: an error from it stands for a crash at that point (tests).
+    fn install_cut_after_mark(
+        &self,
+        layer: &LayerInfo,
+        bytes: &[u8],
+        after_mark: impl FnOnce() -> Result<()>,
+    ) -> Result<CacheEntry> {
         let dir = self.layer_dir(layer);
         let Some(scope) = self.published_scope.clone() else {
             return Err(Error::Cache {
@@ -314,6 +325,7 @@ impl Cache {
             format!("published {scope}\n").as_bytes(),
             true,
         )?;
+        after_mark()?;
         let mut temps = Temporaries(Vec::new());
         let data_tmp = temps.add(temporary(&dir, "data"));
         let data = create_new(&data_tmp)?;
@@ -605,6 +617,82 @@ fn remove_temporaries(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-file uncompressed layer in a layout under `root`, indexed
+    /// here by `cache`: the layer, and its index file's bytes.
+    fn indexed_plain_layer(root: &Path, cache: &Cache) -> (LayerInfo, Vec<u8>) {
+        use crate::source::Layout;
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(5);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "hello", &b"hello"[..])
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let layout_dir = root.join("layout");
+        fs::create_dir_all(layout_dir.join("blobs/sha256")).unwrap();
+        fs::write(
+            layout_dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let digest = crate::digest::Digest::of(&tar);
+        fs::write(layout_dir.join("blobs/sha256").join(digest.hex()), &tar).unwrap();
+        let layer = LayerInfo {
+            position: 0,
+            digest,
+            size: tar.len() as u64,
+            media_type: "test".to_string(),
+            compression: Compression::None,
+            diff_id: digest,
+        };
+        let layout = Layout::open(&layout_dir).unwrap();
+        let blob = layout.open_blob(&digest, Some(tar.len() as u64)).unwrap();
+        let pass = crate::layer::index::PassOptions {
+            gzip_span: 64 << 10,
+            large_file_span: 64 << 10,
+            hash_apart: false,
+        };
+        let entry = cache
+            .entry(&blob, &layer, &ProgressBar::hidden(), pass)
+            .unwrap();
+        let bytes = fs::read(entry.dir.join(paths::INDEX)).unwrap();
+        (layer, bytes)
+    }
+
+    /// An install cut short once it has written its origin mark (a crash
+    /// there) must not leave the index that was there, another
+    /// repository's, under this repository's mark.
+    #[test]
+    fn an_install_cut_short_leaves_no_foreign_index_under_its_origin() {
+        let root = tempfile::tempdir().unwrap();
+        let cache_root = root.path().join("cache");
+        let from_b = Cache::locate(Some(&cache_root))
+            .unwrap()
+            .trusting_published(Some("docker://r/b".to_string()));
+        let (layer, index_bytes) = indexed_plain_layer(root.path(), &from_b);
+        let dir = from_b.layer_dir(&layer);
+        // The index in place is repository b's published one.
+        fs::write(dir.join(ORIGIN), "published docker://r/b\n").unwrap();
+        assert!(from_b.has(&layer));
+        let from_a = from_b
+            .clone()
+            .trusting_published(Some("docker://r/a".to_string()));
+        assert!(!from_a.has(&layer), "b's index is not a's");
+        let crash = || Err(Error::Internal("killed here".to_string()));
+        assert!(from_a
+            .install_cut_after_mark(&layer, &index_bytes, crash)
+            .is_err());
+        assert_eq!(
+            fs::read_to_string(dir.join(ORIGIN)).unwrap(),
+            "published docker://r/a\n"
+        );
+        assert!(
+            !from_a.has(&layer),
+            "repository b's index is trusted under repository a's mark"
+        );
+    }
 
     #[test]
     fn an_origin_mark_that_cannot_be_read_is_not_trusted() {

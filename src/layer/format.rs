@@ -33,7 +33,8 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// SHA-256 of each span's bytes, which remote bytes are checked against,
 /// and a SHA-256 of the body in the header instead of its CRC-32).
 pub const VERSION: u32 = 5;
-const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
+/// Magic, version, layer digest, body length, body SHA-256 (the last 32).
+pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
 /// The bytes [`peek`] reads: the header and the body's fixed start.
 pub const PEEK_LEN: usize = HEADER_LEN + 32 + 1 + 8 + 8;

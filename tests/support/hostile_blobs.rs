@@ -1,4 +1,5 @@
-//! A registry that lies about one layer blob, for tests/span_digests.rs:
+//! A registry that lies about one layer blob, for tests/span_digests.rs
+//! (and its CRC-32 forger for tests/stored_tree.rs):
 //! a CRC-32 forger, a tar member locator, and [`HostileProxy`], an HTTP
 //! relay in front of a real registry that serves a forged version of one
 //! blob (same length, same CRC-32 over every span that holds the change).
