@@ -175,6 +175,7 @@ pub fn tar_index(data: &[u8]) {
         media_type: "application/vnd.oci.image.layer.v1.tar".to_string(),
         compression: Compression::None,
         diff_id: digest,
+        toc: None,
     };
     let bar = ProgressBar::hidden();
     if let Ok(index) = build_index(

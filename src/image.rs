@@ -19,6 +19,7 @@ use crate::source::ImageRef;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 use crate::limits::MAX_INDEX_DEPTH;
 
+use crate::layer::toc::TocReference;
 pub use crate::layer::LayerInfo;
 
 /// A manifest an index offers for one platform.
@@ -125,6 +126,14 @@ impl Image {
             .zip(compressions)
             .enumerate()
         {
+            let toc = TocReference::from_annotations(&desc.annotations).unwrap_or_else(|reason| {
+                tracing::warn!(
+                    layer = %desc.digest,
+                    "a table-of-contents annotation is malformed ({reason}): the layer is \
+                     indexed by a full pass"
+                );
+                None
+            });
             layers.push(LayerInfo {
                 position,
                 digest: desc.digest,
@@ -132,6 +141,7 @@ impl Image {
                 media_type: desc.media_type.clone(),
                 compression,
                 diff_id: *diff_id,
+                toc,
             });
         }
         let mut platform = choice;

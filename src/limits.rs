@@ -65,3 +65,8 @@ pub const WALK_STEPS_PER_ENTRY: u64 = 128;
 
 /// Members of one image archive: far more than any real archive holds.
 pub const MAX_ARCHIVE_MEMBERS: usize = 1 << 20;
+
+/// A table of contents (eStargz, zstd:chunked) larger than this, compressed
+/// or as JSON, is not read: the layer is indexed by a full pass instead.
+/// 64 MiB holds the TOC of a layer of some 200 000 files.
+pub const MAX_TOC_JSON_BYTES: u64 = 64 << 20;

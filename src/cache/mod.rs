@@ -25,8 +25,9 @@ use crate::blob::BlobSource;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::format;
 use crate::layer::format::IndexIdentity;
-use crate::layer::index::{build_index, LayerIndex, PassOptions};
+use crate::layer::index::{build_index, BuiltFrom, LayerIndex, PassOptions};
 use crate::layer::spans::SpanStart;
+use crate::layer::toc;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
 use crate::sys::atomic::{self, Stale};
@@ -81,6 +82,9 @@ pub struct Cache {
     /// process may use; an index taken from another scope's artifact is
     /// rebuilt by a full pass rather than trusted.
     published_scope: Option<String>,
+    /// Whether a layer that carries a table of contents is indexed from it
+    /// (and an index made so is used); `--no-toc`: by a full pass.
+    use_tocs: bool,
 }
 
 /// A layer's cache files, with its index loaded.
@@ -125,6 +129,7 @@ impl Cache {
             root,
             keep_remote_output: false,
             published_scope: None,
+            use_tocs: true,
         })
     }
 
@@ -143,6 +148,13 @@ impl Cache {
     /// [`Cache::install`]); none: only indexes built here are used.
     pub fn trusting_published(mut self, scope: Option<String>) -> Cache {
         self.published_scope = scope;
+        self
+    }
+
+    /// Index layers that carry a table of contents from it (see
+    /// `crate::layer::toc`), or (false) by a full pass like the others.
+    pub fn using_tocs(mut self, use_tocs: bool) -> Cache {
+        self.use_tocs = use_tocs;
         self
     }
 
@@ -172,6 +184,12 @@ impl Cache {
         let decoded = load_with(dir, layer, keep_entries)?;
         if !self.trusts(dir) {
             return Err("the index came from another image's published artifact".to_string());
+        }
+        if !self.use_tocs && decoded.index.built_from != BuiltFrom::FullPass {
+            return Err(format!(
+                "the index was made from {}, and --no-toc asks for a full pass",
+                decoded.index.built_from.describe()
+            ));
         }
         Ok(decoded)
     }
@@ -238,6 +256,10 @@ impl Cache {
             });
         }
         remove_temporaries(&dir);
+        if let Some(entry) = self.entry_from_toc(&dir, blob, layer)? {
+            bar.finish_and_clear();
+            return Ok(entry);
+        }
         let (index, identity) = build(&dir, blob, layer, bar, pass, self.keep_remote_output)?;
         bar.finish_and_clear();
         Ok(CacheEntry {
@@ -250,6 +272,52 @@ impl Cache {
 }
 
 impl Cache {
+    /// The layer's index made from its table of contents, where it has one
+    /// the manifest vouches for and TOCs are used; `None` (the caller makes
+    /// a full pass) where it has none or it cannot be used, which is said.
+    /// The caller holds the layer's lock.
+    fn entry_from_toc(
+        &self,
+        dir: &Path,
+        blob: &dyn BlobSource,
+        layer: &LayerInfo,
+    ) -> Result<Option<CacheEntry>> {
+        let Some(reference) = layer.toc.as_ref().filter(|_| self.use_tocs) else {
+            return Ok(None);
+        };
+        let index = match toc::index_from_toc(layer, reference, blob) {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(
+                    layer = %layer.digest,
+                    "the layer's {} table of contents is not used, {e}: indexing it by a full pass",
+                    reference.format_name()
+                );
+                return Ok(None);
+            }
+        };
+        let mut temps = Temporaries(Vec::new());
+        let data_tmp = temps.add(temporary(dir, "data"));
+        let data = create_new(&data_tmp)?;
+        let present = vec![0u8; index.spans.len()];
+        let identity = put_in_place(dir, &mut temps, Some((data, &data_tmp, &present)), &index)?;
+        // Made here: not a published index.
+        remove_if_present(&dir.join(ORIGIN))?;
+        tracing::info!(
+            layer = %layer.digest,
+            "indexed from its {} table of contents: {} entries, {} chunks",
+            reference.format_name(),
+            index.entries.len(),
+            index.spans.len()
+        );
+        Ok(Some(CacheEntry {
+            dir: dir.to_path_buf(),
+            index,
+            identity,
+            built: true,
+        }))
+    }
+
     /// Take a layer index made elsewhere (published to a registry with
     /// `ocimount index push`) into the cache, in place of a full pass.
     /// `bytes` are untrusted: they must decode as an index of this very
@@ -315,11 +383,7 @@ impl Cache {
         // before the new mark is written: a crash between the two must not
         // leave it under this repository's origin. Then the mark, before
         // the new index appears, so that is never taken for one built here.
-        match fs::remove_file(dir.join(paths::INDEX)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(dir.join(paths::INDEX), e)),
-        }
+        remove_if_present(&dir.join(paths::INDEX))?;
         atomic::write_file(
             &dir.join(ORIGIN),
             format!("published {scope}\n").as_bytes(),
@@ -531,11 +595,7 @@ fn build(
     let identity = put_in_place(dir, &mut temps, data, &index)?;
     // Built here: no longer a published index (removed after the rename,
     // so a published index is never left unmarked).
-    match fs::remove_file(dir.join(ORIGIN)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(dir.join(ORIGIN), e)),
-    }
+    remove_if_present(&dir.join(ORIGIN))?;
     Ok((index, identity))
 }
 
@@ -605,6 +665,14 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_data().at(path)
 }
 
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).at(to)
 }
@@ -646,6 +714,7 @@ mod tests {
             media_type: "test".to_string(),
             compression: Compression::None,
             diff_id: digest,
+            toc: None,
         };
         let layout = Layout::open(&layout_dir).unwrap();
         let blob = layout.open_blob(&digest, Some(tar.len() as u64)).unwrap();

@@ -64,6 +64,10 @@ pub struct LayerReader {
     recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
     /// Decoded bytes this reader has stored, for the cache's size limit.
     stored: AtomicU64,
+    /// Every span is hashed before it is served, not only remote ones: the
+    /// index came from a table of contents, which vouches for the chunks'
+    /// SHA-256 and for no CRC (see `BuiltFrom`).
+    hash_every_span: bool,
     /// A shared lock on the layer's `inuse` file while this reader lives.
     _in_use: std::fs::File,
 }
@@ -110,6 +114,7 @@ impl LayerReader {
             keep_decoded: true,
             recent: Mutex::new(VecDeque::with_capacity(RECENT_SPANS)),
             stored: AtomicU64::new(0),
+            hash_every_span: index.built_from.hashes_every_span(),
             _in_use: in_use,
         })
     }
@@ -323,7 +328,7 @@ impl LayerReader {
                 .read_exact_at(&mut bytes, span.in_offset)
                 .map_err(|e| self.read_failed(span, e))?;
             self.check_blob_span(span, &bytes)?;
-            self.check_remote_span(i, &bytes)?;
+            self.check_span_digest(i, &bytes)?;
             self.verified[i].store(1, Ordering::Release);
             let bytes = Arc::new(bytes);
             if self.blob.is_remote() {
@@ -351,7 +356,7 @@ impl LayerReader {
             data.file
                 .read_exact_at(&mut bytes, span.out_offset)
                 .map_err(|e| self.read_failed(span, e))?;
-            if crc32(0, &bytes) == span.crc32 {
+            if self.stored_span_sound(span, &bytes) {
                 self.verified[i].store(mark, Ordering::Release);
                 return Ok(Arc::new(bytes));
             }
@@ -409,13 +414,13 @@ impl LayerReader {
             _ if self.blob.is_remote() => self.unavailable(span, e),
             _ => self.damaged(span, format!("cannot decode: {e}")),
         })?;
-        if crc32(0, &fresh) != span.crc32 {
+        if !self.hash_every_span && crc32(0, &fresh) != span.crc32 {
             return Err(self.damaged(
                 span,
                 "decoded bytes do not match the index (the blob changed?)".to_string(),
             ));
         }
-        self.check_remote_span(i, &fresh)?;
+        self.check_span_digest(i, &fresh)?;
         let fresh = Arc::new(fresh);
         if !self.keep_decoded {
             self.remember(i, fresh.clone());
@@ -489,8 +494,10 @@ impl LayerReader {
     /// if it checks: stored (unless already there), or remembered.
     fn keep_decoded_neighbour(&self, j: usize, data: &DataCache, bytes: Vec<u8>) {
         let span = &self.spans[j];
-        let remote_ok = !self.blob.is_remote() || spans::sha256(&bytes) == span.sha256;
-        if crc32(0, &bytes) != span.crc32 || !remote_ok {
+        let hash_ok = !(self.blob.is_remote() || self.hash_every_span)
+            || spans::sha256(&bytes) == span.sha256;
+        let crc_ok = self.hash_every_span || crc32(0, &bytes) == span.crc32;
+        if !crc_ok || !hash_ok {
             return; // its own read will decode it again, and say why it fails
         }
         if !self.keep_decoded {
@@ -526,13 +533,26 @@ impl LayerReader {
             .will_need(start, end.min(self.blob.size()).saturating_sub(start))
     }
 
+    /// Whether a span's bytes read back from the data cache are what the
+    /// index says: by CRC-32 (local damage), or by SHA-256 where the index
+    /// came from a table of contents and has no CRC.
+    fn stored_span_sound(&self, span: &Span, bytes: &[u8]) -> bool {
+        if self.hash_every_span {
+            spans::sha256(bytes) == span.sha256
+        } else {
+            crc32(0, bytes) == span.crc32
+        }
+    }
+
     /// Bytes that came from a remote (a registry, or the store it
     /// redirects to) must hash to the span's SHA-256, which the verified
     /// pass recorded (or the published index carries): a CRC-32 match
     /// proves nothing against someone who chose the bytes. Local blobs
     /// were verified whole by the pass; their damage is the CRC's to find.
-    fn check_remote_span(&self, i: usize, bytes: &[u8]) -> Result<()> {
-        if !self.blob.is_remote() {
+    /// Under an index made from a table of contents every span is hashed:
+    /// nothing else has checked the blob.
+    fn check_span_digest(&self, i: usize, bytes: &[u8]) -> Result<()> {
+        if !self.blob.is_remote() && !self.hash_every_span {
             return Ok(());
         }
         let span = &self.spans[i];
@@ -541,9 +561,14 @@ impl LayerReader {
             return Err(self.damaged(
                 span,
                 format!(
-                    "span {i}: sha256 mismatch: the index says sha256:{}, the remote's bytes are \
+                    "span {i}: sha256 mismatch: the index says sha256:{}, {} bytes are \
                      sha256:{}; not served",
                     spans::hex(&span.sha256),
+                    if self.blob.is_remote() {
+                        "the remote's"
+                    } else {
+                        "the blob's"
+                    },
                     spans::hex(&got)
                 ),
             ));
@@ -672,6 +697,7 @@ mod tests {
             media_type: "test".to_string(),
             compression,
             diff_id: Digest::of(tar),
+            toc: None,
         };
         let layout = Layout::open(&layout_dir).unwrap();
         let cache = Cache::locate(Some(&root.join("cache"))).unwrap();

@@ -44,6 +44,9 @@ impl RegistryArgs {
         if self.no_remote_index {
             out.push("--no-remote-index".into());
         }
+        if self.no_toc {
+            out.push("--no-toc".into());
+        }
         if let Some(file) = &self.registries_conf {
             flag(out, "--registries-conf", file);
         }
@@ -162,6 +165,7 @@ mod tests {
                     authfile: Some(PathBuf::from("/home/u/auth file.json")),
                     cert_dir: Some(PathBuf::from("/etc/certs dir")),
                     no_remote_index: true,
+                    no_toc: true,
                     registry_timeout: 7,
                     registries_conf: Some(PathBuf::from("/etc/my registries.conf")),
                 },
@@ -196,6 +200,7 @@ mod tests {
                     authfile: None,
                     cert_dir: None,
                     no_remote_index: false,
+                    no_toc: false,
                     registry_timeout: 60,
                     registries_conf: None,
                 },
@@ -239,6 +244,7 @@ mod tests {
                 authfile: Some(PathBuf::from("--auth.json")),
                 cert_dir: Some(PathBuf::from("/d")),
                 no_remote_index: true,
+                no_toc: true,
                 registry_timeout: 1,
                 registries_conf: Some(PathBuf::from("/r.conf")),
             },

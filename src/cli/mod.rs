@@ -164,6 +164,12 @@ pub struct RegistryArgs {
     #[arg(long, global = true)]
     pub no_remote_index: bool,
 
+    /// Ignore the tables of contents of eStargz and zstd:chunked layers
+    /// (which the manifest vouches for); index those layers with a full
+    /// pass too
+    #[arg(long, global = true)]
+    pub no_toc: bool,
+
     /// Bound on each registry request (a manifest, a token, the bytes of a
     /// span), retries included, in seconds
     #[arg(
@@ -213,6 +219,7 @@ impl RegistryArgs {
             authfile: self.authfile.clone(),
             cert_dir: self.cert_dir.clone(),
             remote_index: !self.no_remote_index,
+            tocs: !self.no_toc,
             // Past a day is no bound at all (and would overflow an Instant).
             request_timeout: std::time::Duration::from_secs(self.registry_timeout.clamp(1, 86_400)),
             // Named by the rootfs stage, which knows the cache.

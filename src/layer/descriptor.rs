@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::digest::Digest;
+use crate::layer::toc::TocReference;
 use crate::layer::Compression;
 
 /// One layer of the chosen manifest, with what is needed to index it.
@@ -16,4 +17,8 @@ pub struct LayerInfo {
     pub media_type: String,
     pub compression: Compression,
     pub diff_id: Digest,
+    /// The table of contents the descriptor's annotations vouch for
+    /// (eStargz, zstd:chunked), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toc: Option<TocReference>,
 }

@@ -8,7 +8,7 @@
 //! CRC-32 of everything so far and the spans; the spans; the entries.
 
 use crate::digest::Digest;
-use crate::layer::index::LayerIndex;
+use crate::layer::index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};
@@ -31,13 +31,14 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// the spans before the entries, with a CRC of their own, so a process
 /// serving a stored tree reads the spans and never the entries; 5: a
 /// SHA-256 of each span's bytes, which remote bytes are checked against,
-/// and a SHA-256 of the body in the header instead of its CRC-32).
-pub const VERSION: u32 = 5;
+/// and a SHA-256 of the body in the header instead of its CRC-32; 6: what
+/// the index was built from, a full pass or a table of contents).
+pub const VERSION: u32 = 6;
 /// Magic, version, layer digest, body length, body SHA-256 (the last 32).
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
 /// The bytes [`peek`] reads: the header and the body's fixed start.
-pub const PEEK_LEN: usize = HEADER_LEN + 32 + 1 + 8 + 8;
+pub const PEEK_LEN: usize = HEADER_LEN + FIXED_LEN;
 
 /// What the start of an index file says, read without its body.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,6 +97,7 @@ fn read_header(r: &mut Reader<'_>, file_len: u64) -> Result<(Digest, IndexIdenti
 struct Fixed {
     diff_id: Digest,
     compression: Compression,
+    built_from: BuiltFrom,
     compressed_size: u64,
     uncompressed_size: u64,
 }
@@ -108,9 +110,13 @@ fn read_fixed(r: &mut Reader<'_>) -> Result<Fixed, String> {
         2 => Compression::Zstd,
         t => return Err(format!("unknown compression tag {t}")),
     };
+    let built_from = r.u8()?;
+    let built_from =
+        BuiltFrom::from_tag(built_from).ok_or(format!("unknown origin tag {built_from}"))?;
     Ok(Fixed {
         diff_id,
         compression,
+        built_from,
         compressed_size: r.u64()?,
         uncompressed_size: r.u64()?,
     })
@@ -125,6 +131,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     body.raw(&[0; HEADER_LEN]);
     body.raw(index.diff_id.as_bytes());
     body.u8(compression_tag(index.compression));
+    body.u8(index.built_from.tag());
     body.u64(index.compressed_size);
     body.u64(index.uncompressed_size);
     // The spans' length and CRC, filled in once they are written.
@@ -210,8 +217,9 @@ pub struct Decoded {
     pub identity: IndexIdentity,
 }
 
-/// The body's fixed fields: diff_id, compression, both sizes.
-const FIXED_LEN: usize = 32 + 1 + 8 + 8;
+/// The body's fixed fields: diff_id, compression, what the index was
+/// built from, both sizes.
+const FIXED_LEN: usize = 32 + 1 + 1 + 8 + 8;
 /// Where the spans section starts in the body: after the fixed fields, its
 /// length (u64) and its CRC-32 (u32).
 const SPANS_AT: usize = FIXED_LEN + 8 + 4;
@@ -258,6 +266,7 @@ fn decode_head(
     let Fixed {
         diff_id,
         compression,
+        built_from,
         compressed_size,
         uncompressed_size,
     } = read_fixed(&mut r)?;
@@ -335,6 +344,7 @@ fn decode_head(
         uncompressed_size,
         entries: Vec::new(),
         spans: spans.into(),
+        built_from,
     };
     Ok((index, SPANS_AT + spans_len))
 }
@@ -740,6 +750,7 @@ mod tests {
                 },
             ]
             .into(),
+            built_from: BuiltFrom::FullPass,
         }
     }
 
@@ -778,7 +789,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 5"
+            "index format version 99, this build reads 6"
         );
     }
 
@@ -964,25 +975,25 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580005000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
-        "3e9ec42f9674b4d46ac6b8b822020000000000008e0b63f7283a747dd23d75a5",
-        "fc8856a487bbd64441fa0d3b30ef9105bc6bad0690aebae315675cbf04612de4",
-        "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb016300000000000000000c00",
-        "00000000001b010000000000001257ecac040000000000000000000000000000",
-        "0000040000000000000000000000000000010000000101010101010101010101",
-        "0101010101010101010101010101010101010101010300040000000000000004",
-        "0000000000002800000000000000020000000202020202020202020202020202",
-        "0202020202020202020202020202020202020403051100000009090909090909",
-        "09090909090909090909000800000000000000020000000000003c0000000000",
-        "0000030000000303030303030303030303030303030303030303030303030303",
-        "03030303030303000a0000000000000002000000000000460000000000000004",
-        "0000000404040404040404040404040404040404040404040404040404040404",
-        "04040401000a00000000000002000000000000000a0000006574632f70617373",
-        "776400ed090000e80300002e160000fbffffffffffffff070000000a00000000",
-        "0000000002000000000000000000000000000000000000020000000600000075",
-        "7365722e61040000000062696e1300000073656375726974792e636170616269",
-        "6c6974790200000001020500000062696e2f7803ed090000e80300002e160000",
-        "fbffffffffffffff070000000a0000000000000000020000000000000a000000",
-        "6574632f706173737764000000000000000000000000",
+        "4f43494d4944580006000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b82302000000000000ce7f384ecf36baa41fb6334f",
+        "62bf6abecc630a3b155cf9ac1f63589c4fd14ec190aebae315675cbf04612de4",
+        "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb01006300000000000000000c",
+        "0000000000001b01000000000000c64569980400000000000000000000000000",
+        "0000000400000000000000000000000000000100000001010101010101010101",
+        "0101010101010101010101010101010101010101010103000400000000000000",
+        "0400000000000028000000000000000200000002020202020202020202020202",
+        "0202020202020202020202020202020202020204030511000000090909090909",
+        "0909090909090909090909000800000000000000020000000000003c00000000",
+        "0000000300000003030303030303030303030303030303030303030303030303",
+        "0303030303030303000a00000000000000020000000000004600000000000000",
+        "0400000004040404040404040404040404040404040404040404040404040404",
+        "0404040401000a00000000000002000000000000000a0000006574632f706173",
+        "73776400ed090000e80300002e160000fbffffffffffffff070000000a000000",
+        "0000000000020000000000000000000000000000000000000200000006000000",
+        "757365722e61040000000062696e1300000073656375726974792e6361706162",
+        "696c6974790200000001020500000062696e2f7803ed090000e80300002e1600",
+        "00fbffffffffffffff070000000a0000000000000000020000000000000a0000",
+        "006574632f706173737764000000000000000000000000",
     );
 }

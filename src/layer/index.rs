@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::layer::background_hash::BackgroundHash;
 use crate::layer::gzip::{CloserCheckpoints, GzipIndexer};
 use crate::layer::spans::{Span, SpanBuilder, SpanStart};
+use crate::layer::toc::{TocReference, ESTARGZ_OWN_ENTRIES};
 use crate::layer::zstd::ZstdIndexer;
 use crate::layer::Compression;
 use crate::layer::LayerInfo;
@@ -32,6 +33,57 @@ pub struct LayerIndex {
     /// Shared, not copied, by the readers: a gzip layer's spans hold its
     /// checkpoint windows (sparse: about 2 KiB each, up to megabytes a layer).
     pub spans: std::sync::Arc<[Span]>,
+    /// What made the index, which decides how its spans are checked.
+    pub built_from: BuiltFrom,
+}
+
+/// What an index was made from.
+///
+/// A full pass checks the whole blob against its digest and the whole tar
+/// against its diff_id, so a local blob's damage is the CRC-32's to find
+/// afterwards, and only remote bytes are hashed. An index made from a
+/// table of contents (`crate::layer::toc`) has checked nothing but the
+/// TOC: its spans' SHA-256 are the TOC's chunk digests, and every span is
+/// hashed before it is served, wherever the blob is (the CRC-32 of such a
+/// span is unknown, and 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BuiltFrom {
+    #[default]
+    FullPass,
+    EstargzToc,
+    ZstdChunkedToc,
+}
+
+impl BuiltFrom {
+    pub fn tag(self) -> u8 {
+        match self {
+            BuiltFrom::FullPass => 0,
+            BuiltFrom::EstargzToc => 1,
+            BuiltFrom::ZstdChunkedToc => 2,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<BuiltFrom> {
+        Some(match tag {
+            0 => BuiltFrom::FullPass,
+            1 => BuiltFrom::EstargzToc,
+            2 => BuiltFrom::ZstdChunkedToc,
+            _ => return None,
+        })
+    }
+
+    /// Whether every span is hashed before it is served, local or remote.
+    pub fn hashes_every_span(self) -> bool {
+        self != BuiltFrom::FullPass
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            BuiltFrom::FullPass => "a full pass",
+            BuiltFrom::EstargzToc => "its eStargz table of contents",
+            BuiltFrom::ZstdChunkedToc => "its zstd:chunked table of contents",
+        }
+    }
 }
 
 /// Gzip checkpoints are about this far apart in the uncompressed stream.
@@ -162,6 +214,12 @@ pub fn build_index(
             actual: diff_id,
         });
     }
+    // eStargz's own entries are hidden, as through its TOC (see
+    // `crate::layer::toc::ESTARGZ_OWN_ENTRIES`): the same tree either way.
+    let mut entries = entries;
+    if matches!(layer.toc, Some(TocReference::Estargz { .. })) {
+        entries.retain(|e| !ESTARGZ_OWN_ENTRIES.contains(&e.path()));
+    }
     Ok(LayerIndex {
         digest: layer.digest,
         diff_id,
@@ -170,6 +228,7 @@ pub fn build_index(
         uncompressed_size,
         entries,
         spans: spans.into(),
+        built_from: BuiltFrom::FullPass,
     })
 }
 

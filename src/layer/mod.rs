@@ -9,6 +9,7 @@ pub mod format;
 pub mod gzip;
 pub mod index;
 pub mod spans;
+pub mod toc;
 pub mod verify;
 pub mod window_use;
 pub mod zstd;

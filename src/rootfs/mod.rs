@@ -129,7 +129,8 @@ fn open_image(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
 fn layer_cache(image: &Image, opts: &OpenOptions) -> Result<Cache> {
     Ok(Cache::locate(opts.cache_dir.as_deref())?
         .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
-        .trusting_published(published_scope(image, opts)))
+        .trusting_published(published_scope(image, opts))
+        .using_tocs(opts.registry.tocs))
 }
 
 /// Every layer's blob and cache entry (indexed now where missing, from a

@@ -31,6 +31,10 @@ pub struct Settings {
     pub cert_dir: Option<PathBuf>,
     /// Look for and use layer-index artifacts pushed with `index push`.
     pub remote_index: bool,
+    /// Index eStargz and zstd:chunked layers from their tables of contents
+    /// (`--no-toc`: by a full pass). Local images too: it is here because
+    /// it travels with the other flags on what may vouch for an index.
+    pub tocs: bool,
     /// Bound on one bounded request (a manifest, a token, a span's bytes),
     /// retries included.
     pub request_timeout: Duration,
@@ -99,6 +103,7 @@ impl Default for Settings {
             authfile: None,
             cert_dir: None,
             remote_index: true,
+            tocs: true,
             request_timeout: Duration::from_secs(60),
             // No rules: a library user reads no file unless it asks.
             registries: Arc::new(Ok(RegistriesConf::default())),
