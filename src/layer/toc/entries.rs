@@ -188,6 +188,19 @@ impl Builder {
             return self.add_chunk(e);
         }
         self.close_file()?;
+        // JSON holds text: a tar name that is not UTF-8 (Latin-1, say) was
+        // written by the producer with U+FFFD in its place, which cannot be
+        // turned back into the name. Only a full pass reads it right.
+        if [&e.name, &e.link_name]
+            .into_iter()
+            .chain(e.xattrs.keys())
+            .any(|text| text.contains(char::REPLACEMENT_CHARACTER))
+        {
+            return Err(TocError::Unsupported(format!(
+                "{:?}: a name that is not UTF-8 in the tar (the TOC holds U+FFFD in its place)",
+                e.name
+            )));
+        }
         let path = normalize_path(e.name.as_bytes(), DotDot::Reject)
             .map_err(|reason| malformed(format!("name {:?}: {reason}", e.name)))?;
         let kind = match e.kind.as_str() {
@@ -694,6 +707,14 @@ mod tests {
                 "not an RFC 3339 time",
             ),
             (estargz(r#"{"name": 5, "type": "dir"}"#), "JSON"),
+            (
+                estargz(r#"{"name": "caf\ufffd-latin1", "type": "dir"}"#),
+                "not UTF-8 in the tar",
+            ),
+            (
+                estargz(r#"{"name": "l", "type": "symlink", "linkName": "\ufffd"}"#),
+                "not UTF-8 in the tar",
+            ),
         ];
         for (i, (result, needle)) in cases.into_iter().enumerate() {
             let err = result

@@ -1,0 +1,435 @@
+//! eStargz and zstd:chunked layers, made by their real producers from the
+//! Debian test image (stargz-snapshotter's own estargz package through
+//! tests/tools/estargz-build, and `skopeo copy --dest-compress-format
+//! zstd:chunked`; scripts/make-lazy-images.sh), read through their tables
+//! of contents: the same tree as `umoci unpack` of the source image and as
+//! a full pass, a cold read from a registry that fetches a few percent of
+//! the layers, and hostile changes that give an error or a full pass,
+//! never wrong bytes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::registry::TestRegistry;
+use support::{assert_same_tree, corpus, extract, run_bounded, BIN, REPO};
+
+const FORMATS: [&str; 2] = ["estargz", "zstd-chunked"];
+const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
+
+/// The two layouts (`DIR/estargz`, `DIR/zstd-chunked`, tag `latest`),
+/// built once from debian-gzip and kept while the producers and the
+/// script are unchanged.
+fn lazy_images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let source = corpus().image("debian-gzip").layout.clone();
+        let out = corpus().root.with_file_name("test-images-lazy");
+        let script = format!(
+            r#"set -euo pipefail
+            stamp=$(cat "$REPO/scripts/make-lazy-images.sh" "$REPO/tests/tools/estargz-build/main.go" \
+                "$SOURCE/index.json" | sha256sum | cut -c1-32)
+            exec 9>"$OUT.lock"; flock 9
+            [[ -f $OUT/.stamp && $(<"$OUT/.stamp") == "$stamp" ]] && exit 0
+            rm -rf "$OUT" "$OUT.tmp"
+            # VERIFY=0: tests/tools/lazy-inspect.py cannot place the Latin-1
+            # names of corpus/names either (the TOC holds U+FFFD for them).
+            VERIFY=0 ESTARGZ_PRIORITIZE=/usr/lib/os-release,/usr/bin/bash \
+                "$REPO/scripts/make-lazy-images.sh" "$SOURCE:latest" "$OUT.tmp" >&2
+            echo "$stamp" >"$OUT.tmp/.stamp"
+            mv "$OUT.tmp" "$OUT""#
+        );
+        let built = run_bounded(
+            Command::new("bash")
+                .arg("-c")
+                .arg(script)
+                .env("REPO", REPO)
+                .env("SOURCE", &source)
+                .env("OUT", &out),
+            Duration::from_secs(15 * 60),
+        );
+        assert!(
+            built.status.success(),
+            "scripts/make-lazy-images.sh failed: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        out
+    })
+}
+
+fn layout(format: &str) -> PathBuf {
+    lazy_images().join(format)
+}
+
+/// `ocimount --cache CACHE ARGS…` with info logging, bounded.
+fn om(cache: &Path, args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(BIN)
+            .arg("--cache")
+            .arg(cache)
+            .args(args)
+            .env("RUST_LOG", "ocimount=info")
+            .env_remove("OCIMOUNT_CACHE"),
+        Duration::from_secs(300),
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn success(out: &Output, what: &str) -> Vec<u8> {
+    assert!(out.status.success(), "{what} failed:\n{}", stderr(out));
+    out.stdout.clone()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// The layout's manifest (its only one) and where it lies.
+fn manifest_of(layout: &Path) -> (Value, PathBuf) {
+    let index = json(&layout.join("index.json"));
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = blob_path(layout, &digest);
+    (json(&path), path)
+}
+
+/// Export `image` through `extra` flags and compare with the source's
+/// `umoci unpack`; returns the export's stderr.
+fn export_matches_umoci(image: &str, extra: &[&str]) -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("rootfs.tar");
+    let mut args = extra.to_vec();
+    args.extend(["export", "-o", tar.to_str().unwrap(), image]);
+    let out = om(cache.path(), &args);
+    success(&out, &format!("export {image}"));
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    extract(&tar, &tree);
+    let reference = corpus()
+        .image("debian-gzip")
+        .reference
+        .clone()
+        .expect("debian-gzip has a reference unpack");
+    assert_same_tree(&reference, &tree);
+    stderr(&out)
+}
+
+#[test]
+fn each_format_exports_the_tree_umoci_unpacks_from_the_source() {
+    for format in FORMATS {
+        let image = format!("{}:latest", layout(format).display());
+        let log = export_matches_umoci(&image, &[]);
+        let name = if format == "estargz" {
+            "eStargz"
+        } else {
+            "zstd:chunked"
+        };
+        let (manifest, _) = manifest_of(&layout(format));
+        let layers = manifest["layers"].as_array().unwrap().len();
+        // Every layer through its TOC but those the TOC cannot describe,
+        // each read by a full pass with a warning that says why: the two
+        // with Latin-1 names (corpus/names, added then whited out), which
+        // the TOC holds as U+FFFD; and for zstd:chunked the layer where
+        // skopeo made corpus/big/compressible.txt one 30 MiB chunk.
+        let mut fallbacks = vec![
+            "\"corpus/names/caf\u{fffd}-latin1\": a name that is not UTF-8 in the tar",
+            "\"corpus/names/.wh.na\u{fffd}ve-latin1\": a name that is not UTF-8 in the tar",
+        ];
+        if format == "zstd-chunked" {
+            fallbacks.push(
+                "\"corpus/big/compressible.txt\": a chunk of 31457280 bytes, over the \
+                 4194304-byte span limit",
+            );
+        }
+        assert_eq!(
+            log.matches(&format!("indexed from its {name} table of contents"))
+                .count(),
+            layers - fallbacks.len(),
+            "{log}"
+        );
+        assert_eq!(log.matches("WARN").count(), fallbacks.len(), "{log}");
+        for reason in fallbacks {
+            assert!(log.contains(reason), "no warning {reason:?}:\n{log}");
+        }
+        // The same tree by a full pass.
+        let full = export_matches_umoci(&image, &["--no-toc"]);
+        assert!(!full.contains("table of contents:"), "{full}");
+    }
+}
+
+#[test]
+fn a_cold_read_from_a_registry_fetches_a_few_percent_of_the_layers() {
+    let registry = TestRegistry::new();
+    let reference = corpus().image("debian-gzip").reference.clone().unwrap();
+    let want = std::fs::read(reference.join("usr/lib/os-release")).unwrap();
+    for format in FORMATS {
+        registry.push(
+            &format!("oci:{}:latest", layout(format).display()),
+            &format!("{format}:latest"),
+        );
+        let (manifest, _) = manifest_of(&layout(format));
+        let layers: Vec<(String, u64)> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["digest"].as_str().unwrap().to_string(),
+                    l["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let mark = registry.access_records().len();
+        let cache = tempfile::tempdir().unwrap();
+        let image = registry.docker_ref(&format!("{format}:latest"));
+        let out = om(
+            cache.path(),
+            &[
+                "--tls-verify=false",
+                "--no-remote-index",
+                "cat",
+                &image,
+                "/etc/os-release",
+            ],
+        );
+        assert_eq!(success(&out, &format!("cat {image}")), want, "{format}");
+        // The layers whose TOC could not be used (see the export test)
+        // are read by a full pass; the others must cost a few percent.
+        let log = plain(&stderr(&out));
+        let fell_back: Vec<&(String, u64)> = layers
+            .iter()
+            .filter(|(digest, _)| {
+                log.lines()
+                    .any(|l| l.contains("is not used") && l.contains(&format!("layer={digest}")))
+            })
+            .collect();
+        assert_eq!(
+            fell_back.len(),
+            if format == "estargz" { 2 } else { 3 },
+            "{log}"
+        );
+        let fetched = registry.blob_bytes_by_digest(mark);
+        let (mut lazy_fetched, mut lazy_total, mut all_fetched) = (0, 0, 0);
+        for layer @ (digest, size) in &layers {
+            let got = fetched.get(digest).copied().unwrap_or(0);
+            all_fetched += got;
+            if !fell_back.contains(&layer) {
+                lazy_fetched += got;
+                lazy_total += size;
+            }
+        }
+        let total: u64 = layers.iter().map(|(_, size)| size).sum();
+        eprintln!(
+            "{format}: cat /etc/os-release fetched {all_fetched} of {total} compressed layer \
+             bytes; {lazy_fetched} of the {lazy_total} of the layers read through their TOC"
+        );
+        assert!(lazy_fetched > 0, "{format}: nothing fetched?");
+        assert!(
+            lazy_fetched * 20 < lazy_total,
+            "{format}: {lazy_fetched} of {lazy_total} bytes of the TOC layers fetched"
+        );
+        if format == "estargz" {
+            // Its fallbacks are two small layers: under 5% in all.
+            assert!(all_fetched * 20 < total, "{all_fetched} of {total}");
+        }
+    }
+}
+
+/// `text` without the terminal colour escapes the log may carry.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A copy of `format`'s layout in `dir`, its layer `i` rewritten by
+/// `change` (the blob's bytes, and the layer descriptor), with the
+/// manifest and index.json following the new digests.
+fn changed_layout(
+    format: &str,
+    dir: &Path,
+    pick: impl Fn(&Value) -> bool,
+    change: impl FnOnce(&mut Vec<u8>, &mut Value),
+) -> PathBuf {
+    let copy = dir.join(format);
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(layout(format))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (mut manifest, manifest_path) = manifest_of(&copy);
+    let layers = manifest["layers"].as_array_mut().unwrap();
+    let layer = layers
+        .iter_mut()
+        .find(|l| pick(l))
+        .expect("a layer to change");
+    let old = layer["digest"].as_str().unwrap().to_string();
+    let mut blob = std::fs::read(blob_path(&copy, &old)).unwrap();
+    change(&mut blob, layer);
+    let new = support::registry::sha256_digest(&blob);
+    std::fs::write(blob_path(&copy, &new), &blob).unwrap();
+    layer["digest"] = Value::String(new);
+    layer["size"] = Value::from(blob.len() as u64);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = support::registry::sha256_digest(&bytes);
+    std::fs::write(blob_path(&copy, &manifest_digest), &bytes).unwrap();
+    std::fs::remove_file(&manifest_path).unwrap();
+    let mut index = json(&copy.join("index.json"));
+    index["manifests"][0]["digest"] = Value::String(manifest_digest);
+    index["manifests"][0]["size"] = Value::from(bytes.len() as u64);
+    std::fs::write(copy.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    copy
+}
+
+/// The eStargz TOC entries of a blob, read as a test would by hand.
+fn estargz_toc(blob: &[u8]) -> Vec<Value> {
+    use std::io::Read;
+    let footer = &blob[blob.len() - 51..];
+    let at = u64::from_str_radix(std::str::from_utf8(&footer[16..32]).unwrap(), 16).unwrap();
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&blob[at as usize..blob.len() - 51])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let size = usize::from_str_radix(
+        std::str::from_utf8(&tar[124..135])
+            .unwrap()
+            .trim_matches('\0'),
+        8,
+    )
+    .unwrap();
+    let toc: Value = serde_json::from_slice(&tar[512..512 + size]).unwrap();
+    toc["entries"].as_array().unwrap().clone()
+}
+
+/// A gzip member of exactly `len` bytes that inflates to `content` (the
+/// header's comment field pads it).
+fn gzip_member_of_length(content: &[u8], len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(content).unwrap();
+    let plain = enc.finish().unwrap();
+    // 10-byte header, then deflate data and the 8-byte trailer.
+    let pad = len
+        .checked_sub(plain.len() + 1)
+        .expect("the replacement compresses to less than the member");
+    let mut member = plain[..10].to_vec();
+    member[3] |= 0x10; // FCOMMENT
+    member.extend(std::iter::repeat_n(b'x', pad));
+    member.push(0);
+    member.extend_from_slice(&plain[10..]);
+    assert_eq!(member.len(), len);
+    member
+}
+
+#[test]
+fn a_chunk_swapped_for_another_valid_member_is_an_error_not_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = corpus().image("debian-gzip").reference.clone().unwrap();
+    let target = "usr/lib/os-release";
+    let true_bytes = std::fs::read(reference.join(target)).unwrap();
+    let forged = vec![b'F'; true_bytes.len()];
+    // The layer whose TOC lists the file: its member is swapped.
+    let (manifest, _) = manifest_of(&layout("estargz"));
+    let holder = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            let blob = std::fs::read(blob_path(&layout("estargz"), l["digest"].as_str().unwrap()))
+                .unwrap();
+            estargz_toc(&blob)
+                .iter()
+                .any(|e| e["name"] == target && e["type"] == "reg")
+        })
+        .expect("a layer lists usr/lib/os-release")["digest"]
+        .clone();
+    let copy = changed_layout(
+        "estargz",
+        dir.path(),
+        |l| l["digest"] == holder,
+        |blob, _| {
+            let entries = estargz_toc(blob);
+            let i = entries
+                .iter()
+                .position(|e| e["name"] == target && e["type"] == "reg")
+                .unwrap();
+            let start = entries[i]["offset"].as_u64().unwrap() as usize;
+            let end = entries[i + 1..]
+                .iter()
+                .filter_map(|e| e["offset"].as_u64())
+                .find(|&o| o as usize > start)
+                .unwrap() as usize;
+            let member = gzip_member_of_length(&forged, end - start);
+            blob[start..end].copy_from_slice(&member);
+        },
+    );
+    let image = format!("{}:latest", copy.display());
+    let cache = tempfile::tempdir().unwrap();
+    let out = om(cache.path(), &["cat", &image, &format!("/{target}")]);
+    assert!(!out.status.success(), "the forged chunk was served");
+    assert!(
+        !out.stdout.windows(forged.len()).any(|w| w == forged),
+        "forged bytes reached stdout"
+    );
+    let log = stderr(&out);
+    assert!(log.contains("sha256 mismatch"), "{log}");
+    assert!(log.contains("the blob's bytes are sha256:"), "{log}");
+    // The other files of the layer are still served.
+    let hostname = om(cache.path(), &["cat", &image, "/etc/debian_version"]);
+    assert_eq!(
+        success(&hostname, "cat /etc/debian_version"),
+        std::fs::read(reference.join("etc/debian_version")).unwrap()
+    );
+}
+
+#[test]
+fn a_toc_the_annotation_does_not_vouch_for_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = changed_layout(
+        "estargz",
+        dir.path(),
+        |l| l["annotations"][TOC_DIGEST].is_string(),
+        |_, layer| {
+            layer["annotations"][TOC_DIGEST] = Value::String(format!("sha256:{}", "0".repeat(64)));
+        },
+    );
+    let image = format!("{}:latest", copy.display());
+    let log = export_matches_umoci(&image, &[]);
+    assert!(
+        log.contains("table of contents is not used, its digest is sha256:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the manifest's annotation says sha256:0000"),
+        "{log}"
+    );
+}
