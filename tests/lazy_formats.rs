@@ -29,8 +29,7 @@ fn lazy_images() -> &'static Path {
     DIR.get_or_init(|| {
         let source = corpus().image("debian-gzip").layout.clone();
         let out = corpus().root.with_file_name("test-images-lazy");
-        let script = format!(
-            r#"set -euo pipefail
+        let script = r#"set -euo pipefail
             stamp=$(cat "$REPO/scripts/make-lazy-images.sh" "$REPO/tests/tools/estargz-build/main.go" \
                 "$SOURCE/index.json" | sha256sum | cut -c1-32)
             exec 9>"$OUT.lock"; flock 9
@@ -41,8 +40,7 @@ fn lazy_images() -> &'static Path {
             VERIFY=0 ESTARGZ_PRIORITIZE=/usr/lib/os-release,/usr/bin/bash \
                 "$REPO/scripts/make-lazy-images.sh" "$SOURCE:latest" "$OUT.tmp" >&2
             echo "$stamp" >"$OUT.tmp/.stamp"
-            mv "$OUT.tmp" "$OUT""#
-        );
+            mv "$OUT.tmp" "$OUT""#;
         let built = run_bounded(
             Command::new("bash")
                 .arg("-c")
