@@ -7,6 +7,7 @@ use crate::cli::{stdout_error, ImageArgs};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::PlatformChoice;
+use crate::layer::index::BuiltFrom;
 use crate::oci::manifest::RuntimeConfig;
 use crate::rootfs::OpenOptions;
 use crate::source::reference::Transport;
@@ -44,9 +45,14 @@ struct LayerReport<'a> {
     media_type: &'a str,
     compression: &'static str,
     compressed_size: u64,
-    uncompressed_size: u64,
+    /// The tar's length, known from a full pass; `None` for an index made
+    /// from a table of contents, which does not say it.
+    uncompressed_size: Option<u64>,
     entries: usize,
     spans: usize,
+    /// What the layer's index was made from: `full pass`, `eStargz TOC`
+    /// or `zstd:chunked TOC`.
+    indexed_from: &'static str,
 }
 
 pub fn run(args: &InspectArgs, opts: &OpenOptions) -> Result<()> {
@@ -76,9 +82,15 @@ pub fn run(args: &InspectArgs, opts: &OpenOptions) -> Result<()> {
                 media_type: &l.media_type,
                 compression: l.compression.name(),
                 compressed_size: ix.compressed_size,
-                uncompressed_size: ix.uncompressed_size,
+                uncompressed_size: (ix.built_from == BuiltFrom::FullPass)
+                    .then_some(ix.uncompressed_size),
                 entries,
                 spans: ix.spans.len(),
+                indexed_from: match ix.built_from {
+                    BuiltFrom::FullPass => "full pass",
+                    BuiltFrom::EstargzToc => "eStargz TOC",
+                    BuiltFrom::ZstdChunkedToc => "zstd:chunked TOC",
+                },
             })
             .collect(),
         runtime: &image.config.config,
@@ -178,7 +190,8 @@ fn text(r: &Report<'_>) -> String {
             l.digest.short(),
             l.compression,
             l.compressed_size,
-            l.uncompressed_size,
+            l.uncompressed_size
+                .map_or_else(|| "(TOC)".to_string(), |n| n.to_string()),
             l.entries
         ));
     }
