@@ -505,6 +505,23 @@ mod tests {
         *Digest::parse(text).unwrap().as_bytes()
     }
 
+    /// Each span as (stream offset, length, blob offset, SHA-256, start).
+    fn span_places(index: &LayerIndex) -> Vec<(u64, u64, u64, [u8; 32], SpanStart)> {
+        index
+            .spans
+            .iter()
+            .map(|s| {
+                (
+                    s.out_offset,
+                    s.out_len,
+                    s.in_offset,
+                    s.sha256,
+                    s.start.clone(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn an_estargz_toc_gives_entries_and_a_span_per_chunk() {
         let index = estargz(&format!(
@@ -553,19 +570,7 @@ mod tests {
         );
         assert_eq!(index.uncompressed_size, 300);
         assert_eq!(index.built_from, BuiltFrom::EstargzToc);
-        let spans: Vec<(u64, u64, u64, [u8; 32], SpanStart)> = index
-            .spans
-            .iter()
-            .map(|s| {
-                (
-                    s.out_offset,
-                    s.out_len,
-                    s.in_offset,
-                    s.sha256,
-                    s.start.clone(),
-                )
-            })
-            .collect();
+        let spans = span_places(&index);
         assert_eq!(
             spans,
             [
@@ -585,19 +590,7 @@ mod tests {
                  "chunkDigest": "{C}", "chunkType": "zeros"}}"#
         ))
         .unwrap();
-        let spans: Vec<(u64, u64, u64, [u8; 32], SpanStart)> = index
-            .spans
-            .iter()
-            .map(|s| {
-                (
-                    s.out_offset,
-                    s.out_len,
-                    s.in_offset,
-                    s.sha256,
-                    s.start.clone(),
-                )
-            })
-            .collect();
+        let spans = span_places(&index);
         assert_eq!(
             spans,
             [
