@@ -500,6 +500,16 @@ fn a_damaged_stored_tree_is_merged_again_and_replaced() {
     }
 }
 
+/// The cache's layer directories, in name order.
+fn layer_dirs(cache: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 #[test]
 fn a_layer_indexed_again_makes_its_stored_tree_stale() {
     let image = corpus().image("debian-gzip");
@@ -515,11 +525,7 @@ fn a_layer_indexed_again_makes_its_stored_tree_stale() {
     // Give /etc/hostname another mtime in whichever layer index lists it
     // last: a valid index of the same layer, with another checksum.
     let mut changed = false;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.path().join("layers/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
+    let dirs = layer_dirs(cache.path());
     for dir in dirs {
         let bytes = std::fs::read(dir.join("index")).unwrap();
         let digest = Digest::parse(&format!(
@@ -566,11 +572,7 @@ fn an_index_forged_to_keep_length_and_crc_makes_its_stored_tree_stale() {
     let old_tree = std::fs::read(&file).unwrap();
     // In the last layer index that lists /etc/hostname: its uid changed,
     // and its gid made up so the body keeps its length and CRC-32.
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.path().join("layers/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
+    let dirs = layer_dirs(cache.path());
     let forged_uid = 4242u32;
     let mut forged_one = false;
     for dir in dirs.iter().rev() {
