@@ -18,7 +18,7 @@ use ocimount::layer::deflate_frame;
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, decode_span_at, redecode_materialized, GzipIndexer};
 use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
-use ocimount::layer::spans::{crc32, Span, SpanStart};
+use ocimount::layer::spans::{crc32, Span, SpanBuilder, SpanStart};
 use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::oci::media::Compression;
 use ocimount::source::ImageRef;
@@ -238,9 +238,14 @@ pub fn gzip_spans(data: &[u8]) {
         .truncate(true)
         .open(&data_path)
         .unwrap();
-    let mut indexer = GzipIndexer::new(&blob[..], span_size, Some(data.try_clone().unwrap()))
-        .unwrap()
-        .with_max_span(max_span);
+    let mut indexer = GzipIndexer::new(
+        &blob[..],
+        span_size,
+        Some(data.try_clone().unwrap()),
+        SpanBuilder::default(),
+    )
+    .unwrap()
+    .with_max_span(max_span);
     let mut out = Vec::new();
     let read = (&mut indexer).take(MAX_GZIP_OUTPUT).read_to_end(&mut out);
     if let Some(plain) = &expected {

@@ -707,6 +707,31 @@ mod tests {
             .unwrap()
     }
 
+    /// Spans hashed on a thread of their own get the digests they get in
+    /// place, each the SHA-256 of the span's own bytes of the tar.
+    #[test]
+    fn spans_hashed_apart_have_the_digests_of_their_bytes() {
+        let tar = sample_tar();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let blob = compress(&tar, compression);
+            let [in_place, apart] = [false, true].map(|hash_apart| {
+                let root = tempfile::tempdir().unwrap();
+                let pass = crate::layer::index::PassOptions {
+                    gzip_span: 64 << 10,
+                    large_file_span: 64 << 10,
+                    hash_apart,
+                };
+                indexed_with(root.path(), &blob, &tar, compression, pass).index
+            });
+            assert!(apart.spans.len() > 3, "{compression:?}");
+            assert_eq!(apart.spans, in_place.spans, "{compression:?}");
+            for span in apart.spans.iter() {
+                let bytes = &tar[span.out_offset as usize..][..span.out_len as usize];
+                assert_eq!(span.sha256, spans::sha256(bytes), "{compression:?}");
+            }
+        }
+    }
+
     /// Inside a file of 1 MiB or more checkpoints come about 256 KiB apart,
     /// among small files about 1 MiB, and every byte reads back.
     #[test]

@@ -201,8 +201,14 @@ impl<R: Read> GzipIndexer<R> {
     /// `data` is the cache's data file, created empty for this pass: the
     /// output of a block too long for a span is written there. Without one,
     /// such a block is an error.
-    pub fn new(inner: R, span_size: u64, data: Option<File>) -> io::Result<GzipIndexer<R>> {
-        let mut spans = SpanBuilder::default();
+    /// `spans` gathers the checkpoints (`SpanBuilder::hashing_apart`, or a
+    /// default one that hashes in place).
+    pub fn new(
+        inner: R,
+        span_size: u64,
+        data: Option<File>,
+        mut spans: SpanBuilder,
+    ) -> io::Result<GzipIndexer<R>> {
         spans.begin(SpanStart::GzipMember, 0);
         Ok(GzipIndexer {
             inner,
@@ -253,7 +259,7 @@ impl<R: Read> GzipIndexer<R> {
     /// The input reader back, and the spans found.
     pub fn into_parts(mut self) -> io::Result<(R, Vec<Span>)> {
         self.settle_window()?;
-        Ok((self.inner, self.spans.finish()))
+        Ok((self.inner, self.spans.finish()?))
     }
 
     fn refill(&mut self) -> io::Result<usize> {
@@ -759,7 +765,7 @@ mod tests {
         max_span: Option<u64>,
         data: Option<File>,
     ) -> io::Result<(Vec<u8>, Vec<Span>)> {
-        let mut indexer = GzipIndexer::new(blob, span_size, data)?;
+        let mut indexer = GzipIndexer::new(blob, span_size, data, SpanBuilder::default())?;
         if let Some(max) = max_span {
             indexer = indexer.with_max_span(max);
         }

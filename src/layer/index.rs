@@ -166,19 +166,24 @@ pub fn build_index(
 
     let hashing = HashingReader::new(stream, bar.clone(), pass.hash_apart);
     let closer = CloserCheckpoints::default();
+    let spans = if pass.hash_apart {
+        SpanBuilder::hashing_apart("sha256-spans")
+    } else {
+        SpanBuilder::default()
+    };
     let decoder = match layer.compression {
         Compression::None => Decoder::Plain(PlainIndexer {
             inner: hashing,
-            spans: SpanBuilder::default(),
+            spans,
         }),
         Compression::Gzip => Decoder::Gzip(Box::new(
-            GzipIndexer::new(hashing, pass.gzip_span, data)
+            GzipIndexer::new(hashing, pass.gzip_span, data, spans)
                 .map_err(|e| fail(e.to_string()))?
                 .with_closer_checkpoints(closer.clone(), pass.large_file_span),
         )),
         Compression::Zstd => {
             let data = data.ok_or_else(|| fail("zstd layers need a data file".to_string()))?;
-            Decoder::Zstd(ZstdIndexer::new(hashing, data).map_err(|e| fail(e.to_string()))?)
+            Decoder::Zstd(ZstdIndexer::new(hashing, data, spans).map_err(|e| fail(e.to_string()))?)
         }
     };
     let result = read_tar(layer, decoder, keep, pass.hash_apart, &closer);
@@ -411,9 +416,9 @@ enum Decoder<R> {
 impl<'a> Decoder<HashingReader<'a>> {
     fn finish(self) -> io::Result<(HashingReader<'a>, Vec<Span>)> {
         Ok(match self {
-            Decoder::Plain(p) => (p.inner, p.spans.finish()),
+            Decoder::Plain(p) => (p.inner, p.spans.finish()?),
             Decoder::Gzip(g) => g.into_parts()?,
-            Decoder::Zstd(z) => z.into_parts(),
+            Decoder::Zstd(z) => z.into_parts()?,
         })
     }
 }

@@ -12,6 +12,8 @@ use std::ops::RangeInclusive;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::layer::background_hash::BackgroundSegmentHashes;
+
 /// Plain and materialised streams are cut into spans of this size.
 pub const FIXED_SPAN: u64 = 1 << 20;
 
@@ -107,14 +109,25 @@ pub struct SpanBuilder {
     /// The id `begin` gave each span of `spans` (empty spans are dropped).
     ids: Vec<usize>,
     current: Option<Span>,
-    /// The current span's SHA-256 so far.
+    /// The current span's SHA-256 so far, where it is hashed in place.
     hasher: Sha256,
+    /// The thread hashing the spans instead (`hashing_apart`).
+    apart: Option<BackgroundSegmentHashes>,
     /// How many spans were begun: the next one's id.
     begun: usize,
     out_pos: u64,
 }
 
 impl SpanBuilder {
+    /// A builder whose spans are hashed on a thread of their own (named
+    /// `name`), or in place where none can be started.
+    pub fn hashing_apart(name: &str) -> SpanBuilder {
+        SpanBuilder {
+            apart: BackgroundSegmentHashes::start(name),
+            ..SpanBuilder::default()
+        }
+    }
+
     /// Close the current span and open one that starts here; returns its
     /// id, for `set_start`.
     pub fn begin(&mut self, start: SpanStart, in_offset: u64) -> usize {
@@ -127,7 +140,10 @@ impl SpanBuilder {
             sha256: [0; 32],
             start,
         });
-        self.hasher = Sha256::new();
+        match &mut self.apart {
+            Some(apart) => apart.begin(),
+            None => self.hasher = Sha256::new(),
+        }
         self.begun += 1;
         self.begun - 1
     }
@@ -150,7 +166,10 @@ impl SpanBuilder {
     pub fn feed(&mut self, data: &[u8]) {
         if let Some(span) = &mut self.current {
             span.crc32 = crc32(span.crc32, data);
-            self.hasher.update(data);
+            match &mut self.apart {
+                Some(apart) => apart.update(data),
+                None => self.hasher.update(data),
+            }
             span.out_len += data.len() as u64;
         }
         self.out_pos += data.len() as u64;
@@ -197,7 +216,9 @@ impl SpanBuilder {
 
     fn close(&mut self) {
         if let Some(mut span) = self.current.take() {
-            span.sha256 = std::mem::take(&mut self.hasher).finalize().into();
+            if self.apart.is_none() {
+                span.sha256 = std::mem::take(&mut self.hasher).finalize().into();
+            }
             if span.out_len > 0 {
                 self.spans.push(span);
                 self.ids.push(self.begun - 1);
@@ -205,9 +226,23 @@ impl SpanBuilder {
         }
     }
 
-    pub fn finish(mut self) -> Vec<Span> {
+    /// The spans, each with its SHA-256.
+    pub fn finish(mut self) -> std::io::Result<Vec<Span>> {
         self.close();
-        self.spans
+        if let Some(apart) = self.apart.take() {
+            let digests = apart.finish()?;
+            if digests.len() != self.begun {
+                return Err(std::io::Error::other(format!(
+                    "{} span digests for {} spans",
+                    digests.len(),
+                    self.begun
+                )));
+            }
+            for (span, &id) in self.spans.iter_mut().zip(&self.ids) {
+                span.sha256 = digests[id];
+            }
+        }
+        Ok(self.spans)
     }
 }
 
@@ -272,7 +307,7 @@ mod tests {
             SpanStart::Blob,
             |o| o,
         );
-        let spans = b.finish();
+        let spans = b.finish().unwrap();
         assert_eq!(spans_covering(&spans, 0, 1), Some(0..=0));
         assert_eq!(spans_covering(&spans, FIXED_SPAN - 1, 2), Some(0..=1));
         assert_eq!(spans_covering(&spans, 5, 2 * FIXED_SPAN), Some(0..=2));
@@ -287,7 +322,7 @@ mod tests {
         let data = vec![7u8; (FIXED_SPAN * 2 + 10) as usize];
         b.feed_fixed(&data[..100], SpanStart::Blob, |o| o);
         b.feed_fixed(&data[100..], SpanStart::Blob, |o| o);
-        let spans = b.finish();
+        let spans = b.finish().unwrap();
         let cuts: Vec<(u64, u64, u64)> = spans
             .iter()
             .map(|s| (s.out_offset, s.out_len, s.in_offset))
@@ -331,7 +366,7 @@ mod tests {
         b.begin(SpanStart::GzipMember, 0);
         b.begin(SpanStart::GzipMember, 20);
         b.feed(b"abc");
-        let spans = b.finish();
+        let spans = b.finish().unwrap();
         assert_eq!(spans.len(), 1);
         assert_eq!(spans[0].in_offset, 20);
     }

@@ -43,8 +43,9 @@ pub struct ZstdIndexer<R> {
 }
 
 impl<R: Read> ZstdIndexer<R> {
-    /// `data` is the cache's data file, sized to the uncompressed stream.
-    pub fn new(inner: R, data: File) -> io::Result<ZstdIndexer<R>> {
+    /// `data` is the cache's data file, sized to the uncompressed stream;
+    /// `spans` gathers the frames (see `SpanBuilder::hashing_apart`).
+    pub fn new(inner: R, data: File, spans: SpanBuilder) -> io::Result<ZstdIndexer<R>> {
         Ok(ZstdIndexer {
             inner,
             dec: Decoder::new()?,
@@ -58,13 +59,13 @@ impl<R: Read> ZstdIndexer<R> {
             pending: Vec::new(),
             spilled: false,
             data,
-            spans: SpanBuilder::default(),
+            spans,
         })
     }
 
     /// The input reader back, and the spans found.
-    pub fn into_parts(self) -> (R, Vec<Span>) {
-        (self.inner, self.spans.finish())
+    pub fn into_parts(self) -> io::Result<(R, Vec<Span>)> {
+        Ok((self.inner, self.spans.finish()?))
     }
 
     fn on_output(&mut self, out: &[u8]) -> io::Result<()> {
