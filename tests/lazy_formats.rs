@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::registry::TestRegistry;
-use support::{assert_same_tree, corpus, extract, run_bounded, BIN, REPO};
+use support::{assert_same_tree, corpus, extract, run_bounded, wait_until, Mounted, BIN, REPO};
 
 const FORMATS: [&str; 2] = ["estargz", "zstd-chunked"];
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -406,6 +406,65 @@ fn a_chunk_swapped_for_another_valid_member_is_an_error_not_its_bytes() {
     assert_eq!(
         success(&hostname, "cat /etc/debian_version"),
         std::fs::read(reference.join("etc/debian_version")).unwrap()
+    );
+    // Through a mount: EIO, and the daemon's log names the file, the
+    // layer and both digests.
+    let mount_cache = tempfile::tempdir().unwrap();
+    let mounted = Mounted::new(mount_cache.path(), &image, &[]);
+    let read = std::fs::read(mounted.path().join(target));
+    assert_eq!(
+        read.as_ref().map_err(|e| e.raw_os_error()).err(),
+        Some(Some(libc::EIO)),
+        "{read:?}"
+    );
+    // The forged layer's digest in the copy: the layer at the same place.
+    let position = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| l["digest"] == holder)
+        .unwrap();
+    let forged_layer = manifest_of(&copy).0["layers"][position]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logged = |needle: &str| {
+        std::fs::read_dir(mount_cache.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .find(|log| log.contains(needle))
+    };
+    let needle = format!("read of /{target} failed");
+    assert!(
+        wait_until(Duration::from_secs(10), || logged(&needle).is_some()),
+        "no log line names the file"
+    );
+    let line = logged(&needle)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&format!("layer {forged_layer}")), "{line}");
+    assert!(
+        line.contains("sha256 mismatch: the index says sha256:"),
+        "{line}"
+    );
+    assert!(line.contains("the blob's bytes are sha256:"), "{line}");
+    // The daemon used the indexes its parent built from the TOCs.
+    let daemon_log = logged("").unwrap_or_default();
+    assert!(!daemon_log.contains("indexing"), "{daemon_log}");
+    assert!(!daemon_log.contains("table of contents"), "{daemon_log}");
+    // On its way out the daemon says what the checks cost (the
+    // benchmark reads it): here the one span it refused.
+    drop(mounted);
+    assert!(
+        wait_until(Duration::from_secs(10), || logged("span digest checks: ")
+            .is_some()),
+        "no tally of the checks in the log:\n{}",
+        logged("").unwrap_or_default()
     );
 }
 

@@ -68,8 +68,61 @@ pub struct LayerReader {
     /// index came from a table of contents, which vouches for the chunks'
     /// SHA-256 and for no CRC (see `BuiltFrom`).
     hash_every_span: bool,
+    /// What checking spans against their SHA-256 has cost so far.
+    digest_checks: DigestCheckTally,
     /// A shared lock on the layer's `inuse` file while this reader lives.
     _in_use: std::fs::File,
+}
+
+/// Spans hashed to check them against the index's SHA-256, their bytes and
+/// the time it took: what the checks cost, which a daemon logs when it ends
+/// and the benchmark holds to its goal.
+#[derive(Debug, Default)]
+pub struct DigestCheckTally {
+    spans: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// A [`DigestCheckTally`] read out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestChecks {
+    pub spans: u64,
+    pub bytes: u64,
+    pub elapsed: std::time::Duration,
+}
+
+impl std::ops::Add for DigestChecks {
+    type Output = DigestChecks;
+
+    fn add(self, other: DigestChecks) -> DigestChecks {
+        DigestChecks {
+            spans: self.spans + other.spans,
+            bytes: self.bytes + other.bytes,
+            elapsed: self.elapsed + other.elapsed,
+        }
+    }
+}
+
+impl DigestCheckTally {
+    /// The SHA-256 of `bytes`, counted.
+    fn sha256(&self, bytes: &[u8]) -> [u8; 32] {
+        let started = std::time::Instant::now();
+        let digest = spans::sha256(bytes);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.spans.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        digest
+    }
+
+    fn read(&self) -> DigestChecks {
+        DigestChecks {
+            spans: self.spans.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            elapsed: std::time::Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 struct DataCache {
@@ -115,6 +168,7 @@ impl LayerReader {
             recent: Mutex::new(VecDeque::with_capacity(RECENT_SPANS)),
             stored: AtomicU64::new(0),
             hash_every_span: index.built_from.hashes_every_span(),
+            digest_checks: DigestCheckTally::default(),
             _in_use: in_use,
         })
     }
@@ -125,6 +179,11 @@ impl LayerReader {
     pub fn without_storing(mut self) -> LayerReader {
         self.keep_decoded = false;
         self
+    }
+
+    /// What checking spans against their SHA-256 has cost this reader.
+    pub fn digest_checks(&self) -> DigestChecks {
+        self.digest_checks.read()
     }
 
     /// Decoded bytes this reader has stored so far.
@@ -495,7 +554,7 @@ impl LayerReader {
     fn keep_decoded_neighbour(&self, j: usize, data: &DataCache, bytes: Vec<u8>) {
         let span = &self.spans[j];
         let hash_ok = !(self.blob.is_remote() || self.hash_every_span)
-            || spans::sha256(&bytes) == span.sha256;
+            || self.digest_checks.sha256(&bytes) == span.sha256;
         let crc_ok = self.hash_every_span || crc32(0, &bytes) == span.crc32;
         if !crc_ok || !hash_ok {
             return; // its own read will decode it again, and say why it fails
@@ -538,7 +597,7 @@ impl LayerReader {
     /// came from a table of contents and has no CRC.
     fn stored_span_sound(&self, span: &Span, bytes: &[u8]) -> bool {
         if self.hash_every_span {
-            spans::sha256(bytes) == span.sha256
+            self.digest_checks.sha256(bytes) == span.sha256
         } else {
             crc32(0, bytes) == span.crc32
         }
@@ -556,7 +615,7 @@ impl LayerReader {
             return Ok(());
         }
         let span = &self.spans[i];
-        let got = spans::sha256(bytes);
+        let got = self.digest_checks.sha256(bytes);
         if got != span.sha256 {
             return Err(self.damaged(
                 span,

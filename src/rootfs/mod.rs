@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::blob::Blob;
 use crate::cache::eviction::CacheLimit;
+use crate::cache::reader::DigestChecks;
 use crate::cache::LayerReader;
 use crate::cache::{Cache, CacheEntry, CacheMode};
 use crate::error::{Error, Result};
@@ -284,6 +285,31 @@ fn merge(image: &Image, cache: &Cache, entries: &mut [CacheEntry]) -> Result<Tre
 }
 
 impl Rootfs {
+    /// What checking spans against their SHA-256 has cost, all layers.
+    pub fn digest_checks(&self) -> DigestChecks {
+        self.readers
+            .iter()
+            .map(LayerReader::digest_checks)
+            .fold(DigestChecks::default(), |all, one| all + one)
+    }
+
+    /// Log what the span checks cost, where there were any: the benchmark
+    /// reads the line from a daemon's log.
+    pub fn log_digest_checks(&self) {
+        let checks = self.digest_checks();
+        if checks.spans > 0 {
+            tracing::info!(
+                spans = checks.spans,
+                bytes = checks.bytes,
+                seconds = checks.elapsed.as_secs_f64(),
+                "span digest checks: {} spans, {} bytes, {:.3} ms",
+                checks.spans,
+                checks.bytes,
+                checks.elapsed.as_secs_f64() * 1e3
+            );
+        }
+    }
+
     /// Open the image for reading: from its stored merged tree when the
     /// cache has one for exactly these layer indexes (no entry is decoded
     /// and nothing merged), else by indexing what is missing and merging

@@ -232,6 +232,7 @@ pub fn serve(rootfs: Rootfs, setup: &ServeSetup) -> Result<()> {
     if let Some(first_reads) = first_reads {
         save_record(&rootfs, &first_reads);
     }
+    rootfs.log_digest_checks();
     let _ = fs::remove_file(&registry);
     result.map_err(|e| Error::io(dir, e))
 }

@@ -277,7 +277,11 @@ impl Filesystem for ImageFs {
         match guarded(|| self.rootfs.read_file(id_of(ino), offset, &mut buf)) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => {
-                tracing::error!(ino = ino.0, offset, "read failed: {e}");
+                let path = self.rootfs.tree.path_of(id_of(ino)).map_or_else(
+                    || format!("inode {}", ino.0),
+                    |p| format!("/{}", String::from_utf8_lossy(&p)),
+                );
+                tracing::error!(file = %path, offset, "read of {path} failed: {e}");
                 reply.error(Errno::EIO)
             }
         }

@@ -448,6 +448,23 @@ impl Tree {
         self.get(dir)?.children()?.get(name)
     }
 
+    /// A path of node `id` from the root (the first a walk meets, where
+    /// hard links give it several): for messages about a file, so it walks
+    /// the tree and is not for the paths that serve reads.
+    pub fn path_of(&self, id: NodeId) -> Option<Vec<u8>> {
+        let found = self.visit(
+            ROOT,
+            |path, at| {
+                if at == id {
+                    Err(path.to_vec())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        found.err()
+    }
+
     /// Visit `from` and every name below it, depth-first in byte order (a
     /// directory before its children), with its path relative to `from`
     /// (empty for `from` itself). One path buffer is reused and the stack
