@@ -1013,6 +1013,56 @@ fn a_mount_fetches_its_manifest_and_config_once_across_parent_and_daemon() {
 }
 
 #[test]
+fn prune_keeps_the_documents_of_recorded_images_and_removes_the_rest() {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let scratch = tempfile::tempdir().unwrap();
+    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
+    let got = bytes(&om(c, &["cat", &image, "/n/file"]));
+    assert_same_bytes(&got, &want, "/n/file");
+    let (manifest, config) = manifest_and_config(c, &image);
+    let kept = c.join("documents/sha256");
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&kept)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_string();
+    // Two documents no image record names: one untouched for an hour,
+    // one just written (an open in flight keeps its documents first).
+    let stray = |content: &[u8]| hex(&support::registry::sha256_digest(content));
+    let (old, fresh) = (stray(b"old"), stray(b"fresh"));
+    std::fs::write(kept.join(&old), b"old").unwrap();
+    std::fs::write(kept.join(&fresh), b"fresh").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(kept.join(&old))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+
+    ok(&om(c, &["cache", "prune"]));
+    let mut left = vec![hex(&manifest), hex(&config), fresh];
+    left.sort();
+    assert_eq!(names(), left);
+
+    // --all: the image's layers go, its record with them, and so do the
+    // documents; the next open fetches them again.
+    ok(&om(c, &["cache", "prune", "--all"]));
+    assert_eq!(names(), Vec::<String>::new());
+    let again = bytes(&om(c, &["cat", &image, "/n/file"]));
+    assert_same_bytes(&again, &want, "/n/file after prune --all");
+}
+
+#[test]
 fn publish_index_on_the_first_node_spares_the_next_its_full_pass() {
     let reg = TestRegistry::new();
     reg.push(&layout("debian-gzip"), "test/debian-gzip:v1");

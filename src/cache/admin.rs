@@ -33,6 +33,10 @@ pub struct ImageRecord {
     /// The image pinned to its manifest (`oci:/abs/path@sha256:…`).
     pub image: String,
     pub manifest: String,
+    /// Its config's digest (absent from records written before it was
+    /// kept): with `manifest`, the documents `prune` keeps for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
     pub layers: Vec<String>,
 }
 
@@ -45,6 +49,7 @@ pub fn record_image(cache: &Cache, image: &Image) {
     let record = ImageRecord {
         image: pinned,
         manifest: image.manifest_digest.to_string(),
+        config: Some(image.config_digest.to_string()),
         layers: image.layers.iter().map(|l| l.digest.to_string()).collect(),
     };
     let path = paths::image_record(cache.root(), &image.manifest_digest);
@@ -198,7 +203,8 @@ pub struct PruneReport {
 /// last used before `older_than` ago, when given). With `all`, remove those
 /// layers altogether, index included, the records of images left with no
 /// layer here, and the trees of images with no record. Either way, the
-/// temp files of tree writers that died go.
+/// temp files of tree writers that died go, and so do the kept manifests
+/// and configs no image record names (`sweep_documents`).
 pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<PruneReport> {
     let cutoff = older_than.map(|age| {
         SystemTime::now()
@@ -237,6 +243,7 @@ pub fn prune(cache: &Cache, all: bool, older_than: Option<Duration>) -> Result<P
     report.bytes_freed += sweep_layer_temps(cache.root());
     report.bytes_freed += reclaim_abandoned_removals(cache.root());
     report.bytes_freed += remove_ended_mounts_logs(cache);
+    report.bytes_freed += sweep_documents(cache, all);
     Ok(report)
 }
 
@@ -429,6 +436,46 @@ fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
             orphans && is_tree && !records.join(format!("{name}.json")).exists()
         };
         if doomed && meta.is_file() && fs::remove_file(entry.path()).is_ok() {
+            freed += meta.blocks() * 512;
+        }
+    }
+    freed
+}
+
+/// Remove the kept manifests and configs (`CACHE/documents/`) that no
+/// image record names: with `all`, every one; else those untouched for a
+/// while (an image being opened right now keeps its documents before it
+/// is recorded). One of them gone costs its fetch again, nothing more.
+fn sweep_documents(cache: &Cache, all: bool) -> u64 {
+    let named: std::collections::BTreeSet<String> = image_records(cache)
+        .into_iter()
+        .flat_map(|(_, record)| [Some(record.manifest), record.config])
+        .flatten()
+        .filter_map(|digest| digest.strip_prefix("sha256:").map(str::to_string))
+        .collect();
+    let dir = paths::documents(cache.root());
+    // Never through a symlink: what it points at is not the cache's.
+    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real_dir(dir.parent().unwrap_or(&dir)) || !real_dir(&dir) {
+        return 0;
+    }
+    let now = SystemTime::now();
+    let mut freed = 0;
+    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Only what a document is named (temp files: see sweep_temps).
+        if Digest::parse(&format!("sha256:{name}")).is_err() || named.contains(&name) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if meta.is_file() && (all || idle) && fs::remove_file(entry.path()).is_ok() {
             freed += meta.blocks() * 512;
         }
     }

@@ -23,7 +23,7 @@
 //! CACHE/documents/sha256/<hex>       a registry manifest or config verified here, by
 //!                                    digest: a later open by digest (a mount's daemon)
 //!                                    reads it instead of the registry, checking the
-//!                                    digest again
+//!                                    digest again; pruned once no image record names it
 //! ```
 //! Any of these directories may also hold `.NAME.tmp.PID.NANOS`: a file
 //! being written, renamed into place when whole (see `sys::atomic`).
