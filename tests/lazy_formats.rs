@@ -249,6 +249,85 @@ fn a_cold_read_from_a_registry_fetches_a_few_percent_of_the_layers() {
     }
 }
 
+#[test]
+fn the_files_before_the_prefetch_landmark_are_fetched_after_a_mount() {
+    let registry = TestRegistry::new();
+    let reference = corpus().image("debian-gzip").reference.clone().unwrap();
+    registry.push(
+        &format!("oci:{}:latest", layout("estargz").display()),
+        "estargz:latest",
+    );
+    let image = registry.docker_ref("estargz:latest");
+    let cache = tempfile::tempdir().unwrap();
+    let mark = registry.access_records().len();
+    // No --prefetch: the landmark's files are fetched all the same.
+    let mounted = Mounted::new(
+        cache.path(),
+        &image,
+        &["--tls-verify=false", "--no-remote-index"],
+    );
+    let log = || -> String {
+        std::fs::read_dir(cache.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || log()
+            .contains("the fill has ended")),
+        "the fill did not end:\n{}",
+        log()
+    );
+    let log = plain(&log());
+    // Which layers have a landmark: those holding the prioritised files
+    // that are read through their TOC (the make-lazy-images.sh step).
+    let landmarked: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("spans before layer"))
+        .filter_map(|l| l.split("layer=").nth(1))
+        .map(|d| d.trim().to_string())
+        .collect();
+    assert!(!landmarked.is_empty(), "no landmark prefetched:\n{log}");
+    // Each such layer: the parent's TOC read (one or two requests) and one
+    // for the prefetch.
+    assert!(
+        wait_until(Duration::from_secs(10), || landmarked.iter().all(|d| {
+            registry.access_records()[mark..]
+                .iter()
+                .any(|r| r.method == "GET" && r.blob_digest() == Some(d.as_str()))
+        })),
+        "no request for the landmarked layers"
+    );
+    let requests = registry.access_records()[mark..].to_vec();
+    for digest in &landmarked {
+        let gets = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.blob_digest() == Some(digest.as_str()))
+            .count();
+        assert!((2..=3).contains(&gets), "{gets} requests for {digest}");
+    }
+    // The prioritised files are now read without a byte from the registry.
+    let before = registry.access_records().len();
+    for file in ["usr/lib/os-release", "usr/bin/bash"] {
+        let got = std::fs::read(mounted.path().join(file)).unwrap();
+        assert!(
+            got == std::fs::read(reference.join(file)).unwrap(),
+            "/{file} differs"
+        );
+    }
+    // The registry logs a request once it has answered: give a late line
+    // time to land before saying there is none.
+    std::thread::sleep(Duration::from_millis(500));
+    let fetched = registry.blob_bytes_by_digest(before);
+    assert!(
+        fetched.is_empty(),
+        "fetched after the prefetch: {fetched:?}"
+    );
+    drop(mounted);
+}
+
 /// `text` without the terminal colour escapes the log may carry.
 fn plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -217,6 +217,30 @@ impl LayerReader {
         self.spans.len()
     }
 
+    /// Fetch the compressed bytes of spans `first..first + count` of a
+    /// remote blob in one request (as far as one request goes), ahead of
+    /// filling them: an eStargz layer's prioritised files after a mount.
+    /// A local blob, or a run whose first span is stored, asks nothing.
+    pub fn fetch_ahead(&self, first: usize, count: usize) -> io::Result<()> {
+        let Some(last) = (first + count)
+            .checked_sub(1)
+            .filter(|&l| l < self.spans.len())
+        else {
+            return Ok(());
+        };
+        let stored = |i| {
+            self.data
+                .as_ref()
+                .is_some_and(|d| d.residency.is_present(i))
+        };
+        if !self.blob.is_remote() || count == 0 || stored(first) {
+            return Ok(());
+        }
+        let start = self.spans[first].in_offset;
+        let end = self.compressed_end(last).min(self.blob.size());
+        self.blob.will_need(start, end.saturating_sub(start))
+    }
+
     /// Decode span `i` into the data cache if it is not there yet (the
     /// background fill, `--prefetch`). A span already stored, a layer
     /// served straight from its blob, and a reader that stores nothing
@@ -577,9 +601,17 @@ impl LayerReader {
     /// own, or for a materialised span the one its stretch began at) to the
     /// byte where the next span begins.
     fn hint_compressed_range(&self, i: usize) -> io::Result<()> {
+        let start = self.spans[i].in_offset;
+        let end = self.compressed_end(i).min(self.blob.size());
+        self.blob.will_need(start, end.saturating_sub(start))
+    }
+
+    /// Where the compressed bytes decoding span `i` reads end: its frame's
+    /// end, or the byte where the next span begins.
+    fn compressed_end(&self, i: usize) -> u64 {
         let span = &self.spans[i];
         let start = span.in_offset;
-        let end = match span.start {
+        match span.start {
             SpanStart::ZstdFrame { in_len } => start.saturating_add(in_len),
             SpanStart::Blob => start.saturating_add(span.out_len),
             _ => self.spans[i + 1..]
@@ -587,9 +619,7 @@ impl LayerReader {
                 .map(|s| s.in_offset)
                 .find(|&o| o > start)
                 .map_or(self.blob.size(), |o| o.saturating_add(1)),
-        };
-        self.blob
-            .will_need(start, end.min(self.blob.size()).saturating_sub(start))
+        }
     }
 
     /// Whether a span's bytes read back from the data cache are what the

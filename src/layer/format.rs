@@ -32,8 +32,10 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// serving a stored tree reads the spans and never the entries; 5: a
 /// SHA-256 of each span's bytes, which remote bytes are checked against,
 /// and a SHA-256 of the body in the header instead of its CRC-32; 6: what
-/// the index was built from, a full pass or a table of contents).
-pub const VERSION: u32 = 6;
+/// the index was built from, a full pass or a table of contents; 7: how
+/// many of the first spans an eStargz producer put before its prefetch
+/// landmark).
+pub const VERSION: u32 = 7;
 /// Magic, version, layer digest, body length, body SHA-256 (the last 32).
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
@@ -98,6 +100,7 @@ struct Fixed {
     diff_id: Digest,
     compression: Compression,
     built_from: BuiltFrom,
+    prefetch_spans: u32,
     compressed_size: u64,
     uncompressed_size: u64,
 }
@@ -117,6 +120,7 @@ fn read_fixed(r: &mut Reader<'_>) -> Result<Fixed, String> {
         diff_id,
         compression,
         built_from,
+        prefetch_spans: r.u32()?,
         compressed_size: r.u64()?,
         uncompressed_size: r.u64()?,
     })
@@ -132,6 +136,7 @@ pub fn encode(index: &LayerIndex) -> Vec<u8> {
     body.raw(index.diff_id.as_bytes());
     body.u8(compression_tag(index.compression));
     body.u8(index.built_from.tag());
+    body.u32(index.prefetch_spans);
     body.u64(index.compressed_size);
     body.u64(index.uncompressed_size);
     // The spans' length and CRC, filled in once they are written.
@@ -219,7 +224,7 @@ pub struct Decoded {
 
 /// The body's fixed fields: diff_id, compression, what the index was
 /// built from, both sizes.
-const FIXED_LEN: usize = 32 + 1 + 1 + 8 + 8;
+const FIXED_LEN: usize = 32 + 1 + 1 + 4 + 8 + 8;
 /// Where the spans section starts in the body: after the fixed fields, its
 /// length (u64) and its CRC-32 (u32).
 const SPANS_AT: usize = FIXED_LEN + 8 + 4;
@@ -267,6 +272,7 @@ fn decode_head(
         diff_id,
         compression,
         built_from,
+        prefetch_spans,
         compressed_size,
         uncompressed_size,
     } = read_fixed(&mut r)?;
@@ -333,6 +339,9 @@ fn decode_head(
     if expected_offset != uncompressed_size {
         return Err("spans do not cover the stream".to_string());
     }
+    if prefetch_spans as usize > spans.len() {
+        return Err("more spans to prefetch than spans".to_string());
+    }
     if r.pos != r.bytes.len() {
         return Err("trailing bytes after the spans".to_string());
     }
@@ -345,6 +354,7 @@ fn decode_head(
         entries: Vec::new(),
         spans: spans.into(),
         built_from,
+        prefetch_spans,
     };
     Ok((index, SPANS_AT + spans_len))
 }
@@ -753,6 +763,7 @@ mod tests {
             ]
             .into(),
             built_from: BuiltFrom::FullPass,
+            prefetch_spans: 2,
         }
     }
 
@@ -791,7 +802,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 6"
+            "index format version 99, this build reads 7"
         );
     }
 
@@ -903,6 +914,12 @@ mod tests {
             decoded(&big_xattr).unwrap_err(),
             "an entry has a bad xattr value"
         );
+        let mut eager = sample();
+        eager.prefetch_spans = eager.spans.len() as u32 + 1;
+        assert_eq!(
+            decoded(&eager).unwrap_err(),
+            "more spans to prefetch than spans"
+        );
         let mut crowded = sample();
         crowded.entries = vec![crowded.entries[0].clone(); 7];
         assert_eq!(
@@ -983,25 +1000,25 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580006000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
-        "3e9ec42f9674b4d46ac6b8b82302000000000000ce7f384ecf36baa41fb6334f",
-        "62bf6abecc630a3b155cf9ac1f63589c4fd14ec190aebae315675cbf04612de4",
-        "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb01006300000000000000000c",
-        "0000000000001b01000000000000c64569980400000000000000000000000000",
-        "0000000400000000000000000000000000000100000001010101010101010101",
-        "0101010101010101010101010101010101010101010103000400000000000000",
-        "0400000000000028000000000000000200000002020202020202020202020202",
-        "0202020202020202020202020202020202020204030511000000090909090909",
-        "0909090909090909090909000800000000000000020000000000003c00000000",
-        "0000000300000003030303030303030303030303030303030303030303030303",
-        "0303030303030303000a00000000000000020000000000004600000000000000",
-        "0400000004040404040404040404040404040404040404040404040404040404",
-        "0404040401000a00000000000002000000000000000a0000006574632f706173",
-        "73776400ed090000e80300002e160000fbffffffffffffff070000000a000000",
-        "0000000000020000000000000000000000000000000000000200000006000000",
-        "757365722e61040000000062696e1300000073656375726974792e6361706162",
-        "696c6974790200000001020500000062696e2f7803ed090000e80300002e1600",
-        "00fbffffffffffffff070000000a0000000000000000020000000000000a0000",
-        "006574632f706173737764000000000000000000000000",
+        "4f43494d4944580007000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "3e9ec42f9674b4d46ac6b8b82702000000000000424547c92403aca5896c91d4",
+        "ce521953bf59f0187198a3895e2279c2cd0cb21490aebae315675cbf04612de4",
+        "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb010002000000630000000000",
+        "0000000c0000000000001b01000000000000afde2c3b04000000000000000000",
+        "0000000000000004000000000000000000000000000001000000010101010101",
+        "0101010101010101010101010101010101010101010101010101030004000000",
+        "0000000004000000000000280000000000000002000000020202020202020202",
+        "0202020202020202020202020202020202020202020202040305110000000909",
+        "090909090909090909090909090909000800000000000000020000000000003c",
+        "0000000000000003000000030303030303030303030303030303030303030303",
+        "030303030303030303030303000a000000000000000200000000000046000000",
+        "0000000004000000040404040404040404040404040404040404040404040404",
+        "040404040404040401000a00000000000002000000000000000a000000657463",
+        "2f70617373776400ed090000e80300002e160000fbffffffffffffff07000000",
+        "0a00000000000000000200000000000000000000000000000000000002000000",
+        "06000000757365722e61040000000062696e1300000073656375726974792e63",
+        "61706162696c6974790200000001020500000062696e2f7803ed090000e80300",
+        "002e160000fbffffffffffffff070000000a0000000000000000020000000000",
+        "000a0000006574632f706173737764000000000000000000000000",
     );
 }

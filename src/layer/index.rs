@@ -35,6 +35,10 @@ pub struct LayerIndex {
     pub spans: std::sync::Arc<[Span]>,
     /// What made the index, which decides how its spans are checked.
     pub built_from: BuiltFrom,
+    /// How many of the first spans hold the files an eStargz producer put
+    /// before `.prefetch.landmark` (the files it expects to be read first):
+    /// fetched in the background after a mount. 0 for other layers.
+    pub prefetch_spans: u32,
 }
 
 /// What an index was made from.
@@ -234,6 +238,7 @@ pub fn build_index(
         entries,
         spans: spans.into(),
         built_from: BuiltFrom::FullPass,
+        prefetch_spans: 0,
     })
 }
 

@@ -1,6 +1,9 @@
 //! `--prefetch`: once a mount is live, decode the image's spans into the
 //! data cache in the background, across the cores, in the order its files
-//! are likely to be read, so that later reads find them decoded. The fill
+//! are likely to be read, so that later reads find them decoded. Whatever
+//! the mode, the files an eStargz producer put before its prefetch
+//! landmark come first, each such layer's fetched in one request, as
+//! stargz-snapshotter does (with `none`, the fill stops after them). The fill
 //! gives way to every FUSE read (`ReadsInFlight`), stops at the first span
 //! it cannot fill (logged once a thread; the mount goes on), and stops
 //! promptly, between two spans, when the daemon exits.
@@ -59,7 +62,8 @@ impl Fill {
     /// no decoded spans (`index-only`) or is bounded (`--cache-max`: a fill
     /// would only evict what the mount read).
     pub fn start(rootfs: Arc<Rootfs>, mode: Prefetch, reads: Arc<ReadsInFlight>) -> Option<Fill> {
-        if mode == Prefetch::None {
+        let landmarks = rootfs.indexes.iter().any(|i| i.prefetch_spans > 0);
+        if mode == Prefetch::None && !landmarks {
             return None;
         }
         if !rootfs.readers.iter().any(|r| r.stores_decoded()) {
@@ -98,6 +102,7 @@ impl Fill {
 
 /// Plan the fill, then run it on as many threads as there are cores.
 fn fill_in_parallel(rootfs: &Rootfs, mode: Prefetch, reads: &ReadsInFlight, stop: &AtomicBool) {
+    fetch_landmarked(rootfs, stop);
     let plan = fill_order(rootfs, mode);
     let threads = workers::cores();
     tracing::info!(
@@ -107,6 +112,25 @@ fn fill_in_parallel(rootfs: &Rootfs, mode: Prefetch, reads: &ReadsInFlight, stop
     workers::for_each_index(threads, plan.len(), |i| fill(rootfs, plan[i], reads, stop));
     if !stop.load(Ordering::Acquire) {
         tracing::info!("--prefetch {mode}: the fill has ended");
+    }
+}
+
+/// For each eStargz layer with a prefetch landmark, fetch the compressed
+/// bytes of the files before it in one request (they lead the plan).
+fn fetch_landmarked(rootfs: &Rootfs, stop: &AtomicBool) {
+    for (layer, (index, reader)) in rootfs.indexes.iter().zip(&rootfs.readers).enumerate() {
+        let count = index.prefetch_spans as usize;
+        if count == 0 || stop.load(Ordering::Acquire) {
+            continue;
+        }
+        tracing::info!(
+            layer = %index.digest,
+            "prefetch: the {count} spans before layer {}'s prefetch landmark",
+            layer + 1
+        );
+        if let Err(e) = reader.fetch_ahead(0, count) {
+            tracing::warn!(layer = %index.digest, "prefetch: cannot fetch ahead: {e}");
+        }
     }
 }
 
@@ -129,9 +153,10 @@ fn fill(rootfs: &Rootfs, (layer, span): SpanRef, reads: &ReadsInFlight, stop: &A
     true
 }
 
-/// Every span of the image once, in the order to fill them: the recorded
-/// files' (for `recorded`), then every regular file's in walk order, then
-/// the spans no file covers (headers, whiteouts, overwritten files).
+/// The spans to fill, each once, in order: those before each eStargz
+/// layer's prefetch landmark; then (with `none`, nothing more) the
+/// recorded files' (for `recorded`), every regular file's in walk order,
+/// and the spans no file covers (headers, whiteouts, overwritten files).
 fn fill_order(rootfs: &Rootfs, mode: Prefetch) -> Vec<SpanRef> {
     let mut queued: Vec<Vec<bool>> = rootfs
         .readers
@@ -139,6 +164,14 @@ fn fill_order(rootfs: &Rootfs, mode: Prefetch) -> Vec<SpanRef> {
         .map(|r| vec![false; r.span_count()])
         .collect();
     let mut plan = Vec::with_capacity(queued.iter().map(Vec::len).sum());
+    for (layer, (index, queued)) in rootfs.indexes.iter().zip(&mut queued).enumerate() {
+        let count = (index.prefetch_spans as usize).min(queued.len());
+        queued[..count].fill(true);
+        plan.extend((0..count).map(|i| (layer, i)));
+    }
+    if mode == Prefetch::None {
+        return plan;
+    }
     if mode == Prefetch::Recorded {
         let path = record_path(&rootfs.cache, &rootfs.image.manifest_digest);
         match read_record(&path, &rootfs.tree) {

@@ -30,12 +30,15 @@ use crate::tar::{normalize_path, DotDot};
 use super::rfc3339;
 use super::TocError;
 
+/// The eStargz entry that follows the files its producer prioritised.
+const PREFETCH_LANDMARK: &[u8] = b".prefetch.landmark";
+
 /// eStargz's own entries, at the root only: the TOC's tar entry and the
 /// prefetch landmarks. Hidden on both paths, as stargz-snapshotter hides
 /// them (`crate::layer::index` drops them from a full pass too).
 pub const ESTARGZ_OWN_ENTRIES: [&[u8]; 3] = [
     b"stargz.index.json",
-    b".prefetch.landmark",
+    PREFETCH_LANDMARK,
     b".no.prefetch.landmark",
 ];
 
@@ -139,6 +142,7 @@ pub fn index_from_toc(
         stream_len: 0,
         blob_pos: 0,
         file: None,
+        prefetch_spans: 0,
     };
     for (i, entry) in toc.entries.into_iter().enumerate() {
         builder.add(entry).map_err(|e| e.at_entry(i))?;
@@ -154,6 +158,7 @@ pub fn index_from_toc(
         entries: builder.entries,
         spans: builder.spans.into(),
         built_from: format,
+        prefetch_spans: builder.prefetch_spans,
     })
 }
 
@@ -167,6 +172,8 @@ struct Builder {
     /// The first blob byte the next chunk may start at.
     blob_pos: u64,
     file: Option<OpenFile>,
+    /// The spans before eStargz's `.prefetch.landmark`, once it is met.
+    prefetch_spans: u32,
 }
 
 fn malformed(reason: impl Into<String>) -> TocError {
@@ -283,6 +290,12 @@ impl Builder {
         });
         let hidden =
             self.format == BuiltFrom::EstargzToc && ESTARGZ_OWN_ENTRIES.contains(&path.as_slice());
+        if hidden && path == PREFETCH_LANDMARK {
+            // The files before it (their spans, all closed by now) are the
+            // ones its producer expects to be read first.
+            self.prefetch_spans = u32::try_from(self.spans.len())
+                .map_err(|_| malformed("more spans than an index holds"))?;
+        }
         if kind == EntryKind::File && size > 0 {
             let digest = e
                 .digest
@@ -570,6 +583,8 @@ mod tests {
         );
         assert_eq!(index.uncompressed_size, 300);
         assert_eq!(index.built_from, BuiltFrom::EstargzToc);
+        // bin/big's two chunks come before the landmark.
+        assert_eq!(index.prefetch_spans, 2);
         let spans = span_places(&index);
         assert_eq!(
             spans,
