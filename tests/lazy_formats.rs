@@ -569,3 +569,140 @@ fn a_toc_the_annotation_does_not_vouch_for_is_not_used() {
         "{log}"
     );
 }
+
+#[test]
+fn verify_compares_each_toc_with_its_tar_and_names_a_lie() {
+    // The real producers' TOCs tell the truth.
+    for format in FORMATS {
+        let cache = tempfile::tempdir().unwrap();
+        let image = format!("{}:latest", layout(format).display());
+        let out = om(cache.path(), &["verify", &image]);
+        let log = plain(&stderr(&out));
+        assert!(out.status.success(), "{format}: {log}");
+        let (manifest, _) = manifest_of(&layout(format));
+        let layers = manifest["layers"].as_array().unwrap().len();
+        let agreeing = log.matches("table of contents agrees with the tar").count();
+        let unused = log.matches("is not used by a mount").count();
+        // The layers whose TOC a mount falls back from (see the export
+        // test) are said so; every other one agrees.
+        assert_eq!(
+            (agreeing, unused),
+            if format == "estargz" {
+                (layers - 2, 2)
+            } else {
+                (layers - 3, 3)
+            },
+            "{format}: {log}"
+        );
+    }
+
+    // A TOC that lies about a mode, vouched for all the way down: its
+    // annotation, the layer digest and the diff_id all follow the lie.
+    let target = "usr/lib/os-release";
+    let dir = tempfile::tempdir().unwrap();
+    let lists_target = |blob: &[u8]| {
+        estargz_toc(blob)
+            .iter()
+            .any(|e| e["name"] == target && e["type"] == "reg")
+    };
+    let copy = changed_layout(
+        "estargz",
+        dir.path(),
+        |l| {
+            l["annotations"][TOC_DIGEST].is_string()
+                && lists_target(
+                    &std::fs::read(blob_path(&layout("estargz"), l["digest"].as_str().unwrap()))
+                        .unwrap(),
+                )
+        },
+        |blob, layer| {
+            let mut entries = estargz_toc(blob);
+            for e in entries.iter_mut() {
+                if e["name"] == target {
+                    e["mode"] = Value::from(0o600);
+                }
+            }
+            let json =
+                serde_json::to_vec(&serde_json::json!({"version": 1, "entries": entries})).unwrap();
+            // The TOC member keeps its offset, so the footer stays.
+            let footer = blob[blob.len() - 51..].to_vec();
+            let at = u64::from_str_radix(std::str::from_utf8(&footer[16..32]).unwrap(), 16).unwrap()
+                as usize;
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(json.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, "stargz.index.json", &json[..])
+                .unwrap();
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+            blob.truncate(at);
+            blob.extend(gz.finish().unwrap());
+            blob.extend(footer);
+            layer["annotations"][TOC_DIGEST] =
+                Value::String(support::registry::sha256_digest(&json));
+        },
+    );
+    recompute_diff_ids(&copy);
+    let image = format!("{}:latest", copy.display());
+    let cache = tempfile::tempdir().unwrap();
+    // A mount believes it (nothing there reads the tar) …
+    let listing = om(cache.path(), &["ls", "-l", &image, "/usr/lib"]);
+    let listing = String::from_utf8_lossy(&success(&listing, "ls -l")).into_owned();
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(" os-release"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.starts_with("-rw-------"), "{line}");
+    // … and verify says what the tar says instead, naming the file.
+    let out = om(cache.path(), &["verify", &image]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = plain(&stderr(&out));
+    assert!(
+        log.contains(&format!(
+            "its table of contents disagrees with its tar: \"{target}\": the TOC says mode 600, the tar 644"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("FAILED")).count(),
+        1,
+        "{log}"
+    );
+}
+
+/// Set the config's diff_ids to what the layers of `copy` decompress to,
+/// and the manifest and index to that config.
+fn recompute_diff_ids(copy: &Path) {
+    use std::io::Read;
+    let (mut manifest, manifest_path) = manifest_of(copy);
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config = json(&blob_path(copy, &config_digest));
+    let diff_ids: Vec<Value> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let blob = std::fs::read(blob_path(copy, l["digest"].as_str().unwrap())).unwrap();
+            let mut tar = Vec::new();
+            flate2::read::MultiGzDecoder::new(&blob[..])
+                .read_to_end(&mut tar)
+                .unwrap();
+            Value::String(support::registry::sha256_digest(&tar))
+        })
+        .collect();
+    config["rootfs"]["diff_ids"] = Value::Array(diff_ids);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = support::registry::sha256_digest(&config_bytes);
+    std::fs::write(blob_path(copy, &config_digest), &config_bytes).unwrap();
+    manifest["config"]["digest"] = Value::String(config_digest);
+    manifest["config"]["size"] = Value::from(config_bytes.len() as u64);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = support::registry::sha256_digest(&bytes);
+    std::fs::write(blob_path(copy, &manifest_digest), &bytes).unwrap();
+    std::fs::remove_file(&manifest_path).unwrap();
+    let mut index = json(&copy.join("index.json"));
+    index["manifests"][0]["digest"] = Value::String(manifest_digest);
+    index["manifests"][0]["size"] = Value::from(bytes.len() as u64);
+    std::fs::write(copy.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}

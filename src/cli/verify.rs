@@ -5,6 +5,7 @@ use clap::Args;
 use crate::cli::ImageArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::layer::toc::index_from_toc;
 use crate::layer::verify::check_layer;
 use crate::rootfs::OpenOptions;
 use crate::sys::progress::Progress;
@@ -38,8 +39,27 @@ pub fn run(args: &VerifyArgs, opts: &OpenOptions) -> Result<()> {
                 continue;
             }
         };
+        // A layer a mount reads through its TOC: the TOC is compared with
+        // the tar too. One a mount would not use is said so, and is no
+        // failure (the mount reads the tar).
+        let toc = match (&layer.toc, opts.registry.tocs) {
+            (Some(reference), true) => match index_from_toc(layer, reference, &*blob) {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "note    {label} {}: its table of contents is not used by a mount ({e}); \
+                         a full pass is",
+                        layer.digest
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
         let bar = progress.layer_bar(label.clone(), layer.size);
-        let check = check_layer(layer, &*blob, &bar).map_err(|e| Error::io(blob.location(), e))?;
+        let check = check_layer(layer, &*blob, &bar, toc.as_ref())
+            .map_err(|e| Error::io(blob.location(), e))?;
         bar.finish_and_clear();
         let mut layer_problems = Vec::new();
         if check.blob_digest != layer.digest {
@@ -60,10 +80,27 @@ pub fn run(args: &VerifyArgs, opts: &OpenOptions) -> Result<()> {
             }
             _ => {}
         }
+        if let Some(found) = &check.toc {
+            for what in &found.reported {
+                layer_problems.push(format!(
+                    "its table of contents disagrees with its tar: {what}"
+                ));
+            }
+            if found.more > 0 {
+                layer_problems.push(format!(
+                    "its table of contents disagrees with its tar in {} more places",
+                    found.more
+                ));
+            }
+        }
         if layer_problems.is_empty() {
+            let agrees = match (&check.toc, toc.as_ref().map(|t| t.built_from.describe())) {
+                (Some(_), Some(what)) => format!("; {what} agrees with the tar"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 err,
-                "ok      {label} {} ({}, {} -> {} bytes)",
+                "ok      {label} {} ({}, {} -> {} bytes{agrees})",
                 layer.digest,
                 layer.compression.name(),
                 layer.size,

@@ -5,6 +5,7 @@
 //! span digests are its chunk digests. No other byte of the layer is read
 //! until a file is.
 
+pub mod agreement;
 mod entries;
 mod estargz;
 pub mod reference;
