@@ -41,6 +41,9 @@ use crate::layer::zstd;
 use crate::layer::Compression;
 
 const LOCK_STRIPES: usize = 64;
+/// The most compressed bytes one span's fetch takes in for the spans that
+/// follow it (see `hint_compressed_range`).
+const COALESCE_BYTES: u64 = 256 << 10;
 /// Spans decoded but not stored kept in memory, so that the reads a file
 /// is served in (128 KiB to 1 MiB each) decode a span once, not each time.
 const RECENT_SPANS: usize = 8;
@@ -599,10 +602,40 @@ impl LayerReader {
     /// Tell the blob which bytes decoding span `i` reads, so that a remote
     /// blob fetches them in one request: from its checkpoint (the span's
     /// own, or for a materialised span the one its stretch began at) to the
-    /// byte where the next span begins.
+    /// byte where the next span begins. From a remote blob, the spans that
+    /// follow come in the same request while they are not stored, start on
+    /// their own (a gzip member, a zstd frame), and the whole range (with
+    /// the tar headers' frames between them) stays within
+    /// `COALESCE_BYTES`: a table of contents' chunks are often a few KB,
+    /// and reading many files in order would otherwise cost a request a
+    /// chunk.
     fn hint_compressed_range(&self, i: usize) -> io::Result<()> {
         let start = self.spans[i].in_offset;
-        let end = self.compressed_end(i).min(self.blob.size());
+        let mut end = self.compressed_end(i);
+        if self.blob.is_remote() {
+            let stored = |j| {
+                self.data
+                    .as_ref()
+                    .is_some_and(|d| d.residency.is_present(j))
+            };
+            for j in i + 1..self.spans.len() {
+                let span = &self.spans[j];
+                let own_start = matches!(
+                    span.start,
+                    SpanStart::GzipMember | SpanStart::ZstdFrame { .. }
+                );
+                let next_end = self.compressed_end(j);
+                if !own_start
+                    || stored(j)
+                    || span.in_offset < self.spans[j - 1].in_offset
+                    || next_end.saturating_sub(start) > COALESCE_BYTES
+                {
+                    break;
+                }
+                end = end.max(next_end);
+            }
+        }
+        let end = end.min(self.blob.size());
         self.blob.will_need(start, end.saturating_sub(start))
     }
 
