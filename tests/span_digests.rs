@@ -303,7 +303,15 @@ impl Hostile {
 /// `ocimount --cache CACHE --tls-verify=false ARGS…`, bounded, with no
 /// cache or credential settings from the environment.
 fn om(cache: &Path, args: &[&str]) -> Output {
+    om_logging(cache, args, None)
+}
+
+/// `om` with `RUST_LOG` set to `log`, where given.
+fn om_logging(cache: &Path, args: &[&str], log: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
+    if let Some(log) = log {
+        cmd.env("RUST_LOG", log);
+    }
     cmd.arg("--cache")
         .arg(cache)
         .arg("--tls-verify=false")
@@ -487,6 +495,68 @@ fn after_cache_prune_forged_range_read_fails() {
 fn after_cache_prune_honest_control() {
     let (h, out) = after_prune_flow(false);
     assert_true_bytes(&h, &out, "after cache prune");
+}
+
+/// The file's span is stored by a read, then evicted by another process
+/// under `--cache-max` (which read a big file of another layer and went
+/// over the bound); the next read of the file fetches it again, by Range.
+fn after_eviction_flow(forge: bool) -> (Hostile, Output) {
+    let h = Hostile::forging(forge, 2);
+    let cache = h.cache("node");
+    // The pass stores nothing decoded here: the file's span is stored by
+    // the first cat (the second GET of the layer, still honest).
+    ok(&om(
+        &cache,
+        &[
+            "--no-remote-index",
+            "--cache-mode",
+            "index-only",
+            "ls",
+            &h.image,
+            "/",
+        ],
+    ));
+    assert_only_the_pass(&h, "the full pass");
+    let first = om(&cache, &["--no-remote-index", "cat", &h.image, FILE]);
+    assert!(
+        first.status.success() && first.stdout == forged_layer().truth,
+        "the first cat: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_range_read_after(&h, 1, "the first cat");
+    let big = om_logging(
+        &cache,
+        &[
+            "--no-remote-index",
+            "--cache-max",
+            "1M",
+            "cat",
+            &h.image,
+            "/corpus/big/random.bin",
+        ],
+        Some("ocimount=info"),
+    );
+    let log = String::from_utf8_lossy(&big.stderr).into_owned();
+    assert!(big.status.success(), "{log}");
+    assert!(
+        log.contains("cache over its 1048576-byte limit"),
+        "no eviction: {log}"
+    );
+    let out = om(&cache, &["--no-remote-index", "cat", &h.image, FILE]);
+    assert_range_read_after(&h, 2, "the cat after the eviction");
+    (h, out)
+}
+
+#[test]
+fn after_eviction_forged_range_read_fails() {
+    let (h, out) = after_eviction_flow(true);
+    assert_forgery_refused(&h, &out, "after an eviction");
+}
+
+#[test]
+fn after_eviction_honest_control() {
+    let (h, out) = after_eviction_flow(false);
+    assert_true_bytes(&h, &out, "after an eviction");
 }
 
 /// The layer is indexed from a local layout of the same image (same layer
