@@ -17,8 +17,9 @@ use ocimount::image::{Image, LayerInfo};
 use ocimount::layer::deflate_frame;
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, decode_span_at, redecode_materialized, GzipIndexer};
-use ocimount::layer::index::{build_index, LayerIndex, PassOptions};
+use ocimount::layer::index::{build_index, BuiltFrom, LayerIndex, PassOptions};
 use ocimount::layer::spans::{crc32, Span, SpanBuilder, SpanStart};
+use ocimount::layer::toc;
 use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::oci::media::Compression;
 use ocimount::source::ImageRef;
@@ -339,6 +340,48 @@ pub fn index_format(data: &[u8]) {
         assert_eq!(format::decode(&again, &digest).unwrap(), index);
         assert_tree_sound(&index, index.uncompressed_size);
     }
+}
+
+/// A table of contents, as JSON, after its digest was checked: the first
+/// byte says which format (even: eStargz, odd: zstd:chunked) and how far
+/// into the blob chunks may lie; the rest is the JSON. Building the index
+/// must refuse it with a reason or give an index whose spans tile its
+/// stream, chunks inside the blob and in order, every entry's data inside
+/// the stream, whose binary form round trips and whose tree resolves.
+pub fn toc_json(data: &[u8]) {
+    let Some((&first, json)) = data.split_first() else {
+        return;
+    };
+    let format = if first % 2 == 0 {
+        BuiltFrom::EstargzToc
+    } else {
+        BuiltFrom::ZstdChunkedToc
+    };
+    let data_end = (u64::from(first) + 1) << 12;
+    let layer = LayerInfo {
+        position: 0,
+        digest: Digest::of(b"toc layer"),
+        size: data_end + 4096,
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_string(),
+        compression: Compression::Gzip,
+        diff_id: Digest::of(b"toc tar"),
+        toc: None,
+    };
+    let Ok(index) = toc::index_from_toc_json(&layer, json, format, data_end) else {
+        return;
+    };
+    assert_eq!(index.built_from, format);
+    assert!(index.prefetch_spans as usize <= index.spans.len());
+    let mut blob_pos = 0;
+    for span in index.spans.iter() {
+        assert!(
+            span.in_offset >= blob_pos,
+            "chunks out of order or overlapping"
+        );
+        assert!(span.in_offset < data_end, "a chunk past the data");
+        blob_pos = span.in_offset;
+    }
+    assert_index_sound(&index, index.uncompressed_size);
 }
 
 /// The JSON layer: index.json, a manifest and a config, separated by

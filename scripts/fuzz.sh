@@ -3,8 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Targets: tar_index, gzip_spans, index_format, json_layout, tree_format
-# (default: all),
+# Targets: tar_index, gzip_spans, index_format, json_layout, tree_format,
+# toc_json (default: all),
 # 60 seconds each unless told. Runs up to $FUZZ_JOBS targets at once (default:
 # the number of cores). The corpus grows in fuzz/corpus/TARGET (not
 # committed), seeded from fuzz/seeds/TARGET. A crash stops the run with
@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(tar_index gzip_spans index_format json_layout tree_format)
+((${#targets[@]})) || targets=(tar_index gzip_spans index_format json_layout tree_format toc_json)
 jobs=${FUZZ_JOBS:-$(nproc)}
 export RUSTC_BOOTSTRAP=1
 

@@ -1976,12 +1976,13 @@ mod harness;
 fn fuzz_seeds_and_regressions_pass_their_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 5] = [
+    let targets: [(&str, Check); 6] = [
         ("tar_index", harness::tar_index),
         ("gzip_spans", harness::gzip_spans),
         ("index_format", harness::index_format),
         ("json_layout", harness::json_layout),
         ("tree_format", harness::tree_format),
+        ("toc_json", harness::toc_json),
     ];
     let mut checked = 0;
     for (name, check) in targets {

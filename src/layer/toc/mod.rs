@@ -17,6 +17,9 @@ use crate::digest::Digest;
 use crate::layer::index::{BuiltFrom, LayerIndex};
 use crate::layer::LayerInfo;
 
+/// The index a TOC's JSON describes, once it has been fetched and checked
+/// (for the fuzzer: `fuzz/harness.rs`).
+pub use entries::index_from_toc as index_from_toc_json;
 pub use entries::ESTARGZ_OWN_ENTRIES;
 pub use reference::TocReference;
 
