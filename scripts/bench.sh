@@ -31,7 +31,12 @@
 # fuse-overlayfs and kernel overlayfs over the layers extracted with tar.
 # Registry rows (scripts/bench/registry.py): the gzip image served by
 # Debian's docker-registry on 127.0.0.1; `skopeo copy` then a mount, against
-# ocimount reading docker:// lazily, with and without a published index.
+# ocimount reading docker:// lazily, with and without a published index; the
+# same image made eStargz and zstd:chunked by their real producers
+# (scripts/make-lazy-images.sh, once, kept beside the image) and read through
+# their tables of contents; and, through links paced to 1 Gbit/s and
+# 100 Mbit/s (scripts/bench/link.py), the first file with neither against
+# `skopeo copy`.
 # Scale rows (scripts/bench/scale.py): an image of --files files (mounts,
 # find, daemon RSS, against umoci unpack); `ocimount run` with --prefetch
 # none, all and recorded; mount + read everything with and without the fill.

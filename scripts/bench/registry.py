@@ -9,7 +9,14 @@ empty ocimount cache, the page cache dropped):
   2. ocimount on docker://… with `--no-remote-index` (a full pass over the
      layers, as when nobody has published indexes);
   3. ocimount on docker://… with the index artifact that one
-     `ocimount index push` (own cache, untimed) published beforehand.
+     `ocimount index push` (own cache, untimed) published beforehand;
+  4. and 5. ocimount on the same image made eStargz and zstd:chunked by
+     their real producers (scripts/make-lazy-images.sh), read through their
+     tables of contents with `--no-remote-index` (issue 23).
+
+Way 2's first file and `skopeo copy` alone are also timed through links
+paced to 1 Gbit/s and 100 Mbit/s (scripts/bench/link.py), where the full
+pass is held to the copy.
 
 Each way is timed to the first file (`ocimount mount`, then `cat` of the
 file through the mount; the unmount that follows is not timed) and to
@@ -38,6 +45,8 @@ import subprocess
 import time
 import urllib.request
 
+import link  # the paced links: scripts/bench/link.py
+
 REPO = "bench/image"
 TAG = "latest"
 # The first file: the first of these that `ocimount cat` finds in the image
@@ -56,8 +65,22 @@ WAYS = [  # key, label
     ("registry-skopeo", "1. `skopeo copy` to a layout, then ocimount on it"),
     ("registry-noindex", "2. ocimount on the registry, no index artifact (`--no-remote-index`)"),
     ("registry-index", "3. ocimount on the registry, with the index artifact"),
+    ("registry-estargz", "4. ocimount on the eStargz image, through its TOCs (no artifact)"),
+    ("registry-zstdchunked", "5. ocimount on the zstd:chunked image, through its TOCs (no artifact)"),
     ("skopeo-copy", "`skopeo copy docker://… oci:DIR` alone"),
+    ("registry-noindex@1g", "2, through a 1 Gbit/s link"),
+    ("skopeo-copy@1g", "`skopeo copy` alone, through a 1 Gbit/s link"),
+    ("registry-noindex@100m", "2, through a 100 Mbit/s link"),
+    ("skopeo-copy@100m", "`skopeo copy` alone, through a 100 Mbit/s link"),
 ]
+# Slower links than loopback (scripts/bench/link.py paces what the
+# registry sends): way 2's first file against `skopeo copy` on each.
+LINKS = [("1g", 1e9), ("100m", 1e8)]
+# The lazily pullable copies of the gzip image (issue 23), made once by
+# scripts/make-lazy-images.sh with their real producers: system -> the
+# layout under its output directory and the repository it is pushed to.
+LAZY = {"registry-estargz": ("estargz", "bench/estargz"),
+        "registry-zstdchunked": ("zstd-chunked", "bench/zstd-chunked")}
 ROWS = [  # system, metric, what
     ("registry-skopeo", "first_file", "first file: `skopeo copy` + `ocimount mount` of the layout + `cat {file}`"),
     ("registry-skopeo", "run", "`skopeo copy` + `ocimount run LAYOUT -- true`"),
@@ -67,7 +90,17 @@ ROWS = [  # system, metric, what
     ("registry-index", "first_file", "first file: `ocimount mount docker://…` + `cat {file}`"),
     ("registry-index", "run", "`ocimount run docker://… -- true`"),
     ("registry-index", "read_all", "read everything: `ocimount mount docker://…` + `tar -cf - . \\| cat >/dev/null`"),
+    ("registry-estargz", "first_file", "first file: `ocimount mount docker://…` + `cat {file}`"),
+    ("registry-estargz", "run", "`ocimount run docker://… -- true`"),
+    ("registry-estargz", "read_all", "read everything: `ocimount mount docker://…` + `tar -cf - . \\| cat >/dev/null`"),
+    ("registry-zstdchunked", "first_file", "first file: `ocimount mount docker://…` + `cat {file}`"),
+    ("registry-zstdchunked", "run", "`ocimount run docker://… -- true`"),
+    ("registry-zstdchunked", "read_all", "read everything: `ocimount mount docker://…` + `tar -cf - . \\| cat >/dev/null`"),
     ("skopeo-copy", "copy", "the copy alone, for comparison"),
+    ("registry-noindex@1g", "first_file", "first file: `ocimount mount docker://…` + `cat {file}`"),
+    ("skopeo-copy@1g", "copy", "the copy alone"),
+    ("registry-noindex@100m", "first_file", "first file: `ocimount mount docker://…` + `cat {file}`"),
+    ("skopeo-copy@100m", "copy", "the copy alone"),
 ]
 GOALS = [  # label, system, metric, kind, limit  (issues 10 and 22)
     ("with the artifact, the first file in ≤ 0.5 s", "registry-index", "first_file", "abs", 0.5),
@@ -75,13 +108,32 @@ GOALS = [  # label, system, metric, kind, limit  (issues 10 and 22)
      "first_file_bytes", "of_layers", 0.05),
     ("with no artifact, the first file in ≤ 1.0× the time of `skopeo copy` alone", "registry-noindex",
      "first_file", "of_copy", 1.0),
+    # issue 23: no TOC and no artifact, on real links
+    ("the same at 1 Gbit/s", "registry-noindex@1g", "first_file", "of_copy", 1.0),
+    ("the same at 100 Mbit/s", "registry-noindex@100m", "first_file", "of_copy", 1.0),
     # issue 22: every span from the registry is hashed before it is served
     ("with the artifact, span digest checks ≤ 5 % of reading everything", "registry-index",
      "read_all_checks", "of_read_all", 0.05),
     ("from a layout (read everything, cold, warm and from disk), gzip: span digest checks ≤ 1 %",
      "ocimount-gzip", "digest_checks", "of_local_reads", 0.01),
     ("the same, zstd", "ocimount-zstd", "digest_checks", "of_local_reads", 0.01),
+    # issue 23: through a TOC, with no artifact
+    ("eStargz: the first file in ≤ 0.5 s", "registry-estargz", "first_file", "abs", 0.5),
+    ("eStargz: the first file with ≤ 5 % of its compressed bytes", "registry-estargz",
+     "first_file_bytes", "of_layers", 0.05),
+    ("eStargz: reading everything in ≤ 1.5× way 2's (the full pass)", "registry-estargz",
+     "read_all", "of_full_pass", 1.5),
+    ("zstd:chunked: the first file in ≤ 0.5 s", "registry-zstdchunked", "first_file", "abs", 0.5),
+    ("zstd:chunked: the first file with ≤ 5 % of its compressed bytes", "registry-zstdchunked",
+     "first_file_bytes", "of_layers", 0.05),
+    ("zstd:chunked: reading everything in ≤ 1.5× way 2's (the full pass)", "registry-zstdchunked",
+     "read_all", "of_full_pass", 1.5),
 ]
+
+
+def layer_bytes(notes, system):
+    """The compressed layers a way reads: its own image's, for the lazy ones."""
+    return notes.get(f"{system}_layer_bytes") or notes.get("layer_bytes")
 
 
 def _die_with_parent():
@@ -268,6 +320,7 @@ class Section:
         h.run(["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
                f"oci:{self.layout}:{TAG}", self.image])
         n["layer_bytes"] = sum(size for _b, _c, size in self.layers)
+        self.push_lazy_images()
         scratch = self.node("precheck", self.layout)
         n["first_file"] = next((p for p in FIRST_FILES if scratch.cli(
             "cat", self.layout, p, ok=(0, 1, 2)).returncode == 0), None)
@@ -288,6 +341,28 @@ class Section:
         n["index_push_output"] = p.stdout.decode().strip()
         shutil.rmtree(pusher.dir, ignore_errors=True)
         n["artifact_bytes"] = self.artifact_bytes()
+
+    def push_lazy_images(self):
+        """Make the eStargz and zstd:chunked copies of the gzip image once
+        (kept beside the bench image), and push them as they are."""
+        h, n = self.h, self.notes
+        out = os.path.abspath(self.b.a.image) + "-lazy"
+        if not all(os.path.exists(os.path.join(out, d, "index.json")) for d, _r in LAZY.values()):
+            self.b.log(f"registry: making the eStargz and zstd:chunked images in {out}")
+            shutil.rmtree(out, ignore_errors=True)
+            h.run([os.path.join(os.path.dirname(__file__), "..", "make-lazy-images.sh"),
+                   f"{self.layout}:{TAG}", out],
+                  env=dict(os.environ, VERIFY="0", ESTARGZ_PRIORITIZE=""))
+        self.lazy_layouts = {}
+        for system, (d, repo) in LAZY.items():
+            layout = os.path.join(out, d)
+            self.lazy_layouts[system] = layout
+            h.run(["skopeo", "copy", "--preserve-digests", "--dest-tls-verify=false",
+                   f"oci:{layout}:{TAG}", f"docker://127.0.0.1:{self.reg.port}/{repo}:{TAG}"])
+            n[f"{system}_layer_bytes"] = sum(size for _b, _c, size in h.image_layers(layout))
+
+    def lazy_image(self, system):
+        return f"docker://127.0.0.1:{self.reg.port}/{LAZY[system][1]}:{TAG}"
 
     def artifact_bytes(self):
         """Manifest, config and layers of the index artifact, found as a node finds it."""
@@ -380,6 +455,43 @@ class Section:
             fresh(o)
             self.step(key, "read_all", lambda: self.read_all(o, key))
         fresh(local, noindex, indexed)
+        for tag, rate in LINKS:
+            with link.Link(self.reg.port, rate) as paced:
+                image = f"docker://127.0.0.1:{paced.port}/{REPO}:{TAG}"
+                copy_paced = ["skopeo", "copy", "--src-tls-verify=false", image, f"oci:{dest}:{TAG}"]
+                fresh()
+                self.step(f"skopeo-copy@{tag}", "copy", lambda: self.h.timed(copy_paced))
+                o = self.node(f"noindex-{tag}", image, ["--no-remote-index"])
+                fresh(o)
+                self.step(f"registry-noindex@{tag}", "first_file", lambda: self.first_file(o))
+                fresh(o)
+        fresh()
+        for key in LAZY:
+            o = self.node(key.split("-", 1)[1], self.lazy_image(key), ["--no-remote-index"])
+            fresh(o)
+            self.step(key, "first_file", lambda: self.first_file(o))
+            if key not in self.notes.setdefault("lazy_checked", []):
+                self.note_fallbacks(key, o)
+            if runs:
+                fresh(o)
+                self.step(key, "run", lambda: self.run_true(o))
+            fresh(o)
+            self.step(key, "read_all", lambda: self.read_all(o, key))
+            fresh(o)
+
+    def note_fallbacks(self, system, o):
+        """Once a way: how many of its layers fell back to a full pass, from
+        the node's `inspect`, which says what each index was built from."""
+        self.notes["lazy_checked"].append(system)
+        p = o.cli("inspect", "--json", o.layout, stdout=subprocess.PIPE, ok=range(256))
+        try:
+            layers = json.loads(p.stdout)["layers"]
+        except (ValueError, KeyError):
+            return
+        full = sum(1 for layer in layers if "full" in str(layer.get("indexed_from", "")))
+        line = f"{LAZY[system][0]}: {full} of {len(layers)} layers by a full pass"
+        prior = self.notes.get("lazy_fallbacks")
+        self.notes["lazy_fallbacks"] = f"{prior}; {line}" if prior else line
 
 
 def measure(bench, h):
@@ -426,13 +538,20 @@ def goal_rows(med, notes):
             x, shown = v / whole, f"{100 * v / whole:.2f} % ({v * 1000:.1f} ms of {whole:.2f} s)"
         elif kind == "abs":
             x, shown = v, f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+        elif kind == "of_full_pass":
+            full = med.get("registry-noindex", {}).get(metric)
+            if not full:
+                rows.append((label, "–", "not measured"))
+                continue
+            x, shown = v / full, f"{v / full:.2f}× ({v:.2f} s ÷ {full:.2f} s)"
         elif kind == "of_layers":
-            x = v / notes["layer_bytes"]
+            x = v / layer_bytes(notes, system)
             shown = f"{100 * x:.2f} %"
-            if notes.get("artifact_bytes"):
+            if system == "registry-index" and notes.get("artifact_bytes"):
                 shown += f" (the artifact: {100 * notes['artifact_bytes'] / notes['layer_bytes']:.2f} %)"
         else:
-            copy = med.get("skopeo-copy", {}).get("copy")
+            link = system.partition("@")[2]
+            copy = med.get("skopeo-copy" + (f"@{link}" if link else ""), {}).get("copy")
             if not copy:
                 rows.append((label, "–", "not measured"))
                 continue
@@ -479,7 +598,13 @@ def markdown(res, fmt_value):
         "- **blob bytes**: the response sizes of the `GET /v2/…/blobs/…` lines of the registry's access "
         "log, from the start of the measure until the mount is gone: layers, the config and (way 3) "
         "the artifact's blobs; manifests are not counted. **of the layers**: against the compressed "
-        f"layers, {fmt_bytes(layers)} ({layers} bytes).",
+        f"layers, {fmt_bytes(layers)} ({layers} bytes); for ways 4 and 5, against their own image's.",
+        "- **ways 4 and 5**: the same image made lazily pullable by the real producers "
+        "(`scripts/make-lazy-images.sh`: stargz-snapshotter's `estargz` package, no files prioritised; "
+        "`skopeo copy --dest-compress-format zstd:chunked`), pushed as they are, and read with "
+        "`--no-remote-index`: through their tables of contents where a layer's can be used, by a full "
+        "pass where not"
+        + (f" ({notes['lazy_fallbacks']})" if notes.get("lazy_fallbacks") else "") + ".",
         "",
     ]
     if notes.get("error"):
@@ -490,8 +615,9 @@ def markdown(res, fmt_value):
     for system, metric, what in ROWS:
         v, b = med.get(system, {}).get(metric), med.get(system, {}).get(f"{metric}_bytes")
         failed = f"{system} {metric}" in notes.get("errors", {})
+        own = layer_bytes(notes, system)
         cells = [fmt_value(v, "s") if v is not None else ("failed" if failed else "–"), fmt_bytes(b),
-                 f"{100 * b / layers:.1f} %" if b is not None and layers else "–"]
+                 f"{100 * b / own:.1f} %" if b is not None and own else "–"]
         way = labels[system] if system not in shown else ""
         shown.add(system)
         lines.append(f"| {way} | {what.format(file=first)} | " + " | ".join(cells) + " |")
