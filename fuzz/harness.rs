@@ -352,18 +352,18 @@ pub fn toc_json(data: &[u8]) {
     let Some((&first, json)) = data.split_first() else {
         return;
     };
-    let format = if first % 2 == 0 {
-        BuiltFrom::EstargzToc
+    let (format, compression) = if first % 2 == 0 {
+        (BuiltFrom::EstargzToc, Compression::Gzip)
     } else {
-        BuiltFrom::ZstdChunkedToc
+        (BuiltFrom::ZstdChunkedToc, Compression::Zstd)
     };
     let data_end = (u64::from(first) + 1) << 12;
     let layer = LayerInfo {
         position: 0,
         digest: Digest::of(b"toc layer"),
         size: data_end + 4096,
-        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".to_string(),
-        compression: Compression::Gzip,
+        media_type: "application/vnd.oci.image.layer.v1.tar".to_string(),
+        compression,
         diff_id: Digest::of(b"toc tar"),
         toc: None,
     };

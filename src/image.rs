@@ -126,14 +126,28 @@ impl Image {
             .zip(compressions)
             .enumerate()
         {
-            let toc = TocReference::from_annotations(&desc.annotations).unwrap_or_else(|reason| {
-                tracing::warn!(
-                    layer = %desc.digest,
-                    "a table-of-contents annotation is malformed ({reason}): the layer is \
-                     indexed by a full pass"
-                );
-                None
-            });
+            let toc = TocReference::from_annotations(&desc.annotations)
+                .unwrap_or_else(|reason| {
+                    tracing::warn!(
+                        layer = %desc.digest,
+                        "a table-of-contents annotation is malformed ({reason}): the layer is \
+                         indexed by a full pass"
+                    );
+                    None
+                })
+                .filter(|toc| {
+                    let fits = toc.fits(compression);
+                    if !fits {
+                        tracing::warn!(
+                            layer = %desc.digest,
+                            "a table-of-contents annotation on a {} layer ({}), which cannot \
+                             carry that kind: the layer is indexed by a full pass",
+                            compression.name(),
+                            desc.media_type
+                        );
+                    }
+                    fits
+                });
             layers.push(LayerInfo {
                 position,
                 digest: desc.digest,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::digest::Digest;
+use crate::layer::Compression;
 
 /// eStargz (stargz-snapshotter, nerdctl, BuildKit, kaniko): the SHA-256 of
 /// the TOC's JSON.
@@ -43,6 +44,18 @@ pub enum TocReference {
 }
 
 impl TocReference {
+    /// Whether a layer compressed this way can carry this kind of TOC:
+    /// eStargz is gzip, zstd:chunked is zstd. A manifest that says
+    /// otherwise gets no TOC for the layer (its chunks would be decoded
+    /// with the wrong codec), and a full pass.
+    pub fn fits(&self, compression: Compression) -> bool {
+        matches!(
+            (self, compression),
+            (TocReference::Estargz { .. }, Compression::Gzip)
+                | (TocReference::ZstdChunked { .. }, Compression::Zstd)
+        )
+    }
+
     /// The reference the annotations make, if any. A malformed one is an
     /// error with a reason: the caller indexes the layer by a full pass.
     pub fn from_annotations(
@@ -136,6 +149,22 @@ mod tests {
             assert_eq!(got, want, "{prefix}");
         }
         assert_eq!(TocReference::from_annotations(&BTreeMap::new()), Ok(None));
+        let estargz = TocReference::Estargz {
+            json_digest: Digest::parse(D).unwrap(),
+        };
+        let chunked = TocReference::ZstdChunked {
+            compressed_digest: Digest::parse(D).unwrap(),
+            offset: 1,
+            length: 2,
+            json_length: 3,
+        };
+        assert!(estargz.fits(Compression::Gzip) && chunked.fits(Compression::Zstd));
+        for compression in [Compression::None, Compression::Zstd] {
+            assert!(!estargz.fits(compression), "{compression:?}");
+        }
+        for compression in [Compression::None, Compression::Gzip] {
+            assert!(!chunked.fits(compression), "{compression:?}");
+        }
         // A checksum alone names no TOC.
         assert_eq!(
             TocReference::from_annotations(&annotations(&[(
