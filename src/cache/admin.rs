@@ -335,6 +335,21 @@ fn punch_hole(file: &File, path: &Path) -> Result<()> {
 /// live one renames it into place within a second.
 const STALE_TEMP: Duration = Duration::from_secs(600);
 
+/// Whether a file was last changed more than `STALE_TEMP` before `now`:
+/// no writer is at work on it.
+fn untouched_for_a_while(meta: &fs::Metadata, now: SystemTime) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > STALE_TEMP)
+}
+
+/// A directory itself, not a symlink to one: what a link points at is not
+/// the cache's to sweep.
+fn real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 /// Remove the logs of mounts that have ended: every file in `logs/` that
 /// no live mount writes (nor its rotated part), untouched for a while (a
 /// mount starting right now has its log before its record).
@@ -357,11 +372,7 @@ fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
         let Ok(meta) = entry.metadata() else {
             continue;
         };
-        let idle = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > STALE_TEMP);
+        let idle = untouched_for_a_while(&meta, now);
         if meta.is_file()
             && idle
             && !live.contains(&entry.file_name())
@@ -417,8 +428,6 @@ fn sweep_layer_temps(root: &Path) -> u64 {
 fn sweep_trees(cache: &Cache, orphans: bool) -> u64 {
     let records = paths::image_records(cache.root());
     let trees = paths::trees(cache.root());
-    // Never through a symlink: what it points at is not the cache's.
-    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(&paths::trees_parent(cache.root())) || !real_dir(&trees) {
         return 0;
     }
@@ -454,8 +463,6 @@ fn sweep_documents(cache: &Cache, all: bool) -> u64 {
         .filter_map(|digest| digest.strip_prefix("sha256:").map(str::to_string))
         .collect();
     let dir = paths::documents(cache.root());
-    // Never through a symlink: what it points at is not the cache's.
-    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(dir.parent().unwrap_or(&dir)) || !real_dir(&dir) {
         return 0;
     }
@@ -470,11 +477,7 @@ fn sweep_documents(cache: &Cache, all: bool) -> u64 {
         let Ok(meta) = entry.metadata() else {
             continue;
         };
-        let idle = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > STALE_TEMP);
+        let idle = untouched_for_a_while(&meta, now);
         if meta.is_file() && (all || idle) && fs::remove_file(entry.path()).is_ok() {
             freed += meta.blocks() * 512;
         }

@@ -41,10 +41,6 @@ impl Disagreements {
             self.more += 1;
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.reported.is_empty()
-    }
 }
 
 /// Compare `toc` (the index made from a layer's TOC) with the tar stream
