@@ -41,10 +41,12 @@
 # find, daemon RSS, against umoci unpack); `ocimount run` with --prefetch
 # none, all and recorded; mount + read everything with and without the fill.
 # Fleet rows (scripts/bench/fleet.py): a second docker-registry as a
-# pull-through cache of an upstream holding the gzip image and its index
-# artifact, named as the mirror by a registries.conf; --fleet-nodes nodes with
-# empty caches `ocimount cat` the first file through it, one after another:
-# bytes the upstream and the mirror served, each node's time.
+# pull-through cache of an upstream holding the gzip image, named as the
+# mirror by a registries.conf; --fleet-nodes nodes with empty caches read the
+# first file through it in two waves (node 1, then the rest at once), for
+# three fleets: the index artifact published beforehand, node 1 mounting with
+# --publish-index, and neither. Bytes the upstream and the mirror served,
+# each node's time.
 # Needs root (drop_caches, mount, mknod) and /dev/fuse. It is a benchmark,
 # not a test: nothing here fails for being slow.
 set -euo pipefail

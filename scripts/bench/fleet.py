@@ -1,21 +1,28 @@
 """The FLEET rows of the benchmark: nodes behind a pull-through mirror (stdlib only).
 
 An upstream registry (Debian's `docker-registry` on 127.0.0.1, plain HTTP)
-holds the gzip image and the index artifact one node published with
-`ocimount index push` (a cache of its own, untimed). A second
-`docker-registry` runs as a pull-through cache of the upstream
-(distribution's `proxy.remoteurl`), and a registries.conf names it as the
-mirror of the upstream's location (`insecure = true` for the mirror only,
-so that no node can fall back to the plain-HTTP primary). NODES nodes, each
-with an empty `--cache` of its own and the page cache dropped, then run
-`ocimount --registries-conf FILE cat docker://UPSTREAM/… FIRST_FILE` one
-after another, as a fleet rolling out does.
+holds the gzip image. A second `docker-registry` runs as a pull-through
+cache of the upstream (distribution's `proxy.remoteurl`), and a
+registries.conf names it as the mirror of the upstream's location
+(`insecure = true` for the mirror; for the primary only where a node must
+publish there). NODES nodes, each with an empty `--cache` of its own, then
+read the first file in two waves, as a fleet rolling out does: node 1
+alone, then, once the mirror holds what node 1 read, nodes 2..NODES at once
+(`ocimount --registries-conf FILE cat docker://UPSTREAM/… FIRST_FILE`).
 
-Measured: each node's time to the first file (the whole `ocimount cat`:
-manifest, config, the artifact, the spans), and, from the two access logs
-(as in registry.py: the bytes of the `GET …/blobs/…` answers), the bytes
-the upstream served (layers, and all blobs with the config and the
-artifact's) and the bytes the mirror served to the nodes.
+Three fleets, each with registries of its own:
+- `artifact`: the index artifact was published beforehand (`ocimount index
+  push`, a cache of its own, untimed);
+- `publish`: no artifact; node 1 runs `mount --publish-index` (full passes,
+  then the publish to the primary), reads the file in the mount and
+  unmounts; the later nodes find what it published;
+- `none`: no artifact and no `--publish-index`: every node makes full passes.
+
+Measured: each node's time to the first file (the whole command), and, from
+the two access logs (as in registry.py: the bytes of the `GET …/blobs/…`
+answers), the bytes the upstream served (layers, and all blobs with the
+config and the artifact's), in all and after node 1, and the bytes the
+mirror served to the nodes.
 
 Called by run.py after the registry rows (`measure`, `markdown`), or alone
 on any OCI layout, offline:
@@ -31,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from registry import FIRST_FILES, Registry  # noqa: E402
@@ -74,17 +82,79 @@ def drop_caches():
         return False
 
 
+FLEETS = (
+    ("artifact", "the artifact published beforehand (`index push`)"),
+    ("publish", "no artifact; node 1 mounts with `--publish-index`"),
+    ("none", "no artifact, no `--publish-index`"),
+)
+
+
 def measure_fleet(bin, layout, work, nodes=NODES, log=print):
-    """The scenario; returns the notes run.py keeps under "fleet"."""
+    """The three fleets; returns the notes run.py keeps under "fleet"."""
     layers = layers_of(layout)
     n = {"nodes": nodes, "layer_count": len(layers), "layer_bytes": sum(layers.values()),
-         "errors": []}
+         "fleets": {}}
+    for mode, _ in FLEETS:
+        n["fleets"][mode] = one_fleet(bin, layout, os.path.join(work, mode), mode, nodes, layers, log)
+        if "error" in n["fleets"][mode]:
+            n["error"] = f"{mode}: {n['fleets'][mode]['error']}"
+    return n
+
+
+def node_env():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONTAINERS_REGISTRIES_CONF", "REGISTRY_AUTH_FILE",
+                        "OCIMOUNT_REGISTRY_CREDS", "OCIMOUNT_TLS_VERIFY")}
+    env["RUST_LOG"] = "ocimount=info"
+    return env
+
+
+def cat_node(bin, cache, conf, image, first, want):
+    """One node: `cat` with an empty cache; (seconds, stderr)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    t0 = time.perf_counter()
+    p = run([bin, "--cache", cache, "--registries-conf", conf, "cat", image, first],
+            stdout=subprocess.PIPE, env=node_env())
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(cache, ignore_errors=True)
+    if p.stdout != want:
+        raise RuntimeError(f"{cache}: {first} differs from the layout's")
+    return seconds, p.stderr.decode(errors="replace")
+
+
+def publishing_node(bin, cache, conf, image, first, want, mountpoint):
+    """Node 1 of the `publish` fleet: mount with --publish-index, read the
+    file in the mount, unmount; (seconds, stderr of the mount)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    os.makedirs(mountpoint, exist_ok=True)
+    t0 = time.perf_counter()
+    p = run([bin, "--cache", cache, "--registries-conf", conf, "mount", "--publish-index",
+             image, mountpoint], env=node_env())
+    try:
+        with open(os.path.join(mountpoint, first.lstrip("/")), "rb") as f:
+            got = f.read()
+        seconds = time.perf_counter() - t0
+    finally:
+        subprocess.run([bin, "--cache", cache, "umount", "--lazy", mountpoint],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    shutil.rmtree(cache, ignore_errors=True)
+    if got != want:
+        raise RuntimeError(f"node 1: {first} in the mount differs from the layout's")
+    stderr = p.stderr.decode(errors="replace")
+    if "published the indexes of" not in stderr:
+        raise RuntimeError(f"node 1 did not publish its indexes:\n{stderr[-2000:]}")
+    return seconds, stderr
+
+
+def one_fleet(bin, layout, work, mode, nodes, layers, log):
+    n = {"mode": mode, "errors": []}
+    os.makedirs(work, exist_ok=True)
     upstream = Registry(os.path.join(work, "upstream"))
     mirror = None
     try:
         upstream.start()
         image = f"docker://127.0.0.1:{upstream.port}/{REPO}:{TAG}"
-        log(f"fleet: upstream 127.0.0.1:{upstream.port}, skopeo copy of {layout}")
+        log(f"fleet {mode}: upstream 127.0.0.1:{upstream.port}, skopeo copy of {layout}")
         run(["skopeo", "copy", "--all", "--preserve-digests", "--dest-tls-verify=false",
              f"oci:{layout}:{TAG}", image])
         scratch = os.path.join(work, "scratch")
@@ -96,74 +166,83 @@ def measure_fleet(bin, layout, work, nodes=NODES, log=print):
         want = run([bin, "--cache", scratch, "cat", layout, first], stdout=subprocess.PIPE).stdout
         shutil.rmtree(scratch, ignore_errors=True)
 
-        pusher = os.path.join(work, "pusher")
-        p = run([bin, "--cache", pusher, "--tls-verify=false", "index", "push", image],
-                stdout=subprocess.PIPE)
-        n["index_push_output"] = p.stdout.decode().strip()
-        shutil.rmtree(pusher, ignore_errors=True)
+        if mode == "artifact":
+            pusher = os.path.join(work, "pusher")
+            p = run([bin, "--cache", pusher, "--tls-verify=false", "index", "push", image],
+                    stdout=subprocess.PIPE)
+            n["index_push_output"] = p.stdout.decode().strip()
+            shutil.rmtree(pusher, ignore_errors=True)
 
         mirror = Registry(os.path.join(work, "mirror"), remote=f"http://127.0.0.1:{upstream.port}")
         mirror.start()
         conf = os.path.join(work, "registries.conf")
+        # The primary is plain HTTP: allowed only where node 1 must publish
+        # there, so that elsewhere a node that fell back to it would fail.
         with open(conf, "w") as f:
             f.write(f'[[registry]]\nprefix = "127.0.0.1:{upstream.port}"\n'
-                    f'location = "127.0.0.1:{upstream.port}"\n\n'
+                    f'location = "127.0.0.1:{upstream.port}"\n'
+                    f'insecure = {"true" if mode == "publish" else "false"}\n\n'
                     f'[[registry.mirror]]\nlocation = "127.0.0.1:{mirror.port}"\ninsecure = true\n')
-        log(f"fleet: mirror 127.0.0.1:{mirror.port} (pull-through cache), {nodes} nodes")
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("CONTAINERS_REGISTRIES_CONF", "REGISTRY_AUTH_FILE",
-                            "OCIMOUNT_REGISTRY_CREDS", "OCIMOUNT_TLS_VERIFY")}
-        env["RUST_LOG"] = "ocimount=info"
+        log(f"fleet {mode}: mirror 127.0.0.1:{mirror.port} (pull-through cache), {nodes} nodes")
         upstream.settle()
-        up_start = up_mark = upstream.log_size()
-        mirror_mark = mirror.log_size()
-        per_node = []
-        for i in range(1, nodes + 1):
-            cache = os.path.join(work, f"node{i}")
-            shutil.rmtree(cache, ignore_errors=True)
-            n["page_cache_dropped"] = drop_caches()
-            t0 = time.perf_counter()
-            p = run([bin, "--cache", cache, "--registries-conf", conf, "cat", image, first],
-                    stdout=subprocess.PIPE, env=env)
-            seconds = time.perf_counter() - t0
-            if p.stdout != want:
-                raise RuntimeError(f"node {i}: {first} differs from the layout's")
-            up = upstream.blob_bytes_by_digest(up_mark)
-            served = mirror.blob_bytes_by_digest(mirror_mark)
-            up_mark, mirror_mark = upstream.log_size(), mirror.log_size()
-            per_node.append({
-                "seconds": seconds,
-                "indexes_taken": p.stderr.decode(errors="replace").count("using the published index"),
-                "upstream_layer_bytes": sum(b for d, b in up.items() if d in layers),
-                "upstream_blob_bytes": sum(up.values()),
-                "mirror_layer_bytes": sum(b for d, b in served.items() if d in layers),
-                "mirror_blob_bytes": sum(served.values()),
-            })
-            log(f"fleet: node {i}: {seconds:.3f} s, upstream {per_node[-1]['upstream_layer_bytes']} "
-                f"layer bytes, mirror {per_node[-1]['mirror_blob_bytes']} blob bytes")
-            shutil.rmtree(cache, ignore_errors=True)
-            if i == 1:
-                # The cache stores a blob with a fetch of its own, which may still
-                # run when node 1 is done: the next nodes start once it holds every
-                # layer (bounded), as a fleet rolling out in waves does.
-                asked = [d for d in served if d in layers]
-                n["layers_read"] = len(asked)
-                t0 = time.perf_counter()
-                while time.perf_counter() - t0 < 60 and not all(
-                        os.path.exists(mirror.blob_path(d)) for d in asked):
-                    time.sleep(0.05)
-                n["store_wait_seconds"] = time.perf_counter() - t0
-        n["per_node"] = per_node
+        up_start = upstream.log_size()
+        mirror_start = mirror.log_size()
+
+        # Wave 1: node 1 alone.
+        n["page_cache_dropped"] = drop_caches()
+        cache = os.path.join(work, "node1")
+        if mode == "publish":
+            seconds, stderr = publishing_node(bin, cache, conf, image, first, want,
+                                              os.path.join(work, "mnt"))
+        else:
+            seconds, stderr = cat_node(bin, cache, conf, image, first, want)
+        n["node1_seconds"] = seconds
+        n["node1_indexes_taken"] = stderr.count("using the published index")
+        upstream.settle()
+        mirror.settle()
+        served = mirror.blob_bytes_by_digest(mirror_start)
+        up_node1 = upstream.blob_bytes_by_digest(up_start)
+        n["node1_upstream_layer_bytes"] = sum(b for d, b in up_node1.items() if d in layers)
+        n["node1_mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        log(f"fleet {mode}: node 1: {seconds:.3f} s, upstream {n['node1_upstream_layer_bytes']} "
+            f"layer bytes")
+        # The cache stores a blob with a fetch of its own, which may still run
+        # when node 1 is done: wave 2 starts once it holds every layer node 1
+        # read (bounded), as a fleet rolling out in waves does.
+        asked = [d for d in served if d in layers]
+        n["layers_read"] = len(asked)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 60 and not all(
+                os.path.exists(mirror.layer_link_path(REPO, d)) for d in asked):
+            time.sleep(0.05)
+        n["store_wait_seconds"] = time.perf_counter() - t0
+        up_mark, mirror_mark = upstream.log_size(), mirror.log_size()
+
+        # Wave 2: the other nodes at once.
+        drop_caches()
+        with ThreadPoolExecutor(max_workers=max(1, nodes - 1)) as pool:
+            wave = list(pool.map(
+                lambda i: cat_node(bin, os.path.join(work, f"node{i}"), conf, image, first, want),
+                range(2, nodes + 1)))
+        n["wave_seconds"] = [s for s, _ in wave]
+        n["wave_indexes_taken"] = [e.count("using the published index") for _, e in wave]
+        up = upstream.blob_bytes_by_digest(up_mark)
+        served = mirror.blob_bytes_by_digest(mirror_mark)
+        n["wave_upstream_layer_bytes"] = sum(b for d, b in up.items() if d in layers)
+        n["wave_mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        log(f"fleet {mode}: nodes 2-{nodes}: median {statistics.median(n['wave_seconds']):.3f} s, "
+            f"upstream {n['wave_upstream_layer_bytes']} layer bytes")
+
         up = upstream.blob_bytes_by_digest(up_start)
+        served = mirror.blob_bytes_by_digest(mirror_start)
         n["upstream_layer_bytes"] = sum(b for d, b in up.items() if d in layers)
         n["upstream_blob_bytes"] = sum(up.values())
         n["upstream_max_layer_copies"] = max((up.get(d, 0) / s for d, s in layers.items() if s), default=0)
-        n["mirror_layer_bytes"] = sum(x["mirror_layer_bytes"] for x in per_node)
-        n["mirror_blob_bytes"] = sum(x["mirror_blob_bytes"] for x in per_node)
-        n["first_file_seconds"] = [x["seconds"] for x in per_node]
+        n["mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        n["mirror_blob_bytes"] = sum(served.values())
         n["versions"] = {"docker-registry": upstream.version()}
     except Exception as e:
-        log(f"fleet: {e}")
+        log(f"fleet {mode}: {e}")
         n["error"] = str(e)[-2000:]
     finally:
         if mirror:
@@ -196,62 +275,69 @@ def fmt_s(v):
 
 def summary(n):
     """The rows as sentences (the log, and the standalone run)."""
-    if "per_node" not in n:
-        return [f"not measured: {n.get('error', '?').strip().splitlines()[0]}"]
-    t = n["first_file_seconds"]
-    layers = n["layer_bytes"]
-    return [
-        f"upstream served {n['upstream_layer_bytes']} layer bytes "
-        f"({n['upstream_layer_bytes'] / layers:.2f}× the {layers} compressed layer bytes; "
-        f"{n['upstream_blob_bytes']} blob bytes with the config and the artifact)",
-        f"mirror served {n['mirror_layer_bytes']} layer bytes to {n['nodes']} nodes "
-        f"({n['mirror_blob_bytes']} blob bytes)",
-        f"time to {n['first_file']}: min {fmt_s(min(t))}, median {fmt_s(statistics.median(t))}, "
-        f"max {fmt_s(max(t))}; node 1 {fmt_s(t[0])}",
-    ]
+    lines = []
+    for mode, _ in FLEETS:
+        f = n.get("fleets", {}).get(mode)
+        if f is None:
+            continue
+        if "wave_seconds" not in f:
+            lines.append(f"{mode}: not measured: {f.get('error', '?').strip().splitlines()[0]}")
+            continue
+        layers = n["layer_bytes"]
+        t = f["wave_seconds"]
+        lines.append(
+            f"{mode}: upstream served {f['upstream_layer_bytes'] / layers:.2f}× the layers "
+            f"({f['wave_upstream_layer_bytes']} layer bytes after node 1), mirror "
+            f"{f['mirror_layer_bytes'] / layers:.2f}×; node 1 {fmt_s(f['node1_seconds'])}, "
+            f"nodes 2-{n['nodes']} median {fmt_s(statistics.median(t))}, max {fmt_s(max(t))}")
+    return lines
 
 
 def markdown(res):
     n = res.get("fleet")
     if not n:
         return []
+    fleets = n.get("fleets", {})
+    some = next((f for f in fleets.values() if "versions" in f), {})
     lines = [
         "", "## Fleet behind a pull-through mirror", "",
-        f"{n['nodes']} nodes, each with an empty cache, read `{n.get('first_file', '?')}` one after another "
-        "with `ocimount --registries-conf FILE cat docker://UPSTREAM/…`, the file naming a "
-        f"`docker-registry` pull-through cache ({n.get('versions', {}).get('docker-registry', '?')}) as the "
-        "mirror of the upstream; the index artifact was published to the upstream once beforehand. "
-        "Bytes: the `GET …/blobs/…` answers in each registry's access log; **of the layers**: against the "
-        f"{n['layer_count']} compressed layers, {fmt_bytes(n['layer_bytes'])}.", "",
+        f"{n['nodes']} nodes, each with an empty cache, read `{some.get('first_file', '?')}` with "
+        "`ocimount --registries-conf FILE cat docker://UPSTREAM/…`, the file naming a "
+        f"`docker-registry` pull-through cache ({some.get('versions', {}).get('docker-registry', '?')}) as "
+        "the mirror of the upstream. They come in two waves: node 1 alone, then, once the mirror holds "
+        f"what node 1 read, nodes 2–{n['nodes']} at once. Each fleet has registries of its own. "
+        "Bytes: the `GET …/blobs/…` answers in each registry's access log, against the "
+        f"{n['layer_count']} compressed layers ({fmt_bytes(n['layer_bytes'])}). On a miss, "
+        "distribution 2.8's cache fetches a blob from the upstream twice (one stream to the client, "
+        "one to store), so 2× is its floor for a layer node 1 reads whole.", "",
+        f"| fleet | node 1 | nodes 2–{n['nodes']}, median / max | indexes taken (node 1; later nodes) | "
+        "upstream, layer blobs | most copies of one layer | upstream after node 1 | mirror served, "
+        "layer blobs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    if "per_node" not in n:
-        return lines + [f"**Not measured:** {n.get('error', '?').strip().splitlines()[0]}", ""]
     layers = n["layer_bytes"]
-    t = n["first_file_seconds"]
-    lines += [
-        "| measure | value | of the layers |", "|---|---:|---:|",
-        f"| upstream served, layer blobs, all nodes | {fmt_bytes(n['upstream_layer_bytes'])} | "
-        f"{n['upstream_layer_bytes'] / layers:.2f}× |",
-        f"| upstream served, every blob (config, artifact) | {fmt_bytes(n['upstream_blob_bytes'])} | – |",
-        f"| upstream served, most copies of one layer | {n['upstream_max_layer_copies']:.2f} | – |",
-        f"| mirror served, layer blobs, all nodes | {fmt_bytes(n['mirror_layer_bytes'])} | "
-        f"{n['mirror_layer_bytes'] / layers:.2f}× |",
-        f"| mirror served, every blob, all nodes | {fmt_bytes(n['mirror_blob_bytes'])} | – |",
-        f"| time to the first file, min / median / max | {fmt_s(min(t))} / {fmt_s(statistics.median(t))} / "
-        f"{fmt_s(max(t))} | – |",
-        "",
-        "| node | time to the first file | published indexes taken | upstream, layer bytes | "
-        "mirror, blob bytes |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    if "store_wait_seconds" in n:
-        lines[-3:-3] = ["", f"Node 1 read {n.get('layers_read', '?')} of the {n['layer_count']} layers (the "
-                        "cache was asked for those only); node 2 started once the cache held them: "
-                        f"{fmt_s(n['store_wait_seconds'])} after node 1 was done."]
-    for i, x in enumerate(n["per_node"], 1):
-        lines.append(f"| {i} | {fmt_s(x['seconds'])} | {x['indexes_taken']} of {n['layer_count']} | "
-                     f"{fmt_bytes(x['upstream_layer_bytes'])} | {fmt_bytes(x['mirror_blob_bytes'])} |")
-    return lines + [""]
+    for mode, title in FLEETS:
+        f = fleets.get(mode)
+        if f is None:
+            continue
+        if "wave_seconds" not in f:
+            lines.append(f"| {title} | not measured: {f.get('error', '?').strip().splitlines()[0]} "
+                         "| | | | | | |")
+            continue
+        t = f["wave_seconds"]
+        taken = f["wave_indexes_taken"]
+        later = f"{min(taken)}" if min(taken) == max(taken) else f"{min(taken)}–{max(taken)}"
+        lines.append(
+            f"| {title} | {fmt_s(f['node1_seconds'])} | {fmt_s(statistics.median(t))} / {fmt_s(max(t))} | "
+            f"{f['node1_indexes_taken']}; {later} of {n['layer_count']} | "
+            f"{fmt_bytes(f['upstream_layer_bytes'])} ({f['upstream_layer_bytes'] / layers:.2f}×) | "
+            f"{f['upstream_max_layer_copies']:.2f} | {fmt_bytes(f['wave_upstream_layer_bytes'])} | "
+            f"{fmt_bytes(f['mirror_layer_bytes'])} ({f['mirror_layer_bytes'] / layers:.2f}×) |")
+    lines += ["", "Wave 2 started once the mirror held the layers node 1 read: "
+              + "; ".join(f"{mode} {fmt_s(f['store_wait_seconds'])} after node 1 ({f['layers_read']} "
+                          f"of {n['layer_count']} layers)"
+                          for mode, f in fleets.items() if "store_wait_seconds" in f) + ".", ""]
+    return lines
 
 
 def main():

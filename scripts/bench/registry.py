@@ -260,10 +260,13 @@ http:
                 total += int(m.group(1))
         return total
 
-    def blob_path(self, digest):
-        """Where the filesystem driver keeps blob digest once stored."""
+    def layer_link_path(self, repo, digest):
+        """The link that makes blob digest part of repo: a pull-through cache
+        answers from its own storage once this exists (it writes the data
+        first and links it a moment later)."""
         algo, hex = digest.split(":", 1)
-        return os.path.join(self.dir, "storage", "docker", "registry", "v2", "blobs", algo, hex[:2], hex, "data")
+        return os.path.join(self.dir, "storage", "docker", "registry", "v2", "repositories", repo,
+                            "_layers", algo, hex, "link")
 
     def blob_bytes_by_digest(self, offset):
         """{digest: bytes answered to `GET …/blobs/DIGEST`} in the log lines after offset."""

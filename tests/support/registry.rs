@@ -678,6 +678,21 @@ impl TestRegistry {
             .join("data")
     }
 
+    /// The link that makes blob `digest` part of repository `repo` in this
+    /// registry's storage. A pull-through cache answers from its own
+    /// storage only once this exists: it writes the blob's data first and
+    /// links it a moment later, and a request between the two is a miss.
+    pub fn layer_link_path(&self, repo: &str, digest: &str) -> PathBuf {
+        let (algo, hex) = digest.split_once(':').expect("digest is ALGO:HEX");
+        self.storage_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_layers")
+            .join(algo)
+            .join(hex)
+            .join("link")
+    }
+
     /// Write a docker/containers `auth.json` (`{"auths": {HOST:PORT:
     /// {"auth": base64(user:password)}}}`) with this registry's
     /// credentials (an empty `auths` when anonymous).
