@@ -367,9 +367,16 @@ pub fn toc_json(data: &[u8]) {
         diff_id: Digest::of(b"toc tar"),
         toc: None,
     };
-    let Ok(index) = toc::index_from_toc_json(&layer, json, format, data_end) else {
+    let Ok(built) = toc::index_from_toc_json(&layer, json, format, data_end) else {
         return;
     };
+    let index = built.index;
+    for chunk in &built.large_chunks {
+        assert!(
+            chunk.spans > 0 && chunk.first_span + chunk.spans <= index.spans.len(),
+            "a large chunk's spans outside the index"
+        );
+    }
     assert_eq!(index.built_from, format);
     assert!(index.prefetch_spans as usize <= index.spans.len());
     let mut blob_pos = 0;

@@ -44,6 +44,9 @@ const LOCK_STRIPES: usize = 64;
 /// The most compressed bytes one span's fetch takes in for the spans that
 /// follow it (see `hint_compressed_range`).
 const COALESCE_BYTES: u64 = 256 << 10;
+/// How far the decode-ahead's fetch of a remote span reaches, when the
+/// reads go along the layer in order: one request for the stretch ahead.
+const AHEAD_FETCH_BYTES: u64 = 4 << 20;
 /// Spans decoded but not stored kept in memory, so that the reads a file
 /// is served in (128 KiB to 1 MiB each) decode a span once, not each time.
 const RECENT_SPANS: usize = 8;
@@ -65,6 +68,8 @@ pub struct LayerReader {
     keep_decoded: bool,
     /// Spans decoded but not stored, most recent last.
     recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// How far a remote blob's reads have gone along it in order.
+    fetch_run: Mutex<FetchRun>,
     /// Decoded bytes this reader has stored, for the cache's size limit.
     stored: AtomicU64,
     /// Every span is hashed before it is served, not only remote ones: the
@@ -169,6 +174,7 @@ impl LayerReader {
             store_failed: AtomicBool::new(false),
             keep_decoded: true,
             recent: Mutex::new(VecDeque::with_capacity(RECENT_SPANS)),
+            fetch_run: Mutex::new(FetchRun::default()),
             stored: AtomicU64::new(0),
             hash_every_span: index.built_from.hashes_every_span(),
             digest_checks: DigestCheckTally::default(),
@@ -255,15 +261,21 @@ impl LayerReader {
         self.stored_or_decoded(i, data, self.lock(i)).map(|_| ())
     }
 
+    /// Whether the blob is read over the network (a registry).
+    pub fn is_remote(&self) -> bool {
+        self.blob.is_remote()
+    }
+
     /// Make span `i` ready to serve (for the decode-ahead): decoded into
     /// the data cache if it is not there, read and checked if it is but
     /// this process has not checked it yet (a remount). Left alone: a span
     /// whose lock is held (a read is on it, or on one beside it in the
     /// lock's stripe), which is not waited for; a span of a remote blob not
-    /// stored yet (no request is made that no read asked for); and every
+    /// stored yet, unless `may_fetch` (the reads go along the layer in
+    /// order, so the request is one they are about to make); and every
     /// span once a write to the data cache has failed or the eviction
     /// epoch cannot be seen, where nothing decoded would stay.
-    pub fn prepare_span_if_idle(&self, i: usize) -> Result<()> {
+    pub fn prepare_span_if_idle(&self, i: usize, may_fetch: bool) -> Result<()> {
         let Some(data) = &self.data else {
             return Ok(());
         };
@@ -272,7 +284,7 @@ impl LayerReader {
             || self.store_failed.load(Ordering::Relaxed)
             || self.check_mark() == 0
             || self.is_ready(i)
-            || (self.blob.is_remote() && !data.residency.is_present(i))
+            || (self.blob.is_remote() && !may_fetch && !data.residency.is_present(i))
         {
             return Ok(());
         }
@@ -281,6 +293,11 @@ impl LayerReader {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
+        if self.blob.is_remote() && !data.residency.is_present(i) {
+            // One request for the stretch ahead, not one per span.
+            self.hint_compressed_range_within(i, AHEAD_FETCH_BYTES)
+                .map_err(|e| self.unavailable(&self.spans[i], e))?;
+        }
         self.stored_or_decoded(i, data, guard).map(|_| ())
     }
 
@@ -609,7 +626,26 @@ impl LayerReader {
     /// `COALESCE_BYTES`: a table of contents' chunks are often a few KB,
     /// and reading many files in order would otherwise cost a request a
     /// chunk.
+    ///
+    /// Reads that go along the blob in order grow that reach: a fetch that
+    /// starts where the last one ended takes in twice as much, up to
+    /// `AHEAD_FETCH_BYTES`; one anywhere else starts again from
+    /// `COALESCE_BYTES` (see `FetchRun`).
     fn hint_compressed_range(&self, i: usize) -> io::Result<()> {
+        let reach = if self.blob.is_remote() {
+            self.fetch_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reach_for(self.spans[i].in_offset)
+        } else {
+            COALESCE_BYTES
+        };
+        self.hint_compressed_range_within(i, reach)
+    }
+
+    /// As `hint_compressed_range`, taking in following spans up to `reach`
+    /// bytes from span `i`'s start.
+    fn hint_compressed_range_within(&self, i: usize, reach: u64) -> io::Result<()> {
         let start = self.spans[i].in_offset;
         let mut end = self.compressed_end(i);
         if self.blob.is_remote() {
@@ -628,7 +664,7 @@ impl LayerReader {
                 if !own_start
                     || stored(j)
                     || span.in_offset < self.spans[j - 1].in_offset
-                    || next_end.saturating_sub(start) > COALESCE_BYTES
+                    || next_end.saturating_sub(start) > reach
                 {
                     break;
                 }
@@ -636,6 +672,12 @@ impl LayerReader {
             }
         }
         let end = end.min(self.blob.size());
+        if self.blob.is_remote() {
+            self.fetch_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fetched(start, end);
+        }
         self.blob.will_need(start, end.saturating_sub(start))
     }
 
@@ -735,6 +777,44 @@ impl LayerReader {
     }
 }
 
+/// A remote blob's readahead: where the last fetch ended and how far the
+/// next one reaches. A fetch that starts at (or just past) the last one's
+/// end doubles the reach, up to `AHEAD_FETCH_BYTES`; one that starts
+/// anywhere else goes back to `COALESCE_BYTES`. A first file, or files read
+/// here and there, are fetched with the small reach; `tar`, `cp -r` and a
+/// container reading a layer in order soon take it in few large requests.
+#[derive(Debug, Default)]
+struct FetchRun {
+    last_end: u64,
+    reach: u64,
+}
+
+/// How far past the last fetch's end a fetch still counts as following it
+/// (the bytes of the spans in between that were stored already).
+const FETCH_RUN_SLACK: u64 = 64 << 10;
+
+impl FetchRun {
+    fn reach_for(&self, start: u64) -> u64 {
+        let follows =
+            self.last_end > 0 && start >= self.last_end && start - self.last_end <= FETCH_RUN_SLACK;
+        if follows {
+            (self.reach.max(COALESCE_BYTES) * 2).min(AHEAD_FETCH_BYTES)
+        } else {
+            COALESCE_BYTES
+        }
+    }
+
+    /// A fetch of `start..end` is asked for. One inside the last fetch's
+    /// stretch (its bytes are in memory, or on their way) changes nothing.
+    fn fetched(&mut self, start: u64, end: u64) {
+        if start < self.last_end {
+            return;
+        }
+        self.reach = self.reach_for(start);
+        self.last_end = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -831,6 +911,35 @@ mod tests {
 
     /// Spans hashed on a thread of their own get the digests they get in
     /// place, each the SHA-256 of the span's own bytes of the tar.
+    /// The readahead of a remote blob: a fetch that follows the last one
+    /// doubles the reach up to `AHEAD_FETCH_BYTES`; one elsewhere starts
+    /// again; one inside the last stretch changes nothing.
+    #[test]
+    fn the_fetch_run_grows_along_the_blob_and_starts_again_elsewhere() {
+        let mut run = FetchRun::default();
+        assert_eq!(run.reach_for(0), COALESCE_BYTES);
+        run.fetched(0, 1000);
+        assert_eq!(run.reach_for(1000), 2 * COALESCE_BYTES);
+        run.fetched(1000, 2000);
+        // Just past the end (stored spans in between) still follows.
+        assert_eq!(run.reach_for(2000 + FETCH_RUN_SLACK), 4 * COALESCE_BYTES);
+        let mut end = 2000;
+        for _ in 0..10 {
+            let next = end + 10;
+            run.fetched(next, next + 100);
+            end = next + 100;
+        }
+        assert_eq!(run.reach_for(end), AHEAD_FETCH_BYTES);
+        // Inside the last stretch: no change.
+        run.fetched(end - 50, end + 5000);
+        assert_eq!(run.reach_for(end), AHEAD_FETCH_BYTES);
+        // Elsewhere: back to the small reach, and the run starts there.
+        assert_eq!(run.reach_for(end + FETCH_RUN_SLACK + 1), COALESCE_BYTES);
+        run.fetched(10 << 30, (10 << 30) + 10);
+        assert_eq!(run.reach_for((10 << 30) + 10), 2 * COALESCE_BYTES);
+        assert_eq!(run.reach_for(5), COALESCE_BYTES);
+    }
+
     #[test]
     fn spans_hashed_apart_have_the_digests_of_their_bytes() {
         let tar = sample_tar();
@@ -1055,15 +1164,15 @@ mod tests {
         assert!(spans > 3);
         let first = open();
         assert!(!first.is_ready(1) && !first.is_ready(2));
-        first.prepare_span_if_idle(1).unwrap();
+        first.prepare_span_if_idle(1, false).unwrap();
         assert!(first.is_ready(1));
         {
             let _held = first.lock(2);
-            first.prepare_span_if_idle(2).unwrap();
+            first.prepare_span_if_idle(2, false).unwrap();
             assert!(!first.is_ready(2), "a span whose lock is held was prepared");
         }
         first.store_failed.store(true, Ordering::Relaxed);
-        first.prepare_span_if_idle(2).unwrap();
+        first.prepare_span_if_idle(2, false).unwrap();
         assert!(!first.is_ready(2), "prepared after a failed write");
 
         let second = open();
@@ -1071,7 +1180,7 @@ mod tests {
             !second.is_ready(1),
             "a new reader trusts what it has not checked"
         );
-        second.prepare_span_if_idle(1).unwrap();
+        second.prepare_span_if_idle(1, false).unwrap();
         assert!(second.is_ready(1));
         let span = &entry.index.spans[1];
         let mut buf = vec![0u8; span.out_len as usize];

@@ -19,10 +19,19 @@
 //! same bytes, only sooner. There is one worker per core but one (none on
 //! a single core): the reading threads keep a core. Off where the cache
 //! stores nothing decoded (`index-only`) or is bounded (`--cache-max`, it
-//! would only evict what was read); a remote blob's spans are only checked
-//! ahead, never fetched ahead (see `LayerReader::prepare_span_if_idle`).
+//! would only evict what was read).
+//!
+//! **Remote blobs** (a registry, read through a published index or a table
+//! of contents) are fetched ahead only along a layer, and only once the
+//! reads have gone from span to span in order `REMOTE_RUN` times: then how
+//! far ahead grows with the run, doubling from `REMOTE_AHEAD_MIN` up to
+//! `REMOTE_AHEAD_MAX`, and falls back to nothing at
+//! the first read out of order. A first file, or files read here and
+//! there, cost no byte more than they ask for; `tar`, `cp -r` and a
+//! container reading its files in the layer's order fetch and decode on
+//! another core while they read (see `LayerReader::prepare_span_if_idle`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -40,6 +49,13 @@ const FILE_AHEAD: usize = 256;
 const LAYER_AHEAD_PER_WORKER: u64 = 2 << 20;
 /// At most this many spans wait in the queue; the oldest are dropped.
 const QUEUE_MAX: usize = 512;
+/// Reads in order, span after span, before a remote layer is fetched ahead.
+const REMOTE_RUN: usize = 2;
+/// How far ahead a remote layer is fetched at the start of a run, in bytes
+/// of the stream; it doubles with each read in order after that.
+const REMOTE_AHEAD_MIN: u64 = 256 << 10;
+/// The farthest a remote layer is fetched ahead, in bytes of the stream.
+const REMOTE_AHEAD_MAX: u64 = 16 << 20;
 /// No span recorded yet for a layer.
 const NONE: usize = usize::MAX;
 
@@ -56,6 +72,8 @@ struct Shared {
     wake: Condvar,
     /// For each layer, the span its last read fell in (`NONE`: no read).
     last_span: Vec<AtomicUsize>,
+    /// For each layer, how many reads in a row moved on to the next span.
+    run: Vec<AtomicUsize>,
     /// How far along a layer read in order is queued, in stream bytes.
     layer_ahead: u64,
 }
@@ -77,6 +95,7 @@ impl DecodeAhead {
                 .iter()
                 .map(|_| AtomicUsize::new(NONE))
                 .collect(),
+            run: rootfs.readers.iter().map(|_| AtomicUsize::new(0)).collect(),
             rootfs,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -107,9 +126,10 @@ impl DecodeAhead {
             return;
         };
         let layer = layer as usize;
-        let (Some(reader), Some(last_span)) = (
+        let (Some(reader), Some(last_span), Some(run)) = (
             shared.rootfs.readers.get(layer),
             shared.last_span.get(layer),
+            shared.run.get(layer),
         ) else {
             return;
         };
@@ -134,16 +154,38 @@ impl DecodeAhead {
             );
         }
         let previous = last_span.swap(here, Ordering::Relaxed);
-        if previous != NONE && previous + 1 == here {
+        let in_order = previous != NONE && previous + 1 == here;
+        let run_length = match previous {
+            _ if in_order => run.fetch_add(1, Ordering::Relaxed) + 1,
+            p if p == here => run.load(Ordering::Relaxed),
+            _ => {
+                run.store(0, Ordering::Relaxed);
+                0
+            }
+        };
+        let mut ahead = Vec::new();
+        let reach = if reader.is_remote() {
+            remote_reach(run_length, REMOTE_AHEAD_MAX)
+        } else {
+            shared.layer_ahead
+        };
+        if in_order && reach > 0 {
             let at = start.saturating_add(offset);
             let end = reader
-                .span_at(at.saturating_add(shared.layer_ahead))
+                .span_at(at.saturating_add(reach))
                 .unwrap_or(reader.span_count().saturating_sub(1))
                 .min(here.saturating_add(QUEUE_MAX));
-            wanted.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
+            ahead.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
+        }
+        // The file's own spans first (a remote one only if stored), then
+        // the stretch ahead, which a remote layer may fetch.
+        let may_fetch = reader.is_remote() && !ahead.is_empty();
+        wanted.retain(|i| !ahead.contains(i));
+        if !ahead.is_empty() {
+            shared.push(layer, &ahead, may_fetch);
         }
         if !wanted.is_empty() {
-            shared.push(layer, &wanted);
+            shared.push(layer, &wanted, false);
         }
     }
 
@@ -167,25 +209,51 @@ impl Drop for DecodeAhead {
     }
 }
 
-/// The spans to prepare, newest wants first, each once; and whether the
-/// workers are to stop (here, under the same lock as what they wait on).
+/// How far ahead, in stream bytes, a remote layer read `run_length` times
+/// in order is fetched: nothing before `REMOTE_RUN`, then
+/// `REMOTE_AHEAD_MIN` doubling with each read, up to `most`.
+fn remote_reach(run_length: usize, most: u64) -> u64 {
+    if run_length < REMOTE_RUN {
+        return 0;
+    }
+    let doublings = (run_length - REMOTE_RUN).min(16) as u32;
+    (REMOTE_AHEAD_MIN << doublings).min(most)
+}
+
+/// The spans to prepare, newest wants first, each once, with whether a
+/// remote one may be fetched for it; and whether the workers are to stop
+/// (here, under the same lock as what they wait on).
 #[derive(Default)]
 struct Queue {
     order: VecDeque<(usize, usize)>,
-    queued: HashSet<(usize, usize)>,
+    queued: HashMap<(usize, usize), bool>,
     stopped: bool,
 }
 
 impl Shared {
     /// Queue `spans` of `layer` ahead of what waits, in their order; the
-    /// oldest wants go when the queue is full.
-    fn push(&self, layer: usize, spans: &[usize]) {
+    /// oldest wants go when the queue is full. `may_fetch`: a remote span
+    /// not stored may be fetched (a span already queued keeps it if it had
+    /// it); such spans go behind what waits instead, so that a remote
+    /// layer is fetched in its order, one stretch after the other, as the
+    /// reads extend it.
+    fn push(&self, layer: usize, spans: &[usize], may_fetch: bool) {
         let mut queue = lock(&self.queue);
+        let mut behind = Vec::new();
         for &span in spans.iter().rev() {
-            if queue.queued.insert((layer, span)) {
-                queue.order.push_front((layer, span));
+            match queue.queued.get_mut(&(layer, span)) {
+                Some(fetch) => *fetch |= may_fetch,
+                None => {
+                    queue.queued.insert((layer, span), may_fetch);
+                    if may_fetch {
+                        behind.push((layer, span));
+                    } else {
+                        queue.order.push_front((layer, span));
+                    }
+                }
             }
         }
+        queue.order.extend(behind.into_iter().rev());
         while queue.order.len() > QUEUE_MAX {
             if let Some(oldest) = queue.order.pop_back() {
                 queue.queued.remove(&oldest);
@@ -195,16 +263,17 @@ impl Shared {
         self.wake.notify_all();
     }
 
-    /// The next span to prepare; `None` once stopped.
-    fn next(&self) -> Option<(usize, usize)> {
+    /// The next span to prepare, and whether it may be fetched; `None`
+    /// once stopped.
+    fn next(&self) -> Option<(usize, usize, bool)> {
         let mut queue = lock(&self.queue);
         loop {
             if queue.stopped {
                 return None;
             }
-            if let Some(next) = queue.order.pop_front() {
-                queue.queued.remove(&next);
-                return Some(next);
+            if let Some((layer, span)) = queue.order.pop_front() {
+                let may_fetch = queue.queued.remove(&(layer, span)).unwrap_or(false);
+                return Some((layer, span, may_fetch));
             }
             queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
         }
@@ -214,11 +283,11 @@ impl Shared {
 /// One worker: decode queued spans until stopped. A span that cannot be
 /// decoded is left to the read that wants it, which reports the error.
 fn work(shared: &Shared) {
-    while let Some((layer, span)) = shared.next() {
+    while let Some((layer, span, may_fetch)) = shared.next() {
         let Some(reader) = shared.rootfs.readers.get(layer) else {
             continue;
         };
-        if let Err(e) = reader.prepare_span_if_idle(span) {
+        if let Err(e) = reader.prepare_span_if_idle(span, may_fetch) {
             tracing::debug!("decode-ahead: span {span} of layer {layer}: {e}");
         }
     }
@@ -226,4 +295,27 @@ fn work(shared: &Shared) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing before `REMOTE_RUN` reads in order, then a reach that
+    /// doubles with each read, up to the most allowed.
+    #[test]
+    fn a_remote_layer_is_fetched_ahead_only_along_a_run_that_grows() {
+        assert_eq!(remote_reach(0, REMOTE_AHEAD_MAX), 0);
+        assert_eq!(remote_reach(REMOTE_RUN - 1, REMOTE_AHEAD_MAX), 0);
+        assert_eq!(remote_reach(REMOTE_RUN, REMOTE_AHEAD_MAX), REMOTE_AHEAD_MIN);
+        assert_eq!(
+            remote_reach(REMOTE_RUN + 1, REMOTE_AHEAD_MAX),
+            2 * REMOTE_AHEAD_MIN
+        );
+        assert_eq!(
+            remote_reach(REMOTE_RUN + 40, REMOTE_AHEAD_MAX),
+            REMOTE_AHEAD_MAX
+        );
+        assert_eq!(remote_reach(usize::MAX, 1 << 20), 1 << 20);
+    }
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::layer::index::{BuiltFrom, LayerIndex};
-use crate::layer::spans::{Span, SpanStart, MAX_SPAN_BYTES};
+use crate::layer::spans::{Span, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES};
 use crate::layer::LayerInfo;
 use crate::limits::{MAX_PATH_BYTES, MAX_XATTR_VALUE_BYTES};
 use crate::tar::entry::{EntryExtra, EntryKind, TarEntry};
@@ -42,9 +42,45 @@ pub const ESTARGZ_OWN_ENTRIES: [&[u8]; 3] = [
     b".no.prefetch.landmark",
 ];
 
-/// At most this much compressed input for one zstd:chunked chunk: a frame
-/// of `MAX_SPAN_BYTES` that did not compress, with room for its headers.
-const MAX_FRAME_IN: u64 = MAX_SPAN_BYTES + (MAX_SPAN_BYTES >> 7) + (64 << 10);
+/// The most compressed input for a zstd:chunked chunk of `out_len` bytes
+/// (at least `MAX_SPAN_BYTES`): a frame that did not compress, with room
+/// for its headers.
+fn max_frame_in(out_len: u64) -> u64 {
+    let out = out_len.max(MAX_SPAN_BYTES);
+    out + (out >> 7) + (64 << 10)
+}
+
+/// The longest zstd:chunked chunk taken (skopeo writes a file's run of
+/// like bytes as one frame: 30 MiB for a 30 MiB text file); a longer one
+/// sends the layer to a full pass.
+pub const MAX_LARGE_CHUNK_BYTES: u64 = 1 << 30;
+/// The most output of a layer's large chunks together: each is decoded
+/// whole when the layer is indexed (`super::large_chunks`).
+pub const MAX_LARGE_CHUNKS_TOTAL: u64 = 16 << 30;
+
+/// A zstd:chunked chunk longer than a span: its spans are `Materialized`
+/// pieces of `FIXED_SPAN` that name the frame's start, and their SHA-256s
+/// are not known until the frame has been decoded and checked whole
+/// against `digest` (`super::large_chunks::hash_spans` does it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LargeChunk {
+    /// Its first span in the index, and how many it has.
+    pub first_span: usize,
+    pub spans: usize,
+    /// Its frame in the blob.
+    pub in_offset: u64,
+    pub in_len: u64,
+    /// The chunk's digest, from the TOC.
+    pub digest: [u8; 32],
+}
+
+/// What a TOC's JSON makes: the layer's index, and its large chunks, whose
+/// span digests are still to be taken.
+#[derive(Debug)]
+pub struct TocIndex {
+    pub index: LayerIndex,
+    pub large_chunks: Vec<LargeChunk>,
+}
 
 #[derive(Deserialize)]
 struct Toc {
@@ -125,7 +161,7 @@ pub fn index_from_toc(
     json: &[u8],
     format: BuiltFrom,
     data_end: u64,
-) -> Result<LayerIndex, TocError> {
+) -> Result<TocIndex, TocError> {
     let toc: Toc =
         serde_json::from_slice(json).map_err(|e| TocError::Malformed(format!("JSON: {e}")))?;
     if toc.version != 1 {
@@ -143,12 +179,14 @@ pub fn index_from_toc(
         blob_pos: 0,
         file: None,
         prefetch_spans: 0,
+        large_chunks: Vec::new(),
+        large_total: 0,
     };
     for (i, entry) in toc.entries.into_iter().enumerate() {
         builder.add(entry).map_err(|e| e.at_entry(i))?;
     }
     builder.close_file()?;
-    Ok(LayerIndex {
+    let index = LayerIndex {
         digest: layer.digest,
         // Not checked here: only a full pass hashes the tar.
         diff_id: layer.diff_id,
@@ -159,6 +197,10 @@ pub fn index_from_toc(
         spans: builder.spans.into(),
         built_from: format,
         prefetch_spans: builder.prefetch_spans,
+    };
+    Ok(TocIndex {
+        index,
+        large_chunks: builder.large_chunks,
     })
 }
 
@@ -174,6 +216,9 @@ struct Builder {
     file: Option<OpenFile>,
     /// The spans before eStargz's `.prefetch.landmark`, once it is met.
     prefetch_spans: u32,
+    large_chunks: Vec<LargeChunk>,
+    /// The bytes of the large chunks so far.
+    large_total: u64,
 }
 
 fn malformed(reason: impl Into<String>) -> TocError {
@@ -393,11 +438,22 @@ impl Builder {
                     file.name, file.size
                 )));
             };
-            if out_len > MAX_SPAN_BYTES {
+            let large = out_len > MAX_SPAN_BYTES;
+            if large && self.format != BuiltFrom::ZstdChunkedToc {
                 return Err(TocError::Unsupported(format!(
                     "{:?}: a chunk of {out_len} bytes, over the {MAX_SPAN_BYTES}-byte span limit",
                     file.name
                 )));
+            }
+            if large {
+                self.large_total = self.large_total.saturating_add(out_len);
+                if out_len > MAX_LARGE_CHUNK_BYTES || self.large_total > MAX_LARGE_CHUNKS_TOTAL {
+                    return Err(TocError::Unsupported(format!(
+                        "{:?}: a chunk of {out_len} bytes (at most {MAX_LARGE_CHUNK_BYTES} a \
+                         chunk and {MAX_LARGE_CHUNKS_TOTAL} a layer are decoded when it is indexed)",
+                        file.name
+                    )));
+                }
             }
             let digest = match (chunk.digest, file.digest) {
                 (Some(d), Some(whole)) if n == 1 && d != whole => {
@@ -422,7 +478,7 @@ impl Builder {
                     file.name, chunk.in_offset, self.blob_pos, self.data_end
                 )));
             }
-            let start = match self.format {
+            let (start, frame_in) = match self.format {
                 BuiltFrom::ZstdChunkedToc => {
                     let end = match file.chunks.get(k + 1) {
                         Some(next) => next.in_offset,
@@ -430,7 +486,9 @@ impl Builder {
                     };
                     let in_len = end
                         .checked_sub(chunk.in_offset)
-                        .filter(|&len| len > 0 && len <= MAX_FRAME_IN && end <= self.data_end)
+                        .filter(|&len| {
+                            len > 0 && len <= max_frame_in(out_len) && end <= self.data_end
+                        })
                         .ok_or_else(|| {
                             malformed(format!(
                                 "{:?}: a chunk's frame at [{}, {end}) is empty, too long or \
@@ -439,14 +497,18 @@ impl Builder {
                             ))
                         })?;
                     self.blob_pos = end;
-                    SpanStart::ZstdFrame { in_len }
+                    (SpanStart::ZstdFrame { in_len }, in_len)
                 }
                 _ => {
                     self.blob_pos = chunk.in_offset + 1;
-                    SpanStart::GzipMember
+                    (SpanStart::GzipMember, 0)
                 }
             };
             if file.hidden {
+                continue;
+            }
+            if large {
+                self.push_large_chunk(chunk.in_offset, frame_in, out_len, digest);
                 continue;
             }
             self.spans.push(Span {
@@ -460,6 +522,36 @@ impl Builder {
             self.stream_len += out_len;
         }
         Ok(())
+    }
+}
+
+impl Builder {
+    /// A large chunk's spans: `FIXED_SPAN` pieces of its frame's output,
+    /// each naming where that output starts, their digests to be taken.
+    fn push_large_chunk(&mut self, in_offset: u64, in_len: u64, out_len: u64, digest: [u8; 32]) {
+        let first_span = self.spans.len();
+        let frame_out = self.stream_len;
+        let mut left = out_len;
+        while left > 0 {
+            let piece = left.min(FIXED_SPAN);
+            self.spans.push(Span {
+                out_offset: self.stream_len,
+                out_len: piece,
+                in_offset,
+                crc32: 0,
+                sha256: [0; 32],
+                start: SpanStart::Materialized { frame_out },
+            });
+            self.stream_len += piece;
+            left -= piece;
+        }
+        self.large_chunks.push(LargeChunk {
+            first_span,
+            spans: self.spans.len() - first_span,
+            in_offset,
+            in_len,
+            digest,
+        });
     }
 }
 
@@ -502,6 +594,7 @@ mod tests {
             BuiltFrom::EstargzToc,
             9_000,
         )
+        .map(|built| built.index)
     }
 
     fn zstd_chunked(entries: &str) -> Result<LayerIndex, TocError> {
@@ -512,6 +605,7 @@ mod tests {
             BuiltFrom::ZstdChunkedToc,
             9_000,
         )
+        .map(|built| built.index)
     }
 
     fn sha(text: &str) -> [u8; 32] {
@@ -688,6 +782,12 @@ mod tests {
                 "over the 4194304-byte span limit",
             ),
             (
+                zstd_chunked(&format!(
+                    r#"{{"type": "reg", "name": "a", "size": 1073741825, "offset": 10, "endOffset": 8000, "digest": "{A}"}}"#
+                )),
+                "a chunk of 1073741825 bytes (at most 1073741824 a chunk",
+            ),
+            (
                 estargz(&format!(
                     r#"{{"name": "a", "type": "reg", "size": 5, "offset": 10, "innerOffset": 3, "chunkDigest": "{A}"}}"#
                 )),
@@ -737,5 +837,54 @@ mod tests {
             err.to_string(),
             "TOC version 2 (only 1 is known) is not supported"
         );
+    }
+
+    /// A zstd:chunked chunk longer than a span (skopeo writes one frame for
+    /// a long run of like bytes) becomes `FIXED_SPAN` pieces that name the
+    /// frame's start, its digests still to be taken; the next file's span
+    /// follows it in the stream.
+    #[test]
+    fn a_large_zstd_chunked_chunk_becomes_materialised_pieces_of_its_frame() {
+        let size = 2 * MAX_SPAN_BYTES + 5;
+        let json = format!(
+            r#"{{"version": 1, "entries": [
+                {{"type": "reg", "name": "big", "size": {size}, "offset": 100, "endOffset": 3000, "digest": "{A}"}},
+                {{"type": "reg", "name": "small", "size": 7, "offset": 3000, "endOffset": 3100, "digest": "{B}"}}
+            ]}}"#
+        );
+        let built = index_from_toc(
+            &layer(Compression::Zstd),
+            json.as_bytes(),
+            BuiltFrom::ZstdChunkedToc,
+            9_000,
+        )
+        .unwrap();
+        let pieces = size.div_ceil(FIXED_SPAN) as usize;
+        assert_eq!(
+            built.large_chunks,
+            vec![LargeChunk {
+                first_span: 0,
+                spans: pieces,
+                in_offset: 100,
+                in_len: 2900,
+                digest: sha(A),
+            }]
+        );
+        let spans = &built.index.spans;
+        assert_eq!(spans.len(), pieces + 1);
+        for (k, span) in spans[..pieces].iter().enumerate() {
+            assert_eq!(span.out_offset, k as u64 * FIXED_SPAN);
+            assert_eq!(span.in_offset, 100);
+            assert_eq!(span.start, SpanStart::Materialized { frame_out: 0 });
+            assert_eq!(span.sha256, [0; 32]);
+        }
+        assert_eq!(
+            spans[pieces - 1].out_len,
+            size - (pieces as u64 - 1) * FIXED_SPAN
+        );
+        assert_eq!(spans[pieces].out_offset, size);
+        assert_eq!(spans[pieces].start, SpanStart::ZstdFrame { in_len: 100 });
+        assert_eq!(spans[pieces].sha256, sha(B));
+        assert_eq!(built.index.uncompressed_size, size + 7);
     }
 }

@@ -3,11 +3,13 @@
 //! checked against the digest the manifest's annotation gives, and turned
 //! into the cache's own index, whose spans are the TOC's chunks and whose
 //! span digests are its chunk digests. No other byte of the layer is read
-//! until a file is.
+//! until a file is, but for the zstd:chunked chunks longer than a span,
+//! which are fetched and checked whole at once (`large_chunks`).
 
 pub mod agreement;
 mod entries;
 mod estargz;
+mod large_chunks;
 pub mod reference;
 mod rfc3339;
 mod zstd_chunked;
@@ -20,7 +22,7 @@ use crate::layer::LayerInfo;
 /// The index a TOC's JSON describes, once it has been fetched and checked
 /// (for the fuzzer: `fuzz/harness.rs`).
 pub use entries::index_from_toc as index_from_toc_json;
-pub use entries::ESTARGZ_OWN_ENTRIES;
+pub use entries::{LargeChunk, TocIndex, ESTARGZ_OWN_ENTRIES};
 pub use reference::TocReference;
 
 /// Why a layer's TOC was not used (the layer is then indexed by a full
@@ -48,7 +50,9 @@ pub fn index_from_toc(
     match reference {
         TocReference::Estargz { json_digest } => {
             let (json, toc_offset) = estargz::fetch(blob, json_digest)?;
+            // Large chunks are zstd:chunked's only: eStargz's are refused.
             entries::index_from_toc(layer, &json, BuiltFrom::EstargzToc, toc_offset)
+                .map(|built| built.index)
         }
         TocReference::ZstdChunked {
             compressed_digest,
@@ -58,7 +62,10 @@ pub fn index_from_toc(
         } => {
             let (json, data_end) =
                 zstd_chunked::fetch(blob, compressed_digest, *offset, *length, *json_length)?;
-            entries::index_from_toc(layer, &json, BuiltFrom::ZstdChunkedToc, data_end)
+            let mut built =
+                entries::index_from_toc(layer, &json, BuiltFrom::ZstdChunkedToc, data_end)?;
+            large_chunks::hash_spans(&mut built.index, &built.large_chunks, blob)?;
+            Ok(built.index)
         }
     }
 }
