@@ -35,7 +35,8 @@
 # same image made eStargz and zstd:chunked by their real producers
 # (scripts/make-lazy-images.sh, once, kept beside the image) and read through
 # their tables of contents; and, through links paced to 1 Gbit/s and
-# 100 Mbit/s (scripts/bench/link.py), the first file with neither against
+# 100 Mbit/s (scripts/bench/link.py: a veth pair into a network namespace,
+# paced by tc tbf, with a second registry inside), the first file with neither against
 # `skopeo copy`.
 # Scale rows (scripts/bench/scale.py): an image of --files files (mounts,
 # find, daemon RSS, against umoci unpack); `ocimount run` with --prefetch

@@ -1,111 +1,87 @@
-"""A slower link for the registry rows (stdlib only): a TCP proxy on
-127.0.0.1 that forwards to the registry and paces everything it sends back
-to at most RATE bits a second, all connections together (one token bucket,
-as one network link would share them). Requests go up unpaced: they are
-small. The registry's own access log still counts the bytes it served.
+"""A slower link for the registry rows (stdlib and iproute2 only).
 
-    with Link(registry_port, 100e6) as link:
-        ... docker://127.0.0.1:{link.port}/repo:tag ...
+A network namespace of the bench's own, joined to this one by a veth pair
+with private addresses (10.231.K.1 here, 10.231.K.2 there), whose egress
+toward us is paced by the kernel's token bucket (`tc qdisc … tbf`) to RATE
+bits a second, all connections together, as one network link shares them.
+A second `docker-registry` runs inside it on the bench registry's storage,
+with an access log of its own, which counts the bytes it served. Requests
+go up unpaced: they are small. Nothing leaves the machine: both ends of the
+pair are on it.
+
+    with Link(storage_dir, work_dir, 100e6) as link:
+        ... docker://{link.host_port}/repo:tag ... link.registry.blob_bytes(mark)
 
 Loopback without it runs at memory speed, which flatters whoever fetches
-the most; issue 23 holds the full pass to `skopeo copy` on real links.
+the most; issue 23 holds the full pass to `skopeo copy` on real links. The
+kernel paces, so no process of ours spends a core on it: the stdlib proxy
+this replaces did, on a 2-core machine, and so held back the one that
+decodes while it fetches (ocimount) more than the one that only writes
+(skopeo).
 """
-import socket
-import threading
-import time
+import os
+import subprocess
 
-CHUNK = 64 * 1024           # paced in pieces this big
-BURST = 256 * 1024          # bytes sent ahead of the pace: a NIC queue, roughly
+# tbf drops a packet larger than its bucket: at least a TSO segment (64 KiB)
+# with room, and at least 4 ms of the rate.
+MIN_BURST = 128 * 1024
+LATENCY = "100ms"
+
+
+def ip(*args, ns=None):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stdout.decode(errors='replace')}")
 
 
 class Link:
-    def __init__(self, upstream_port, rate_bits):
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.rate = rate_bits / 8.0            # bytes a second
-        self.lock = threading.Lock()
-        self.next_free = time.monotonic()      # when the link is next idle
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.stopped = False
-        self.sockets = []
-        self.thread = threading.Thread(target=self._accept, name="link-accept", daemon=True)
+    count = 0
+
+    def __init__(self, storage_dir, work_dir, rate_bits):
+        Link.count += 1
+        k = (os.getpid() + Link.count) % 250 + 1
+        self.ns = f"ocimount-bench-{os.getpid()}-{Link.count}"
+        self.host_if, self.ns_if = f"obl{k}h", f"obl{k}n"
+        self.here, self.there = f"10.231.{k}.1", f"10.231.{k}.2"
+        self.rate = int(rate_bits)
+        self.burst = max(MIN_BURST, self.rate // 8 // 250)
+        from registry import Registry  # registry.py imports this module
+        self.registry = Registry(work_dir, storage=storage_dir, netns=self.ns, addr=self.there)
+        self.made = False
+
+    @property
+    def host_port(self):
+        return f"{self.there}:{self.registry.port}"
 
     def __enter__(self):
-        self.thread.start()
+        try:
+            ip("ip", "netns", "add", self.ns)
+            self.made = True
+            ip("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            ip("ip", "link", "set", self.ns_if, "netns", self.ns)
+            ip("ip", "addr", "add", f"{self.here}/30", "dev", self.host_if)
+            ip("ip", "link", "set", self.host_if, "up")
+            ip("ip", "addr", "add", f"{self.there}/30", "dev", self.ns_if, ns=self.ns)
+            ip("ip", "link", "set", self.ns_if, "up", ns=self.ns)
+            ip("ip", "link", "set", "lo", "up", ns=self.ns)
+            ip("tc", "qdisc", "add", "dev", self.ns_if, "root", "tbf", "rate", f"{self.rate}bit",
+               "burst", str(self.burst), "latency", LATENCY, ns=self.ns)
+            self.registry.start()
+        except Exception:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc):
         self.stop()
 
     def stop(self):
-        self.stopped = True
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        self.thread.join(timeout=5)
-
-    def _pace(self, n):
-        """Wait until n more bytes fit through the link."""
-        with self.lock:
-            now = time.monotonic()
-            self.next_free = max(self.next_free, now) + n / self.rate
-            wait = self.next_free - now - BURST / self.rate
-        if wait > 0:
-            time.sleep(wait)
-
-    def _accept(self):
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=30)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.sockets += [client, upstream]
-            pumps = [2]   # the connection's pumps still running
-            for src, dst, paced in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pump, args=(src, dst, paced, pumps),
-                                 name="link-pump", daemon=True).start()
-
-    def _pump(self, src, dst, paced, pumps):
-        try:
-            while True:
-                data = src.recv(CHUNK)
-                if not data:
-                    break
-                if paced:
-                    self._pace(len(data))
-                dst.sendall(data)
-        except OSError:
-            pass
-        # This direction is done: the other end sees its end; the last of
-        # the two pumps closes the connection.
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        with self.lock:
-            pumps[0] -= 1
-            last = pumps[0] == 0
-            if last:
-                self.sockets = [s for s in self.sockets if s not in (src, dst)]
-        if last:
-            src.close()
-            dst.close()
+        self.registry.stop()
+        if self.made:
+            # Deleting the namespace deletes its end of the pair, and so both.
+            subprocess.run(["ip", "netns", "del", self.ns], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=60)
+            self.made = False
+        subprocess.run(["ip", "link", "del", self.host_if], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)

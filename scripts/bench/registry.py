@@ -15,8 +15,10 @@ empty ocimount cache, the page cache dropped):
      tables of contents with `--no-remote-index` (issue 23).
 
 Way 2's first file and `skopeo copy` alone are also timed through links
-paced to 1 Gbit/s and 100 Mbit/s (scripts/bench/link.py), where the full
-pass is held to the copy.
+paced to 1 Gbit/s and 100 Mbit/s (scripts/bench/link.py: a network
+namespace joined by a veth pair whose egress tc's tbf paces, with a second
+registry inside on the same storage), where the full pass is held to the
+copy.
 
 Each way is timed to the first file (`ocimount mount`, then `cat` of the
 file through the mount; the unmount that follows is not timed) and to
@@ -150,17 +152,22 @@ def free_port():
 class Registry:
     """`docker-registry serve` on 127.0.0.1:PORT, config, storage and log in DIR;
     with remote (`http://127.0.0.1:PORT`), a pull-through cache of that registry
-    (distribution's `proxy.remoteurl`; fleet.py)."""
+    (distribution's `proxy.remoteurl`; fleet.py). link.py runs one in a network
+    namespace of its own (netns, on addr) on another's storage."""
 
-    def __init__(self, dir, remote=None):
+    def __init__(self, dir, remote=None, storage=None, netns=None, addr="127.0.0.1"):
         self.dir = dir
         self.remote = remote
+        self.storage = storage or os.path.join(dir, "storage")
+        self.netns = netns
+        self.addr = addr
         self.log_path = os.path.join(dir, "registry.log")
         self.proc = None
         self.port = None
 
     def start(self):
-        os.makedirs(os.path.join(self.dir, "storage"), exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.storage, exist_ok=True)
         for _ in range(5):       # the port may be taken between free_port() and the bind: retry
             self.port = free_port()
             config = os.path.join(self.dir, "config.yml")
@@ -173,17 +180,18 @@ log:
     disabled: false
 storage:
   filesystem:
-    rootdirectory: {self.dir}/storage
+    rootdirectory: {self.storage}
   maintenance:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:{self.port}
+  addr: {self.addr}:{self.port}
   secret: ocimount-bench
 """ + (f"proxy:\n  remoteurl: {self.remote}\n" if self.remote else ""))
             start = self.log_size()
             with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(["docker-registry", "serve", config], cwd=self.dir,
+                netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+                self.proc = subprocess.Popen([*netns, "docker-registry", "serve", config], cwd=self.dir,
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                              preexec_fn=_die_with_parent)
             end = time.monotonic() + READY_LIMIT
@@ -196,13 +204,13 @@ http:
             tail = self.log_since(start)[-2000:]
             self.stop()
             if "address already in use" not in tail:
-                raise RuntimeError(f"docker-registry did not answer on 127.0.0.1:{self.port} "
+                raise RuntimeError(f"docker-registry did not answer on {self.addr}:{self.port} "
                                    f"within {READY_LIMIT:.0f} s:\n{tail}")
         raise RuntimeError("docker-registry: no free port after 5 attempts")
 
     def answers(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.addr}:{self.port}/v2/", timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -382,11 +390,13 @@ class Section:
         return size + manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
 
     # --- per repetition
-    def step(self, system, metric, fn):
+    def step(self, system, metric, fn, reg=None):
         """fn() -> seconds, from a cold page cache; adds them and the blob bytes
-        the registry served meanwhile (the unmount after fn included)."""
+        the registry (reg, else the bench's) served meanwhile (the unmount
+        after fn included)."""
+        reg = reg or self.reg
         self.h.drop_caches()
-        mark = self.reg.log_size()
+        mark = reg.log_size()
         try:
             seconds = fn()
         except Exception as e:        # one failed cell, not a lost run
@@ -394,7 +404,7 @@ class Section:
             self.notes["errors"][f"{system} {metric}"] = str(e)[-1000:]
             return
         self.b.add(system, metric, seconds)
-        self.b.add(system, f"{metric}_bytes", self.reg.blob_bytes(mark))
+        self.b.add(system, f"{metric}_bytes", reg.blob_bytes(mark))
 
     # The timed parts below start from an empty cache (and, for way 1, no
     # layout): rep() clears them before step() drops the page cache.
@@ -459,15 +469,26 @@ class Section:
             self.step(key, "read_all", lambda: self.read_all(o, key))
         fresh(local, noindex, indexed)
         for tag, rate in LINKS:
-            with link.Link(self.reg.port, rate) as paced:
-                image = f"docker://127.0.0.1:{paced.port}/{REPO}:{TAG}"
+            try:
+                paced = link.Link(self.reg.storage, os.path.join(self.dir, f"link-{tag}"), rate)
+                paced.__enter__()
+            except Exception as e:
+                for system in (f"skopeo-copy@{tag}", f"registry-noindex@{tag}"):
+                    self.notes["errors"][f"{system} link"] = f"no paced link: {e}"[-1000:]
+                continue
+            try:
+                image = f"docker://{paced.host_port}/{REPO}:{TAG}"
                 copy_paced = ["skopeo", "copy", "--src-tls-verify=false", image, f"oci:{dest}:{TAG}"]
                 fresh()
-                self.step(f"skopeo-copy@{tag}", "copy", lambda: self.h.timed(copy_paced))
+                self.step(f"skopeo-copy@{tag}", "copy", lambda: self.h.timed(copy_paced),
+                          reg=paced.registry)
                 o = self.node(f"noindex-{tag}", image, ["--no-remote-index"])
                 fresh(o)
-                self.step(f"registry-noindex@{tag}", "first_file", lambda: self.first_file(o))
+                self.step(f"registry-noindex@{tag}", "first_file", lambda: self.first_file(o),
+                          reg=paced.registry)
                 fresh(o)
+            finally:
+                paced.stop()
         fresh()
         for key in LAZY:
             o = self.node(key.split("-", 1)[1], self.lazy_image(key), ["--no-remote-index"])
