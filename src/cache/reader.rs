@@ -621,7 +621,7 @@ impl LayerReader {
     /// own, or for a materialised span the one its stretch began at) to the
     /// byte where the next span begins. From a remote blob, the spans that
     /// follow come in the same request while they are not stored, start on
-    /// their own (a gzip member, a zstd frame), and the whole range (with
+    /// their own (a gzip member or checkpoint, a zstd frame), and the whole range (with
     /// the tar headers' frames between them) stays within
     /// `COALESCE_BYTES`: a table of contents' chunks are often a few KB,
     /// and reading many files in order would otherwise cost a request a
@@ -658,7 +658,9 @@ impl LayerReader {
                 let span = &self.spans[j];
                 let own_start = matches!(
                     span.start,
-                    SpanStart::GzipMember | SpanStart::ZstdFrame { .. }
+                    SpanStart::GzipMember
+                        | SpanStart::GzipBlock { .. }
+                        | SpanStart::ZstdFrame { .. }
                 );
                 let next_end = self.compressed_end(j);
                 if !own_start
