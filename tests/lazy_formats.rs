@@ -668,8 +668,8 @@ fn zstd_chunked_toc(blob: &[u8], layer: &Value) -> Vec<Value> {
         .map(|f| f.parse().unwrap())
         .collect();
     let (offset, length, json_length) = (fields[0] as usize, fields[1] as usize, fields[2]);
-    let json = zstd::bulk::decompress(&blob[offset..offset + length], json_length as usize)
-        .unwrap();
+    let json =
+        zstd::bulk::decompress(&blob[offset..offset + length], json_length as usize).unwrap();
     let toc: Value = serde_json::from_slice(&json).unwrap();
     toc["entries"].as_array().unwrap().clone()
 }
@@ -710,7 +710,9 @@ fn a_large_chunk_swapped_for_another_valid_frame_sends_the_layer_to_a_full_pass(
                 .find(|e| e["name"] == target && e["type"] == "reg")
                 .unwrap();
             assert!(
-                entries.iter().all(|e| e["name"] != target || e["type"] == "reg"),
+                entries
+                    .iter()
+                    .all(|e| e["name"] != target || e["type"] == "reg"),
                 "{target} is one chunk"
             );
             let start = file["offset"].as_u64().unwrap() as usize;

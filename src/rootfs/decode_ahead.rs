@@ -163,24 +163,26 @@ impl DecodeAhead {
                 0
             }
         };
-        let mut ahead = Vec::new();
         let reach = if reader.is_remote() {
             remote_reach(run_length, REMOTE_AHEAD_MAX)
         } else {
             shared.layer_ahead
         };
-        if in_order && reach > 0 {
+        // The stretch ahead: spans `here + 1..=end` (empty unless in order).
+        let end = if in_order && reach > 0 {
             let at = start.saturating_add(offset);
-            let end = reader
+            reader
                 .span_at(at.saturating_add(reach))
                 .unwrap_or(reader.span_count().saturating_sub(1))
-                .min(here.saturating_add(QUEUE_MAX));
-            ahead.extend((here + 1..=end).filter(|&i| !reader.is_ready(i)));
-        }
+                .min(here.saturating_add(QUEUE_MAX))
+        } else {
+            here
+        };
+        let ahead: Vec<usize> = (here + 1..=end).filter(|&i| !reader.is_ready(i)).collect();
         // The file's own spans first (a remote one only if stored), then
         // the stretch ahead, which a remote layer may fetch.
         let may_fetch = reader.is_remote() && !ahead.is_empty();
-        wanted.retain(|i| !ahead.contains(i));
+        wanted.retain(|i| !(here + 1..=end).contains(i));
         if !ahead.is_empty() {
             shared.push(layer, &ahead, may_fetch);
         }
