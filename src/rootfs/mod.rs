@@ -475,6 +475,10 @@ fn take_published_indexes(image: &Image, cache: &Cache, opts: &OpenOptions) -> O
     Some(!published.is_empty())
 }
 
+/// The smallest layer (compressed) whose hashes are taken on threads of
+/// their own during its pass (`PassOptions::hash_apart`).
+const HASH_APART_MIN_BYTES: u64 = 1 << 20;
+
 /// Layer streams from a registry at once: they wait on the network more
 /// than on a core, and more would invite 429s.
 const REMOTE_STREAMS: usize = 4;
@@ -508,8 +512,11 @@ fn index_layers(
             gzip_span: opts.gzip_span,
             large_file_span: LARGE_FILE_GZIP_SPAN.min(opts.gzip_span),
             // A layer longer than the cores' fair share outlasts
-            // the others: its hashing gets the cores they free.
+            // the others: its hashing gets the cores they free. Not
+            // for a small one, whose pass is over before three threads
+            // would have started.
             hash_apart: cores > 1
+                && layer.size >= HASH_APART_MIN_BYTES
                 && u128::from(layer.size) * cores as u128 > u128::from(total_size),
         };
         let result = cache.entry(&*blobs[i], layer, &bar, pass);
