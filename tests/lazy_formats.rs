@@ -86,6 +86,22 @@ fn success(out: &Output, what: &str) -> Vec<u8> {
     out.stdout.clone()
 }
 
+/// (digest, compressed size) of each layer of `format`'s image, in order.
+fn layer_sizes<C: FromIterator<(String, u64)>>(format: &str) -> C {
+    let (manifest, _) = manifest_of(&layout(format));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -177,18 +193,7 @@ fn a_cold_read_from_a_registry_fetches_a_few_percent_of_the_layers() {
             &format!("oci:{}:latest", layout(format).display()),
             &format!("{format}:latest"),
         );
-        let (manifest, _) = manifest_of(&layout(format));
-        let layers: Vec<(String, u64)> = manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["digest"].as_str().unwrap().to_string(),
-                    l["size"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let layers: Vec<(String, u64)> = layer_sizes(format);
         let mark = registry.access_records().len();
         let cache = tempfile::tempdir().unwrap();
         let image = registry.docker_ref(&format!("{format}:latest"));
@@ -271,18 +276,7 @@ fn reading_everything_through_the_tocs_fetches_each_byte_once_in_large_requests(
             &format!("oci:{}:latest", layout(format).display()),
             &format!("{format}:latest"),
         );
-        let (manifest, _) = manifest_of(&layout(format));
-        let layers: BTreeMap<String, u64> = manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["digest"].as_str().unwrap().to_string(),
-                    l["size"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let layers: BTreeMap<String, u64> = layer_sizes(format);
         let cache = tempfile::tempdir().unwrap();
         let image = registry.docker_ref(&format!("{format}:latest"));
         let mark = registry.access_records().len();
