@@ -61,6 +61,11 @@ def layers_of(layout):
     return {layer["digest"]: layer["size"] for layer in doc["layers"]}
 
 
+def of_layers(per_digest, layers):
+    """The bytes of per_digest ({digest: bytes}) that are layers'."""
+    return sum(b for d, b in per_digest.items() if d in layers)
+
+
 def run(cmd, **kw):
     kw.setdefault("stdout", subprocess.DEVNULL)
     kw.setdefault("stderr", subprocess.PIPE)
@@ -202,8 +207,8 @@ def one_fleet(bin, layout, work, mode, nodes, layers, log):
         mirror.settle()
         served = mirror.blob_bytes_by_digest(mirror_start)
         up_node1 = upstream.blob_bytes_by_digest(up_start)
-        n["node1_upstream_layer_bytes"] = sum(b for d, b in up_node1.items() if d in layers)
-        n["node1_mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        n["node1_upstream_layer_bytes"] = of_layers(up_node1, layers)
+        n["node1_mirror_layer_bytes"] = of_layers(served, layers)
         log(f"fleet {mode}: node 1: {seconds:.3f} s, upstream {n['node1_upstream_layer_bytes']} "
             f"layer bytes")
         # The cache stores a blob with a fetch of its own, which may still run
@@ -228,17 +233,17 @@ def one_fleet(bin, layout, work, mode, nodes, layers, log):
         n["wave_indexes_taken"] = [e.count("using the published index") for _, e in wave]
         up = upstream.blob_bytes_by_digest(up_mark)
         served = mirror.blob_bytes_by_digest(mirror_mark)
-        n["wave_upstream_layer_bytes"] = sum(b for d, b in up.items() if d in layers)
-        n["wave_mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        n["wave_upstream_layer_bytes"] = of_layers(up, layers)
+        n["wave_mirror_layer_bytes"] = of_layers(served, layers)
         log(f"fleet {mode}: nodes 2-{nodes}: median {statistics.median(n['wave_seconds']):.3f} s, "
             f"upstream {n['wave_upstream_layer_bytes']} layer bytes")
 
         up = upstream.blob_bytes_by_digest(up_start)
         served = mirror.blob_bytes_by_digest(mirror_start)
-        n["upstream_layer_bytes"] = sum(b for d, b in up.items() if d in layers)
+        n["upstream_layer_bytes"] = of_layers(up, layers)
         n["upstream_blob_bytes"] = sum(up.values())
         n["upstream_max_layer_copies"] = max((up.get(d, 0) / s for d, s in layers.items() if s), default=0)
-        n["mirror_layer_bytes"] = sum(b for d, b in served.items() if d in layers)
+        n["mirror_layer_bytes"] = of_layers(served, layers)
         n["mirror_blob_bytes"] = sum(served.values())
         n["versions"] = {"docker-registry": upstream.version()}
     except Exception as e:
