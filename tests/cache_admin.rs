@@ -260,6 +260,35 @@ fn prune_drops_decoded_data_keeps_indexes_and_all_spares_what_is_mounted() {
     );
 }
 
+/// A pid no running process can have: one above pid_max.
+fn dead_pid() -> u64 {
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    pid_max + 1
+}
+
+#[test]
+fn an_open_that_indexes_and_merges_also_sweeps_killed_writers_temps() {
+    // A process killed while it stored a tree, whose layers then had to be
+    // built again (a torn index): the open that rebuilds them takes the
+    // process's temp file back too, as the one that finds all built does.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path();
+    let tiny = layout("tiny-opaque");
+    let trees = cache.join("trees/sha256");
+    std::fs::create_dir_all(&trees).unwrap();
+    let killed_tree = trees.join(format!(".{}.tmp.{}.9", "cd".repeat(32), dead_pid()));
+    std::fs::write(&killed_tree, b"half a tree").unwrap();
+    ok(&ocimount(cache, &["ls", &tiny, "/"]));
+    assert!(
+        !killed_tree.exists(),
+        "a killed tree writer's file outlived an open that merged"
+    );
+}
+
 #[test]
 fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_names() {
     let cache_dir = tempfile::tempdir().unwrap();
@@ -286,14 +315,9 @@ fn prune_sweeps_dead_tree_writers_files_and_all_sweeps_trees_no_image_record_nam
     // A writer killed between its write and its rename: a pid above
     // pid_max cannot be running. The next open of the image removes its
     // files; a live writer's (this process) stay.
-    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let killed_tree = put(&format!(".{manifest}.tmp.{}.9", pid_max + 1), None);
+    let killed_tree = put(&format!(".{manifest}.tmp.{}.9", dead_pid()), None);
     let records = cache.join("images");
-    let killed_record = records.join(format!(".{manifest}.tmp.{}", pid_max + 1));
+    let killed_record = records.join(format!(".{manifest}.tmp.{}", dead_pid()));
     std::fs::write(&killed_record, b"{").unwrap();
     let live_record = records.join(format!(".{manifest}.tmp.{}", std::process::id()));
     std::fs::write(&live_record, b"{").unwrap();

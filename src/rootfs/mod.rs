@@ -126,12 +126,16 @@ fn open_image(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
 }
 
 /// The cache as `opts` and the image ask for it: whether a registry pass
-/// keeps what it decodes, and whose published indexes are trusted.
+/// keeps what it decodes, and whose published indexes are trusted. Every
+/// open takes back first what writers killed between write and rename
+/// left (stored trees, records), whichever path the open then takes.
 fn layer_cache(image: &Image, opts: &OpenOptions) -> Result<Cache> {
-    Ok(Cache::locate(opts.cache_dir.as_deref())?
+    let cache = Cache::locate(opts.cache_dir.as_deref())?
         .keeping_remote_output(opts.cache_mode == CacheMode::Full && opts.cache_max.is_none())
         .trusting_published(published_scope(image, opts))
-        .using_tocs(opts.registry.tocs))
+        .using_tocs(opts.registry.tocs);
+    crate::cache::admin::sweep_temps(cache.root(), crate::sys::atomic::Stale::WriterGone);
+    Ok(cache)
 }
 
 /// Every layer's blob and cache entry (indexed now where missing, from a
@@ -243,7 +247,6 @@ fn stored_tree(image: &Image, cache: &Cache) -> Option<(Vec<CacheEntry>, Tree)> 
         })
         .collect();
     let path = stored::path(cache.root(), &image.manifest_digest);
-    crate::cache::admin::sweep_temps(cache.root(), crate::sys::atomic::Stale::WriterGone);
     match stored::load(&path, &records) {
         Ok(tree) => Some((entries, tree)),
         Err(reason) => {
