@@ -305,7 +305,7 @@ impl Cache {
         remove_if_present(&dir.join(ORIGIN))?;
         tracing::info!(
             layer = %layer.digest,
-            "indexed from its {} table of contents: {} entries, {} chunks",
+            "indexed from its {} table of contents: {} entries, {} spans",
             reference.format_name(),
             index.entries.len(),
             index.spans.len()
