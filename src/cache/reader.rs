@@ -797,19 +797,27 @@ const FETCH_RUN_SLACK: u64 = 64 << 10;
 
 impl FetchRun {
     fn reach_for(&self, start: u64) -> u64 {
-        let follows =
-            self.last_end > 0 && start >= self.last_end && start - self.last_end <= FETCH_RUN_SLACK;
-        if follows {
+        if self.follows(start) {
             (self.reach.max(COALESCE_BYTES) * 2).min(AHEAD_FETCH_BYTES)
         } else {
             COALESCE_BYTES
         }
     }
 
+    /// Whether a fetch from `start` follows the last one: it starts at its
+    /// end, a little past it, or on its last byte. A gzip span's range ends
+    /// one byte into the next span (the byte holding both spans' bits, see
+    /// `compressed_end`), so the next span's fetch starts there.
+    fn follows(&self, start: u64) -> bool {
+        self.last_end > 0
+            && start.saturating_add(1) >= self.last_end
+            && start.saturating_sub(self.last_end) <= FETCH_RUN_SLACK
+    }
+
     /// A fetch of `start..end` is asked for. One inside the last fetch's
     /// stretch (its bytes are in memory, or on their way) changes nothing.
     fn fetched(&mut self, start: u64, end: u64) {
-        if start < self.last_end {
+        if !self.follows(start) && start < self.last_end {
             return;
         }
         self.reach = self.reach_for(start);
@@ -911,11 +919,28 @@ mod tests {
             .unwrap()
     }
 
-    /// Spans hashed on a thread of their own get the digests they get in
-    /// place, each the SHA-256 of the span's own bytes of the tar.
     /// The readahead of a remote blob: a fetch that follows the last one
     /// doubles the reach up to `AHEAD_FETCH_BYTES`; one elsewhere starts
     /// again; one inside the last stretch changes nothing.
+    /// Gzip spans' ranges share a byte: the next span's fetch starts on
+    /// the last byte of the one before, and that follows it too (it was
+    /// taken as inside the last stretch, and the reach never grew).
+    #[test]
+    fn a_fetch_from_the_last_ones_final_byte_follows_it() {
+        let mut run = FetchRun::default();
+        let mut start = 1000;
+        for _ in 0..8 {
+            let end = start + 100_001; // one byte into the next span
+            run.fetched(start, end);
+            start = end - 1;
+        }
+        assert_eq!(run.reach_for(start), AHEAD_FETCH_BYTES);
+        // Further inside the last stretch: no change.
+        run.fetched(start - 10, start + 50);
+        assert_eq!(run.reach_for(start), AHEAD_FETCH_BYTES);
+        assert_eq!(run.reach_for(start - 2), COALESCE_BYTES);
+    }
+
     #[test]
     fn the_fetch_run_grows_along_the_blob_and_starts_again_elsewhere() {
         let mut run = FetchRun::default();
@@ -942,6 +967,8 @@ mod tests {
         assert_eq!(run.reach_for(5), COALESCE_BYTES);
     }
 
+    /// Spans hashed on a thread of their own get the digests they get in
+    /// place, each the SHA-256 of the span's own bytes of the tar.
     #[test]
     fn spans_hashed_apart_have_the_digests_of_their_bytes() {
         let tar = sample_tar();
