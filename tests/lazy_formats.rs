@@ -89,17 +89,7 @@ fn success(out: &Output, what: &str) -> Vec<u8> {
 /// (digest, compressed size) of each layer of `format`'s image, in order.
 fn layer_sizes<C: FromIterator<(String, u64)>>(format: &str) -> C {
     let (manifest, _) = manifest_of(&layout(format));
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["digest"].as_str().unwrap().to_string(),
-                l["size"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    support::manifest_layers(&manifest)
 }
 
 fn json(path: &Path) -> Value {

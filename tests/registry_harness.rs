@@ -59,17 +59,7 @@ fn index_digest(name: &str) -> String {
 /// The layers (digest, size) of single-image layout `name`.
 fn layers(name: &str) -> Vec<(String, u64)> {
     let manifest = json(&std::fs::read(blob_path(name, &index_digest(name))).unwrap());
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["digest"].as_str().unwrap().to_string(),
-                l["size"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    support::manifest_layers(&manifest)
 }
 
 /// A layer of debian-gzip of a few MB: big enough to be many TCP

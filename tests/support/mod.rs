@@ -252,3 +252,18 @@ pub fn extract(tar: &Path, into: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// (digest, compressed size) of each layer a manifest lists, in order.
+pub fn manifest_layers<C: FromIterator<(String, u64)>>(manifest: &serde_json::Value) -> C {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
