@@ -437,6 +437,36 @@ impl Output {
     }
 }
 
+/// Writes `path` as an executable `/bin/sh` script with `body`, for tests.
+///
+/// A child process writes it, never this one: a test process forks from
+/// many threads, and a fork taken while this process held the script open
+/// for writing keeps it so until the child execs, which makes running the
+/// script fail with ETXTBSY. `spawn` retries that where it sees it, but
+/// under qemu-user `posix_spawn`'s vfork is a plain fork, so the error
+/// never reaches the parent: the child just exits 127.
+#[cfg(test)]
+pub(crate) fn write_test_script(path: &Path, body: &str) {
+    let mut writer = Command::new("/bin/sh")
+        .args(["-c", r#"cat > "$1" && chmod 755 "$1""#, "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start /bin/sh to write a test script");
+    writer
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+        .expect("write the test script");
+    let status = writer.wait().expect("wait for /bin/sh");
+    assert!(
+        status.success(),
+        "writing {} failed: {status}",
+        path.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,13 +486,10 @@ mod tests {
 
         /// `docker-credential-NAME`, a /bin/sh script with `body`.
         fn script(&self, name: &str, body: &str) -> &Self {
-            let path = self.dir.path().join(format!("docker-credential-{name}"));
-            let mut file = fs::File::create(&path).expect("create");
-            file.write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
-                .expect("write");
-            file.sync_all().expect("sync");
-            drop(file);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+            write_test_script(
+                &self.dir.path().join(format!("docker-credential-{name}")),
+                body,
+            );
             self
         }
 

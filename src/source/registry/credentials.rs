@@ -1255,8 +1255,6 @@ mod tests {
 
     #[test]
     fn helpers_run_for_real_from_the_search_path() {
-        use std::io::Write as _;
-        use std::os::unix::fs::PermissionsExt;
         let home = Home::new();
         let bin = home.path("bin");
         fs::create_dir_all(&bin).expect("mkdir");
@@ -1275,12 +1273,10 @@ case "$server" in
 esac"#,
             ),
         ] {
-            let path = bin.join(format!("docker-credential-{name}"));
-            let mut file = fs::File::create(&path).expect("create");
-            file.write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
-                .expect("write");
-            drop(file);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+            super::super::cred_helper::write_test_script(
+                &bin.join(format!("docker-credential-{name}")),
+                body,
+            );
         }
         home.write(
             "home/.docker/config.json",
