@@ -890,6 +890,65 @@ mod tests {
         );
     }
 
+    /// Decoding a span needs nothing of the blob outside its compressed
+    /// range, through the framed path and through zlib: with every byte
+    /// before it spoilt and none after it, each span still decodes to its
+    /// own bytes. And a checkpoint's `prime` is the top of the range's
+    /// first byte.
+    #[test]
+    fn spans_decode_from_their_compressed_range_alone() {
+        let plain = mixed(3 << 20, 21);
+        // With an empty member, whose span the pass drops: its bytes are
+        // the last range's.
+        let mut parts = vec![&plain[..1 << 20], &plain[1 << 20..(1 << 20) + 77], &[]];
+        parts.push(&plain[(1 << 20) + 77..]);
+        parts.push(&[]);
+        let mut long = text(100_000, 4);
+        long.resize(long.len() + (3 << 20), 0);
+        let (mut checked, mut primed, mut materialised) = (0, 0, 0);
+        for (blob, max_span) in [(gzip(&parts), None), (gzip(&[&long]), Some(256 << 10))] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = File::create_new(dir.path().join("data")).unwrap();
+            let (out, spans) = index(&blob, 32 << 10, max_span, Some(data)).unwrap();
+            for (i, span) in spans.iter().enumerate() {
+                let Some(range) =
+                    crate::layer::spans::compressed_range(&spans, i, blob.len() as u64)
+                else {
+                    assert!(matches!(span.start, SpanStart::Materialized { .. }));
+                    materialised += 1;
+                    continue;
+                };
+                let (from, to) = (range.start as usize, range.end as usize);
+                if let SpanStart::GzipBlock { bits, prime, .. } = span.start {
+                    if bits > 0 {
+                        assert_eq!(prime, blob[from] >> (8 - bits), "span {i}'s prime");
+                        primed += 1;
+                    }
+                }
+                // Ends with the range: zlib goes on past a span's last
+                // output byte to read the next block's header, and would
+                // fail on spoilt bytes there.
+                let mut spoilt: Vec<u8> = blob[..to].iter().map(|b| !b).collect();
+                spoilt[from..to].copy_from_slice(&blob[from..to]);
+                let source = MemoryBlob::new(spoilt, "test".to_string());
+                let want =
+                    &out[span.out_offset as usize..(span.out_offset + span.out_len) as usize];
+                let mut got = vec![0u8; span.out_len as usize];
+                if deflate_frame::decode(&source, &spans, i, &mut got).unwrap() {
+                    assert!(got == want, "span {i} framed from {range:?}");
+                }
+                let mut got = vec![0u8; span.out_len as usize];
+                decode_span(&source, span, &mut got).unwrap();
+                assert!(got == want, "span {i} through zlib from {range:?}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 80 && primed > 5 && materialised > 5,
+            "{checked} spans, {primed} primed, {materialised} materialised"
+        );
+    }
+
     #[test]
     fn spans_before_a_materialised_stretch_or_with_far_more_input_go_to_zlib() {
         // A long block cut into materialised spans.

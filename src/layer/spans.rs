@@ -8,7 +8,7 @@
 //! served or stored: a CRC-32 can be forged with four chosen bytes. The
 //! CRC-32 detects damage to local copies (the data cache, a local blob).
 
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 
 use sha2::{Digest as _, Sha256};
 
@@ -295,9 +295,120 @@ pub fn spans_covering(spans: &[Span], offset: u64, len: u64) -> Option<RangeIncl
     Some(first..=last)
 }
 
+/// The blob bytes span `spans[i]`'s compressed bytes lie in: the smallest
+/// run of whole bytes that holds every bit decoding it reads.
+///
+/// - `Blob`: its own bytes, which are also its decoded bytes.
+/// - `ZstdFrame`: the frame, `in_len` bytes from `in_offset`.
+/// - `GzipMember`, `GzipBlock`: from `in_offset` (one byte earlier for a
+///   checkpoint inside a byte: that byte holds the span's first `bits`
+///   bits, whose value the index keeps as `prime`) up to the next span that
+///   starts on its own (a member or a checkpoint further on; `Materialized`
+///   spans share their anchor's `in_offset` and are passed over), or the
+///   blob's end. When that next span starts inside a byte, the byte is in
+///   both ranges.
+/// - `Materialized`: `None`, since it is decoded from its anchor's range.
+///
+/// `None` too for a range that is empty or runs past `blob_size`. Exact
+/// for an index whose own starts ascend through the blob, as a pass makes
+/// them; for a table of contents' spans, a bound to fetch by.
+pub fn compressed_range(spans: &[Span], i: usize, blob_size: u64) -> Option<Range<u64>> {
+    let span = spans.get(i)?;
+    let start = span.in_offset;
+    let range = match span.start {
+        SpanStart::Blob => start..start.checked_add(span.out_len)?,
+        SpanStart::ZstdFrame { in_len } => start..start.checked_add(in_len)?,
+        SpanStart::Materialized { .. } => return None,
+        SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
+            let first = match span.start {
+                SpanStart::GzipBlock { bits, .. } if bits > 0 => start.checked_sub(1)?,
+                _ => start,
+            };
+            let end = spans[i + 1..]
+                .iter()
+                .filter(|s| matches!(s.start, SpanStart::GzipMember | SpanStart::GzipBlock { .. }))
+                .map(|s| s.in_offset)
+                .find(|&o| o > start)
+                .unwrap_or(blob_size);
+            first..end
+        }
+    };
+    (range.start < range.end && range.end <= blob_size).then_some(range)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn span(in_offset: u64, out_len: u64, start: SpanStart) -> Span {
+        Span {
+            out_offset: 0,
+            out_len,
+            in_offset,
+            crc32: 0,
+            sha256: [0; 32],
+            start,
+        }
+    }
+
+    fn block(in_offset: u64, bits: u8) -> Span {
+        let window = bytes::Bytes::new();
+        span(
+            in_offset,
+            10,
+            SpanStart::GzipBlock {
+                bits,
+                prime: 0,
+                window,
+            },
+        )
+    }
+
+    #[test]
+    fn compressed_ranges_of_every_start() {
+        let gzip = [
+            span(0, 10, SpanStart::GzipMember),
+            block(40, 0),
+            block(70, 3),
+            span(70, 5, SpanStart::Materialized { frame_out: 20 }),
+            span(70, 5, SpanStart::Materialized { frame_out: 20 }),
+            block(90, 8),
+            span(120, 10, SpanStart::GzipMember),
+        ];
+        let ranges: Vec<_> = (0..gzip.len())
+            .map(|i| compressed_range(&gzip, i, 150))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                Some(0..40),
+                // Ends where the next checkpoint starts inside byte 69.
+                Some(40..70),
+                // Starts at that byte; runs through the materialised spans.
+                Some(69..90),
+                None,
+                None,
+                Some(89..120),
+                // The last own start runs to the blob's end.
+                Some(120..150),
+            ]
+        );
+        let others = [
+            span(0, 100, SpanStart::Blob),
+            span(100, 7, SpanStart::ZstdFrame { in_len: 30 }),
+        ];
+        assert_eq!(compressed_range(&others, 0, 200), Some(0..100));
+        assert_eq!(compressed_range(&others, 1, 200), Some(100..130));
+        assert_eq!(compressed_range(&others, 2, 200), None);
+        // Nothing past the blob, and nothing empty or backwards.
+        assert_eq!(compressed_range(&others, 1, 120), None);
+        assert_eq!(compressed_range(&gzip, 6, 120), None);
+        assert_eq!(compressed_range(&[block(0, 1)], 0, 10), None);
+        let backwards = [block(50, 0), span(20, 1, SpanStart::GzipMember)];
+        assert_eq!(compressed_range(&backwards, 0, 60), Some(50..60));
+        let overflowing = [span(u64::MAX - 1, 5, SpanStart::ZstdFrame { in_len: 5 })];
+        assert_eq!(compressed_range(&overflowing, 0, u64::MAX), None);
+    }
 
     #[test]
     fn a_range_maps_to_the_spans_that_hold_it() {
