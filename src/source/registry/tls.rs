@@ -26,9 +26,13 @@ pub fn agent(host: &str, settings: &Settings, connect_timeout: Duration) -> Resu
     )
     .map_err(|e| bad(e.to_string()))?;
     let mut roots: Vec<Certificate<'static>> = Vec::new();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        roots.push(Certificate::from_der(cert.as_ref()).to_owned());
+    // The system's roots only where they are used: reading them means
+    // reading every file of /etc/ssl/certs, tens of milliseconds from a cold
+    // page cache, which skopeo does not spend with --tls-verify=false either.
+    if settings.tls_verify {
+        for cert in rustls_native_certs::load_native_certs().certs {
+            roots.push(Certificate::from_der(cert.as_ref()).to_owned());
+        }
     }
     for (path, pem) in &files.ca_pems {
         let before = roots.len();
