@@ -18,8 +18,18 @@ use sha2::{Digest as _, Sha256};
 /// moment of either side, little enough to bound the memory held.
 const QUEUED_CHUNKS: usize = 16;
 
+/// Bytes gathered before they go to a hashing thread (with a segment
+/// hasher's cuts among them): one channel message per 256 KiB, not one per
+/// decoder output.
+const BATCH: usize = 256 << 10;
+
 pub struct BackgroundHash {
     inner: Inner,
+    /// Bytes gathered for the next chunk: one channel message (and one
+    /// wake-up of the thread) per `BATCH` bytes, not one per `update`. A
+    /// decoder's outputs are a few KiB to 64 KiB, and each wake-up could
+    /// preempt the decoding thread, the one a pass waits for.
+    pending: Vec<u8>,
     /// Empty buffers the hashing thread handed back, for the next chunks.
     spare: Option<Receiver<Vec<u8>>>,
 }
@@ -39,6 +49,7 @@ impl BackgroundHash {
     pub fn in_place() -> BackgroundHash {
         BackgroundHash {
             inner: Inner::InPlace(Sha256::new()),
+            pending: Vec::new(),
             spare: None,
         }
     }
@@ -60,6 +71,7 @@ impl BackgroundHash {
         match thread {
             Ok(thread) => BackgroundHash {
                 inner: Inner::Thread { chunks, thread },
+                pending: Vec::with_capacity(BATCH),
                 spare: Some(spare),
             },
             Err(e) => {
@@ -70,30 +82,46 @@ impl BackgroundHash {
     }
 
     /// Hash `data` after what came before.
-    pub fn update(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
+    pub fn update(&mut self, mut data: &[u8]) {
         match &mut self.inner {
             Inner::InPlace(hasher) => hasher.update(data),
             Inner::Lost => {}
-            Inner::Thread { chunks, .. } => {
-                let mut chunk = self
-                    .spare
-                    .as_ref()
-                    .and_then(|spare| spare.try_recv().ok())
-                    .unwrap_or_default();
-                chunk.clear();
-                chunk.extend_from_slice(data);
-                if chunks.send(chunk).is_err() {
-                    self.inner = Inner::Lost;
+            Inner::Thread { .. } => {
+                while !data.is_empty() {
+                    let take = (BATCH - self.pending.len().min(BATCH)).min(data.len());
+                    self.pending.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.pending.len() >= BATCH {
+                        self.send_pending();
+                    }
                 }
             }
         }
     }
 
+    /// Hands the gathered bytes to the thread.
+    fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Inner::Thread { chunks, .. } = &self.inner else {
+            return;
+        };
+        let mut next = self
+            .spare
+            .as_ref()
+            .and_then(|spare| spare.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        next.clear();
+        let chunk = std::mem::replace(&mut self.pending, next);
+        if chunks.send(chunk).is_err() {
+            self.inner = Inner::Lost;
+        }
+    }
+
     /// The hasher of everything passed to `update`.
-    pub fn finish(self) -> io::Result<Sha256> {
+    pub fn finish(mut self) -> io::Result<Sha256> {
+        self.send_pending();
         let lost = || io::Error::other("the SHA-256 thread ended early");
         match self.inner {
             Inner::InPlace(hasher) => Ok(hasher),
@@ -105,11 +133,6 @@ impl BackgroundHash {
         }
     }
 }
-
-/// Bytes gathered before they go to the segment-hashing thread together
-/// with the cuts among them: one channel message per 256 KiB, not one per
-/// decoder output.
-const SEGMENT_BATCH: usize = 256 << 10;
 
 /// The SHA-256 of each of a stream's consecutive segments (a layer's spans),
 /// on a thread of its own: `begin` opens a segment (closing the one before),
@@ -157,7 +180,7 @@ impl BackgroundSegmentHashes {
             });
         match thread {
             Ok(thread) => Some(BackgroundSegmentHashes {
-                batch: Vec::with_capacity(SEGMENT_BATCH),
+                batch: Vec::with_capacity(BATCH),
                 cuts: Vec::new(),
                 sender: Some(sender),
                 thread: Some(thread),
@@ -179,10 +202,10 @@ impl BackgroundSegmentHashes {
     /// belong to none and are dropped).
     pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let take = (SEGMENT_BATCH - self.batch.len().min(SEGMENT_BATCH)).min(data.len());
+            let take = (BATCH - self.batch.len().min(BATCH)).min(data.len());
             self.batch.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.batch.len() >= SEGMENT_BATCH {
+            if self.batch.len() >= BATCH {
                 self.send();
             }
         }
@@ -223,15 +246,18 @@ mod tests {
     #[test]
     fn the_digest_is_the_digest_of_the_chunks_in_order() {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
-        for mut hash in [
-            BackgroundHash::start("test-hash"),
-            BackgroundHash::in_place(),
-        ] {
-            for chunk in data.chunks(65_521) {
-                hash.update(chunk);
+        // Chunks far below the batch, across batches, and one past several.
+        for size in [65_521, 1_000, 3 * BATCH + 7] {
+            for mut hash in [
+                BackgroundHash::start("test-hash"),
+                BackgroundHash::in_place(),
+            ] {
+                for chunk in data.chunks(size) {
+                    hash.update(chunk);
+                }
+                hash.update(&[]);
+                assert_eq!(hash.finish().unwrap().finalize(), Sha256::digest(&data));
             }
-            hash.update(&[]);
-            assert_eq!(hash.finish().unwrap().finalize(), Sha256::digest(&data));
         }
         assert_eq!(
             BackgroundHash::start("test-hash")
@@ -251,8 +277,8 @@ mod tests {
             10,
             10,
             4096,
-            SEGMENT_BATCH,
-            SEGMENT_BATCH + 1,
+            BATCH,
+            BATCH + 1,
             2_999_999,
             3_000_000,
             3_000_000,
