@@ -937,6 +937,45 @@ fn manifest_and_config(cache: &Path, image: &str) -> (String, String) {
 }
 
 /// How many of `requests` are a GET of `path`.
+/// Nothing is sent to a registry until something must come from it: an
+/// image by digest whose manifest, config, indexes and read spans are in
+/// the cache opens, mounts and reads with its registry stopped. A tag
+/// still needs the registry to say what it names.
+#[test]
+fn a_cached_image_by_digest_is_read_with_its_registry_stopped() {
+    let mut reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path();
+    let scratch = tempfile::tempdir().unwrap();
+    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
+    let got = bytes(&om(c, &["cat", &image, "/n/file"]));
+    assert_same_bytes(&got, &want, "/n/file with the registry up");
+    let (manifest, _) = manifest_and_config(c, &image);
+    let pinned = format!("docker://{}/test/tiny@{manifest}", reg.host_port());
+
+    reg.stop();
+    let out = om(c, &["cat", &pinned, "/n/file"]);
+    assert_same_bytes(&bytes(&out), &want, "/n/file by digest, registry stopped");
+    {
+        let mounted = Mounted::new(c, &pinned, &["--tls-verify=false"]);
+        let got = std::fs::read(mounted.path().join("n/file")).unwrap();
+        assert_same_bytes(&got, &want, "/n/file through a mount, registry stopped");
+    }
+    let out = om(c, &["cat", &image, "/n/file"]);
+    assert!(!out.status.success(), "a tag resolved with no registry");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "registry {}/test/tiny: cannot reach the registry over HTTPS",
+            reg.host_port()
+        )),
+        "{stderr}"
+    );
+}
+
 fn gets(requests: &[String], path: &str) -> usize {
     requests
         .iter()

@@ -19,7 +19,7 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ureq::http::{self, Response};
@@ -127,8 +127,13 @@ pub struct Document {
 pub struct Client {
     agent: ureq::Agent,
     name: RepositoryName,
-    /// `https://HOST` or, with `--tls-verify=false` and no TLS there, `http://HOST`.
-    base: String,
+    /// `HOST[:PORT]`, as the API is reached.
+    host: String,
+    /// `https://HOST` or, with `--tls-verify=false` and no TLS there,
+    /// `http://HOST`: learnt by the first request (see [`Client::base`]).
+    base: OnceLock<String>,
+    /// Held while the first request learns `base`.
+    probing: Mutex<()>,
     credential: Option<Credential>,
     auth: Mutex<Auth>,
     /// Bearer tokens by access.
@@ -140,53 +145,80 @@ pub struct Client {
 }
 
 impl Client {
-    /// Reach the registry of `name` and learn how it authenticates.
+    /// A client for the registry of `name`. Nothing is sent yet: the first
+    /// request reaches the registry (see [`Client::base`]), so that an image
+    /// whose manifest, config and spans are all in the cache opens with no
+    /// network (a mount by digest, the mount daemon), and the daemon does
+    /// not ask again what its parent just asked.
     pub fn connect(name: &RepositoryName, settings: &Settings) -> Result<Arc<Client>> {
         let host = name.api_host().to_string();
         let agent = tls::agent(&name.domain, settings, CONNECT_TIMEOUT)?;
         let credential = find_credential(name, settings)?;
-        let mut client = Client {
+        Ok(Arc::new(Client {
             agent,
             name: name.clone(),
-            base: format!("https://{host}"),
+            host,
+            base: OnceLock::new(),
+            probing: Mutex::new(()),
             credential,
             auth: Mutex::new(Auth::None),
             tokens: Mutex::new(Vec::new()),
             timeout: settings.request_timeout,
             tls_verify: settings.tls_verify,
             range_ignored: AtomicBool::new(false),
-        };
-        let ping = match client.ping() {
-            Ok(r) => r,
-            Err(e) if !settings.tls_verify => {
+        }))
+    }
+
+    /// `https://HOST`, or `http://HOST` where HTTPS fails and
+    /// `--tls-verify=false` allows it: learnt once, by `GET /v2/`, which
+    /// also tells how the registry authenticates.
+    fn base(&self) -> Result<&str> {
+        if let Some(base) = self.base.get() {
+            return Ok(base);
+        }
+        let _probing = self.probing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(base) = self.base.get() {
+            return Ok(base);
+        }
+        let host = &self.host;
+        let https = format!("https://{host}");
+        let (base, ping) = match self.ping(&https) {
+            Ok(ping) => (https, ping),
+            Err(e) if !self.tls_verify => {
                 tracing::info!(registry = %host, "HTTPS failed ({e}); trying plain HTTP (--tls-verify=false)");
-                client.base = format!("http://{host}");
-                client.ping().map_err(|e2| {
-                    client.error(format!(
+                let http = format!("http://{host}");
+                let ping = self.ping(&http).map_err(|e2| {
+                    self.error(format!(
                         "cannot reach the registry over HTTPS ({e}) nor over HTTP ({e2})"
                     ))
-                })?
+                })?;
+                (http, ping)
             }
-            Err(e) => return Err(client.error(format!("cannot reach the registry: {e}"))),
+            Err(e) => return Err(self.error(format!("cannot reach the registry: {e}"))),
         };
         if ping.status() == 401 {
-            *client.auth.lock().unwrap_or_else(|p| p.into_inner()) =
+            *self.auth.lock().unwrap_or_else(|p| p.into_inner()) =
                 auth_from(&ping).unwrap_or(Auth::None);
         }
-        Ok(Arc::new(client))
+        Ok(self.base.get_or_init(|| base))
     }
 
     pub fn name(&self) -> &RepositoryName {
         &self.name
     }
 
-    /// `https://HOST/v2/REPO/`: the base of every URL this client asks.
-    pub fn repo_url(&self, tail: &str) -> String {
-        format!("{}/v2/{}/{tail}", self.base, self.name.repository)
+    /// `https://HOST/v2/REPO/`: the base of every URL this client asks
+    /// (the registry is reached for it the first time).
+    pub fn repo_url(&self, tail: &str) -> Result<String> {
+        Ok(format!(
+            "{}/v2/{}/{tail}",
+            self.base()?,
+            self.name.repository
+        ))
     }
 
-    fn ping(&self) -> std::result::Result<Response<Body>, String> {
-        let url = format!("{}/v2/", self.base);
+    fn ping(&self, base: &str) -> std::result::Result<Response<Body>, String> {
+        let url = format!("{base}/v2/");
         let request = http::Request::get(&url)
             .body(())
             .map_err(|e| e.to_string())?;
@@ -209,7 +241,7 @@ impl Client {
     /// was asked by (or, for a tag, the `Docker-Content-Digest` the
     /// registry sends, when it sends one).
     pub fn manifest(&self, reference: &str, expected: Option<&Digest>) -> Result<Document> {
-        let url = self.repo_url(&format!("manifests/{reference}"));
+        let url = self.repo_url(&format!("manifests/{reference}"))?;
         let response = self.send(
             "GET",
             &url,
@@ -279,7 +311,7 @@ impl Client {
 
     /// A blob's size, from a HEAD.
     pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let url = self.repo_url(&format!("blobs/{digest}"));
+        let url = self.repo_url(&format!("blobs/{digest}"))?;
         let response = self.send("HEAD", &url, &[], None, Access::Pull, false)?;
         match response.status().as_u16() {
             200 => Ok(header(&response, "content-length").and_then(|l| l.parse().ok())),
@@ -316,7 +348,7 @@ impl Client {
             .checked_add(len)
             .filter(|_| len > 0)
             .ok_or_else(|| self.error(format!("blob {digest}: no bytes {start}+{len}")))?;
-        let url = self.repo_url(&format!("blobs/{digest}"));
+        let url = self.repo_url(&format!("blobs/{digest}"))?;
         let range = format!("bytes={start}-{}", end - 1);
         let response = self.send("GET", &url, &[("Range", range)], None, Access::Pull, false)?;
         let what = format!("blob {digest} bytes {start}..{end}");
@@ -360,7 +392,7 @@ impl Client {
     /// The whole blob, front to back, as one GET. The reader yields exactly
     /// `size` bytes, or fails: a body that ends early or runs on is an error.
     pub fn blob_stream(&self, digest: &Digest, size: u64) -> Result<BlobStream> {
-        let url = self.repo_url(&format!("blobs/{digest}"));
+        let url = self.repo_url(&format!("blobs/{digest}"))?;
         let response = self.send("GET", &url, &[], None, Access::Pull, true)?;
         match response.status().as_u16() {
             200 => {}
@@ -530,7 +562,9 @@ impl Client {
         // request (whatever URL its upload Location gave), the token
         // server's for a token request.
         let origin = match request.access {
-            Some(_) => host_of(&self.base).to_ascii_lowercase(),
+            Some(_) => {
+                host_of(self.base.get().map_or(request.url, String::as_str)).to_ascii_lowercase()
+            }
             None => host_of(request.url).to_ascii_lowercase(),
         };
         let mut url = request.url.to_string();

@@ -87,7 +87,7 @@ enum Listing {
 }
 
 fn list_referrers(client: &Client, subject: &Digest) -> Result<Listing> {
-    let url = client.repo_url(&format!("referrers/{subject}?artifactType={ARTIFACT_TYPE}"));
+    let url = client.repo_url(&format!("referrers/{subject}?artifactType={ARTIFACT_TYPE}"))?;
     let response = client.send_once("GET", &url, &[("Accept", media::OCI_INDEX.to_string())])?;
     let is_index =
         header(&response, "content-type").is_some_and(|t| t.starts_with(media::OCI_INDEX));
@@ -274,7 +274,7 @@ fn upload_blob(client: &Client, bytes: &[u8]) -> Result<Digest> {
     }
     let start = client.send(
         "POST",
-        &client.repo_url("blobs/uploads/"),
+        &client.repo_url("blobs/uploads/")?,
         &[],
         Some(&[]),
         Access::Push,
@@ -286,7 +286,7 @@ fn upload_blob(client: &Client, bytes: &[u8]) -> Result<Digest> {
     let location = header(&start, "location")
         .ok_or_else(|| client.error("a blob upload without a Location".to_string()))?;
     drop(start);
-    let base = client.repo_url("");
+    let base = client.repo_url("")?;
     let location = absolute(&base, &location);
     let separator = if location.contains('?') { '&' } else { '?' };
     let url = format!("{location}{separator}digest={digest}");
@@ -316,7 +316,7 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 fn put_manifest(client: &Client, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
-    let url = client.repo_url(&format!("manifests/{reference}"));
+    let url = client.repo_url(&format!("manifests/{reference}"))?;
     let response = client.send(
         "PUT",
         &url,
