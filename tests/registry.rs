@@ -937,20 +937,27 @@ fn manifest_and_config(cache: &Path, image: &str) -> (String, String) {
 }
 
 /// How many of `requests` are a GET of `path`.
+/// A registry holding tiny-opaque as `test/tiny:v1`: the registry, the
+/// image's `docker://` reference and the bytes of its `/n/file`.
+fn tiny_in_a_registry() -> (TestRegistry, String, Vec<u8>) {
+    let reg = TestRegistry::new();
+    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
+    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
+    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let scratch = tempfile::tempdir().unwrap();
+    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
+    (reg, image, want)
+}
+
 /// Nothing is sent to a registry until something must come from it: an
 /// image by digest whose manifest, config, indexes and read spans are in
 /// the cache opens, mounts and reads with its registry stopped. A tag
 /// still needs the registry to say what it names.
 #[test]
 fn a_cached_image_by_digest_is_read_with_its_registry_stopped() {
-    let mut reg = TestRegistry::new();
-    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
-    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
-    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let (mut reg, image, want) = tiny_in_a_registry();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path();
-    let scratch = tempfile::tempdir().unwrap();
-    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
     let got = bytes(&om(c, &["cat", &image, "/n/file"]));
     assert_same_bytes(&got, &want, "/n/file with the registry up");
     let (manifest, _) = manifest_and_config(c, &image);
@@ -985,14 +992,9 @@ fn gets(requests: &[String], path: &str) -> usize {
 
 #[test]
 fn a_mount_fetches_its_manifest_and_config_once_across_parent_and_daemon() {
-    let reg = TestRegistry::new();
-    reg.push(&layout("tiny-opaque"), "test/tiny:v1");
-    let image = format!("docker://{}/test/tiny:v1", reg.host_port());
-    let layout_dir = corpus().image("tiny-opaque").layout.display().to_string();
+    let (reg, image, want) = tiny_in_a_registry();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path();
-    let scratch = tempfile::tempdir().unwrap();
-    let want = local(scratch.path(), &["cat", &layout_dir, "/n/file"]);
 
     let before = reg.access_requests().len();
     let mounted = Mounted::new(c, &image, &["--tls-verify=false"]);

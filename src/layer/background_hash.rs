@@ -23,6 +23,14 @@ const QUEUED_CHUNKS: usize = 16;
 /// decoder output.
 const BATCH: usize = 256 << 10;
 
+/// Moves the front of `data` into `batch` until it holds `BATCH` bytes;
+/// returns the rest.
+fn fill_batch<'a>(batch: &mut Vec<u8>, data: &'a [u8]) -> &'a [u8] {
+    let take = (BATCH - batch.len().min(BATCH)).min(data.len());
+    batch.extend_from_slice(&data[..take]);
+    &data[take..]
+}
+
 pub struct BackgroundHash {
     inner: Inner,
     /// Bytes gathered for the next chunk: one channel message (and one
@@ -88,9 +96,7 @@ impl BackgroundHash {
             Inner::Lost => {}
             Inner::Thread { .. } => {
                 while !data.is_empty() {
-                    let take = (BATCH - self.pending.len().min(BATCH)).min(data.len());
-                    self.pending.extend_from_slice(&data[..take]);
-                    data = &data[take..];
+                    data = fill_batch(&mut self.pending, data);
                     if self.pending.len() >= BATCH {
                         self.send_pending();
                     }
@@ -202,9 +208,7 @@ impl BackgroundSegmentHashes {
     /// belong to none and are dropped).
     pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let take = (BATCH - self.batch.len().min(BATCH)).min(data.len());
-            self.batch.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            data = fill_batch(&mut self.batch, data);
             if self.batch.len() >= BATCH {
                 self.send();
             }
