@@ -18,7 +18,7 @@ use ocimount::layer::deflate_frame;
 use ocimount::layer::format;
 use ocimount::layer::gzip::{decode_span, decode_span_at, redecode_materialized, GzipIndexer};
 use ocimount::layer::index::{build_index, BuiltFrom, LayerIndex, PassOptions};
-use ocimount::layer::spans::{crc32, Span, SpanBuilder, SpanStart};
+use ocimount::layer::spans::{compressed_range, crc32, sha256, Span, SpanBuilder, SpanStart};
 use ocimount::layer::toc;
 use ocimount::merge::{LayerEntries, NodeKind, Tree, ROOT};
 use ocimount::oci::media::Compression;
@@ -297,6 +297,16 @@ pub fn gzip_spans(data: &[u8]) {
             "span at {} decodes differently",
             span.out_offset
         );
+        // Its digest is its compressed range's, and that range alone
+        // decodes it (what a remote read checks, then inflates).
+        let range = compressed_range(&spans, i, blob.len() as u64).expect("a compressed range");
+        let (from, to) = (range.start as usize, range.end as usize);
+        assert_eq!(span.sha256, sha256(&blob[from..to]), "span {i}'s digest");
+        let mut alone: Vec<u8> = blob[..to].iter().map(|b| !b).collect();
+        alone[from..to].copy_from_slice(&blob[from..to]);
+        buf.fill(0xa5);
+        decode_span(&memblob(&alone), span, &mut buf).unwrap();
+        assert!(buf == want, "span {i} decodes differently from its range alone");
         // Whole with libdeflate: a span the pass cut at a checkpoint always
         // frames (zlib's second try would hide a framing mistake), and one
         // that is refused is left untouched.

@@ -1962,7 +1962,7 @@ fn publishing_registry(
             "size": 2,
         },
         "layers": [{
-            "mediaType": "application/vnd.ocimount.layer-index.v4+zstd",
+            "mediaType": "application/vnd.ocimount.layer-index.v5+zstd",
             "digest": packed_digest,
             "size": declared,
             "annotations": { "io.ocimount.layer.digest": image.layer_digest },

@@ -31,11 +31,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::blob::Blob;
+use crate::blob::BlobSource;
 use crate::cache::residency::Residency;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
-use crate::layer::index::LayerIndex;
+use crate::layer::index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{self, crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;
@@ -76,6 +77,9 @@ pub struct LayerReader {
     /// index came from a table of contents, which vouches for the chunks'
     /// SHA-256 and for no CRC (see `BuiltFrom`).
     hash_every_span: bool,
+    /// How the index was built, which says what each span's SHA-256 is
+    /// taken over (`BuiltFrom::hashes_compressed_range`).
+    built_from: BuiltFrom,
     /// What checking spans against their SHA-256 has cost so far.
     digest_checks: DigestCheckTally,
     /// A shared lock on the layer's `inuse` file while this reader lives.
@@ -177,6 +181,7 @@ impl LayerReader {
             fetch_run: Mutex::new(FetchRun::default()),
             stored: AtomicU64::new(0),
             hash_every_span: index.built_from.hashes_every_span(),
+            built_from: index.built_from,
             digest_checks: DigestCheckTally::default(),
             _in_use: in_use,
         })
@@ -245,7 +250,7 @@ impl LayerReader {
         if !self.blob.is_remote() || count == 0 || stored(first) {
             return Ok(());
         }
-        let start = self.spans[first].in_offset;
+        let start = self.compressed_start(first);
         let end = self.compressed_end(last).min(self.blob.size());
         self.blob.will_need(start, end.saturating_sub(start))
     }
@@ -497,11 +502,16 @@ impl LayerReader {
         let mut fresh = vec![0u8; self.span_len(span)?];
         self.hint_compressed_range(i)
             .map_err(|e| self.unavailable(span, e))?;
+        let checked = self.checked_compressed_range(i)?;
+        let source: &dyn BlobSource = match &checked {
+            Some(range) => range,
+            None => &*self.blob,
+        };
         let decoded = match &span.start {
             SpanStart::GzipMember | SpanStart::GzipBlock { .. } => {
-                gzip::decode_span_at(&*self.blob, &self.spans, i, &mut fresh)
+                gzip::decode_span_at(source, &self.spans, i, &mut fresh)
             }
-            SpanStart::ZstdFrame { .. } => zstd::decode_span(&*self.blob, span, &mut fresh),
+            SpanStart::ZstdFrame { .. } => zstd::decode_span(source, span, &mut fresh),
             SpanStart::Materialized { .. } => self.redecode_stretch(i, data, &mut fresh),
             // A plain layer whose blob is remote: cached like a decoded span.
             SpanStart::Blob if self.compression == Compression::None => {
@@ -551,6 +561,69 @@ impl LayerReader {
         Ok(fresh)
     }
 
+    /// Span `i`'s compressed range read from a remote blob and checked
+    /// against the span's SHA-256 before anything inflates it, where the
+    /// digest is over that range (a full pass's own-start spans); the span
+    /// is then decoded from this copy and nothing else. A checkpoint inside
+    /// a byte also has its `prime` checked against that byte, the first of
+    /// the range. `None` where the digest is over the decoded bytes, or the
+    /// blob is local (verified whole by the pass; its damage is the CRC's).
+    fn checked_compressed_range(&self, i: usize) -> Result<Option<CheckedRange>> {
+        let span = &self.spans[i];
+        if !self.blob.is_remote() || !self.built_from.hashes_compressed_range(&span.start) {
+            return Ok(None);
+        }
+        let range = spans::compressed_range(&self.spans, i, self.blob.size()).ok_or_else(|| {
+            self.damaged(
+                span,
+                format!("span {i} has no compressed range in the blob"),
+            )
+        })?;
+        let len = usize::try_from(range.end - range.start).map_err(|_| {
+            self.damaged(
+                span,
+                format!("span {i}'s compressed range does not fit in memory here"),
+            )
+        })?;
+        let mut bytes = vec![0u8; len];
+        self.blob
+            .read_exact_at(&mut bytes, range.start)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    self.damaged(span, format!("cannot read span {i}: {e}"))
+                }
+                _ => self.unavailable(span, e),
+            })?;
+        let got = self.digest_checks.sha256(&bytes);
+        if got != span.sha256 {
+            return Err(self.damaged(
+                span,
+                format!(
+                    "span {i}: sha256 mismatch over its compressed bytes {}..{}: the index says \
+                     sha256:{}, the remote's are sha256:{}; not decoded",
+                    range.start,
+                    range.end,
+                    spans::hex(&span.sha256),
+                    spans::hex(&got)
+                ),
+            ));
+        }
+        if let SpanStart::GzipBlock { bits, prime, .. } = span.start {
+            if bits > 0 && bits < 8 && bytes[0] >> (8 - bits) != prime {
+                return Err(self.damaged(
+                    span,
+                    format!("span {i}: the index's first {bits} bits are not its compressed bytes'; not decoded"),
+                ));
+            }
+        }
+        Ok(Some(CheckedRange {
+            start: range.start,
+            bytes,
+            digest: self.blob.digest(),
+            location: self.blob.location(),
+        }))
+    }
+
     /// Span `i` of a materialised stretch (one zstd frame, or deflate
     /// blocks longer than a span), decoded from the stretch's start into
     /// `out`. Every other span decoded on the way is kept: stored where
@@ -597,8 +670,14 @@ impl LayerReader {
     /// if it checks: stored (unless already there), or remembered.
     fn keep_decoded_neighbour(&self, j: usize, data: &DataCache, bytes: Vec<u8>) {
         let span = &self.spans[j];
-        let hash_ok = !(self.blob.is_remote() || self.hash_every_span)
-            || self.digest_checks.sha256(&bytes) == span.sha256;
+        // A stretch's anchor, hashed over its compressed range, is checked
+        // by its own read from a remote.
+        let hash_ok = if self.built_from.hashes_compressed_range(&span.start) {
+            !self.blob.is_remote()
+        } else {
+            !(self.blob.is_remote() || self.hash_every_span)
+                || self.digest_checks.sha256(&bytes) == span.sha256
+        };
         let crc_ok = self.hash_every_span || crc32(0, &bytes) == span.crc32;
         if !crc_ok || !hash_ok {
             return; // its own read will decode it again, and say why it fails
@@ -646,7 +725,7 @@ impl LayerReader {
     /// As `hint_compressed_range`, taking in following spans up to `reach`
     /// bytes from span `i`'s start.
     fn hint_compressed_range_within(&self, i: usize, reach: u64) -> io::Result<()> {
-        let start = self.spans[i].in_offset;
+        let start = self.compressed_start(i);
         let mut end = self.compressed_end(i);
         if self.blob.is_remote() {
             let stored = |j| {
@@ -683,6 +762,13 @@ impl LayerReader {
         self.blob.will_need(start, end.saturating_sub(start))
     }
 
+    /// Where the compressed bytes of span `i` begin: one byte before its
+    /// `in_offset` for a checkpoint inside a byte, whose digest covers it.
+    fn compressed_start(&self, i: usize) -> u64 {
+        let at = self.spans[i].in_offset;
+        spans::compressed_range(&self.spans, i, self.blob.size()).map_or(at, |r| r.start.min(at))
+    }
+
     /// Where the compressed bytes decoding span `i` reads end: its frame's
     /// end, or the byte where the next span begins.
     fn compressed_end(&self, i: usize) -> u64 {
@@ -717,11 +803,15 @@ impl LayerReader {
     /// were verified whole by the pass; their damage is the CRC's to find.
     /// Under an index made from a table of contents every span is hashed:
     /// nothing else has checked the blob.
+    /// A digest over the compressed range was checked before decoding
+    /// (`checked_compressed_range`).
     fn check_span_digest(&self, i: usize, bytes: &[u8]) -> Result<()> {
-        if !self.blob.is_remote() && !self.hash_every_span {
+        let span = &self.spans[i];
+        if (!self.blob.is_remote() && !self.hash_every_span)
+            || self.built_from.hashes_compressed_range(&span.start)
+        {
             return Ok(());
         }
-        let span = &self.spans[i];
         let got = self.digest_checks.sha256(bytes);
         if got != span.sha256 {
             return Err(self.damaged(
@@ -779,6 +869,45 @@ impl LayerReader {
     }
 }
 
+/// A span's compressed range, read and checked against its digest: the
+/// only bytes its decoding may read. Reads before it fail; reads past it
+/// find the end of the blob.
+struct CheckedRange {
+    start: u64,
+    bytes: Vec<u8>,
+    digest: Digest,
+    location: String,
+}
+
+impl BlobSource for CheckedRange {
+    fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let Some(at) = offset.checked_sub(self.start) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a read at offset {offset} is before the checked range"),
+            ));
+        };
+        let at = usize::try_from(at)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        let n = buf.len().min(self.bytes.len() - at);
+        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+        Ok(n)
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
 /// A remote blob's readahead: where the last fetch ended and how far the
 /// next one reaches. A fetch that starts at (or just past) the last one's
 /// end doubles the reach, up to `AHEAD_FETCH_BYTES`; one that starts
@@ -805,12 +934,14 @@ impl FetchRun {
     }
 
     /// Whether a fetch from `start` follows the last one: it starts at its
-    /// end, a little past it, or on its last byte. A gzip span's range ends
-    /// one byte into the next span (the byte holding both spans' bits, see
-    /// `compressed_end`), so the next span's fetch starts there.
+    /// end, a little past it, or on one of its last two bytes. A gzip
+    /// span's fetch ends one byte into the next span (`compressed_end`),
+    /// and the next span's starts one byte before its own start where that
+    /// is inside a byte (the byte holding both spans' bits, which its
+    /// digest covers: `compressed_start`).
     fn follows(&self, start: u64) -> bool {
         self.last_end > 0
-            && start.saturating_add(1) >= self.last_end
+            && start.saturating_add(2) >= self.last_end
             && start.saturating_sub(self.last_end) <= FETCH_RUN_SLACK
     }
 
@@ -923,16 +1054,17 @@ mod tests {
     /// doubles the reach up to `AHEAD_FETCH_BYTES`; one elsewhere starts
     /// again; one inside the last stretch changes nothing.
     /// Gzip spans' ranges share a byte: the next span's fetch starts on
-    /// the last byte of the one before, and that follows it too (it was
+    /// one of the last two bytes of the one before, and that follows it too (it was
     /// taken as inside the last stretch, and the reach never grew).
     #[test]
     fn a_fetch_from_the_last_ones_final_byte_follows_it() {
         let mut run = FetchRun::default();
         let mut start = 1000;
-        for _ in 0..8 {
+        for n in 0..8 {
             let end = start + 100_001; // one byte into the next span
             run.fetched(start, end);
-            start = end - 1;
+            // On the next span's first byte, or the byte before it.
+            start = end - 1 - n % 2;
         }
         assert_eq!(run.reach_for(start), AHEAD_FETCH_BYTES);
         // Further inside the last stretch: no change.
@@ -968,12 +1100,50 @@ mod tests {
     }
 
     /// Spans hashed on a thread of their own get the digests they get in
-    /// place, each the SHA-256 of the span's own bytes of the tar.
+    /// place: the SHA-256 of the span's compressed range where it starts on
+    /// its own (a gzip member or checkpoint, a zstd frame), else of its own
+    /// bytes of the tar. Among the blobs: gzip members that are empty (their
+    /// spans are dropped and their bytes go to the range before), a zstd
+    /// skippable frame and a frame with no output (their bytes are no
+    /// span's).
     #[test]
     fn spans_hashed_apart_have_the_digests_of_their_bytes() {
         let tar = sample_tar();
-        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
-            let blob = compress(&tar, compression);
+        let gzip_member = |part: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(part).unwrap();
+            enc.finish().unwrap()
+        };
+        let members: Vec<u8> = [
+            &tar[..1 << 20],
+            &[],
+            &tar[1 << 20..(2 << 20) + 77],
+            &[],
+            &tar[(2 << 20) + 77..],
+            &[],
+        ]
+        .iter()
+        .flat_map(|part| gzip_member(part))
+        .collect();
+        let mut frames = Vec::new();
+        for (n, chunk) in tar.chunks(256 << 10).enumerate() {
+            frames.extend(::zstd::stream::encode_all(chunk, 3).unwrap());
+            if n == 3 {
+                // A skippable frame, then a frame of nothing.
+                frames.extend(0x184d_2a50u32.to_le_bytes());
+                frames.extend(5u32.to_le_bytes());
+                frames.extend(b"skip!");
+                frames.extend(::zstd::stream::encode_all(&[][..], 3).unwrap());
+            }
+        }
+        let blobs = [
+            (Compression::None, compress(&tar, Compression::None)),
+            (Compression::Gzip, compress(&tar, Compression::Gzip)),
+            (Compression::Gzip, members),
+            (Compression::Zstd, compress(&tar, Compression::Zstd)),
+            (Compression::Zstd, frames),
+        ];
+        for (compression, blob) in blobs {
             let [in_place, apart] = [false, true].map(|hash_apart| {
                 let root = tempfile::tempdir().unwrap();
                 let pass = crate::layer::index::PassOptions {
@@ -985,10 +1155,24 @@ mod tests {
             });
             assert!(apart.spans.len() > 3, "{compression:?}");
             assert_eq!(apart.spans, in_place.spans, "{compression:?}");
-            for span in apart.spans.iter() {
-                let bytes = &tar[span.out_offset as usize..][..span.out_len as usize];
-                assert_eq!(span.sha256, spans::sha256(bytes), "{compression:?}");
+            let mut over_ranges = 0;
+            for (i, span) in apart.spans.iter().enumerate() {
+                let bytes = if apart.built_from.hashes_compressed_range(&span.start) {
+                    over_ranges += 1;
+                    let range =
+                        spans::compressed_range(&apart.spans, i, blob.len() as u64).unwrap();
+                    &blob[range.start as usize..range.end as usize]
+                } else {
+                    &tar[span.out_offset as usize..][..span.out_len as usize]
+                };
+                assert_eq!(
+                    span.sha256,
+                    spans::sha256(bytes),
+                    "{compression:?} span {i}"
+                );
             }
+            let every = compression != Compression::None;
+            assert_eq!(over_ranges == apart.spans.len(), every, "{compression:?}");
         }
     }
 
@@ -1142,6 +1326,106 @@ mod tests {
             read <= 2 * size,
             "{read} bytes read from a {size}-byte blob"
         );
+    }
+
+    /// A blob as a registry serves it, with one byte changed where asked.
+    struct RemoteBytes {
+        bytes: Vec<u8>,
+        digest: Digest,
+        flipped: Option<u64>,
+    }
+
+    impl BlobSource for RemoteBytes {
+        fn digest(&self) -> Digest {
+            self.digest
+        }
+
+        fn size(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let start = offset.min(self.size()) as usize;
+            let n = buf.len().min(self.bytes.len() - start);
+            buf[..n].copy_from_slice(&self.bytes[start..start + n]);
+            if let Some(at) = self.flipped {
+                if (offset..offset + n as u64).contains(&at) {
+                    buf[(at - offset) as usize] ^= 0x20;
+                }
+            }
+            Ok(n)
+        }
+
+        fn location(&self) -> String {
+            "a test registry".to_string()
+        }
+
+        fn is_remote(&self) -> bool {
+            true
+        }
+    }
+
+    /// From a remote, a full pass's gzip and zstd spans are checked over
+    /// their compressed range: reading every byte hashes each span's range
+    /// once (fewer bytes than decoded ones), and a byte changed inside
+    /// one span's range fails that span before it is inflated, while the
+    /// spans beside it still read.
+    #[test]
+    fn remote_spans_are_checked_over_their_compressed_range_before_inflating() {
+        let tar = sample_tar();
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let root = tempfile::tempdir().unwrap();
+            let blob = compress(&tar, compression);
+            let entry = indexed(root.path(), &blob, &tar, compression);
+            let spans = &entry.index.spans;
+            let ranges: Vec<_> = (0..spans.len())
+                .map(|i| spans::compressed_range(spans, i, blob.len() as u64).unwrap())
+                .collect();
+            let remote = |flipped| -> Blob {
+                Arc::new(RemoteBytes {
+                    bytes: blob.clone(),
+                    digest: entry.index.digest,
+                    flipped,
+                })
+            };
+            let all: Vec<usize> = (0..spans.len()).collect();
+            let honest = LayerReader::open(&entry.dir, &entry.index, remote(None)).unwrap();
+            honest.evict(&all);
+            let mut back = vec![0u8; tar.len()];
+            assert_eq!(honest.read_at(0, &mut back).unwrap(), tar.len());
+            assert!(back == tar, "{compression:?}: the bytes read back differ");
+            let checks = honest.digest_checks();
+            assert_eq!(checks.spans, spans.len() as u64, "{compression:?}");
+            let range_bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            assert_eq!(checks.bytes, range_bytes, "{compression:?}");
+            assert!(checks.bytes < tar.len() as u64, "{compression:?}");
+
+            let k = spans.len() / 2;
+            let flipped = (ranges[k].start + ranges[k].end) / 2;
+            let forged =
+                LayerReader::open(&entry.dir, &entry.index, remote(Some(flipped))).unwrap();
+            forged.evict(&all);
+            let span = &spans[k];
+            let mut buf = vec![0u8; span.out_len as usize];
+            let err = forged
+                .read_at(span.out_offset, &mut buf)
+                .unwrap_err()
+                .to_string();
+            let want = format!(
+                "span {k}: sha256 mismatch over its compressed bytes {}..{}: the index says sha256:{}",
+                ranges[k].start,
+                ranges[k].end,
+                spans::hex(&span.sha256)
+            );
+            assert!(err.contains(&want), "{compression:?}: {err}");
+            assert!(err.ends_with("; not decoded"), "{compression:?}: {err}");
+            for j in [k - 1, k + 1] {
+                let span = &spans[j];
+                let mut buf = vec![0u8; span.out_len as usize];
+                forged.read_at(span.out_offset, &mut buf).unwrap();
+                assert!(buf[..] == tar[span.out_offset as usize..][..buf.len()]);
+            }
+        }
     }
 
     fn blob_source(root: &Path, entry: &CacheEntry) -> Blob {

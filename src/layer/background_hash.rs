@@ -140,54 +140,136 @@ impl BackgroundHash {
     }
 }
 
-/// The SHA-256 of each of a stream's consecutive segments (a layer's spans),
-/// on a thread of its own: `begin` opens a segment (closing the one before),
-/// `update` adds to the open one. The indexing pass decodes on while the
-/// spans it cut are hashed: about a fifth of a gzip pass's CPU.
+/// What happens to a stream's segments at a point of it (see
+/// [`SegmentDigests`]). A layer's spans are hashed over the compressed
+/// range each is fetched from, and where one ends is known only after the
+/// fact: a gzip span cut at a block end may get no output and be dropped,
+/// and its bytes then belong to the span before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentEvent {
+    /// A segment may begin here, with `overlap` (the byte holding its first
+    /// bits, already counted in the running segment) in front. Until it is
+    /// kept or merged, bytes go to both it and the running segment.
+    Open { overlap: Option<u8> },
+    /// The opened segment is kept: the running one ends where it opened.
+    Keep,
+    /// The opened segment is not kept: its bytes stay the running one's.
+    Merge,
+    /// A segment begins here, and the bytes before it belong to none.
+    Start,
+    /// The running segment ends here; what follows belongs to none.
+    End,
+    /// The running segment is dropped; what follows belongs to none.
+    Drop,
+}
+
+/// The SHA-256 of each kept segment of a stream, in order, driven by
+/// [`SegmentEvent`]s between its bytes. No byte is buffered: an open
+/// segment is hashed beside the running one (a snapshot of the running
+/// hasher is kept), so memory stays bounded whatever the stream does.
+#[derive(Default)]
+pub struct SegmentDigests {
+    running: Option<Sha256>,
+    /// An open segment: the running hasher as it was at the open, and
+    /// the open segment's own.
+    opened: Option<(Option<Sha256>, Sha256)>,
+    digests: Vec<[u8; 32]>,
+}
+
+impl SegmentDigests {
+    pub fn update(&mut self, data: &[u8]) {
+        if let Some(running) = &mut self.running {
+            running.update(data);
+        }
+        if let Some((_, open)) = &mut self.opened {
+            open.update(data);
+        }
+    }
+
+    pub fn event(&mut self, event: SegmentEvent) {
+        match event {
+            SegmentEvent::Open { overlap } => {
+                let mut open = Sha256::new();
+                if let Some(byte) = overlap {
+                    open.update([byte]);
+                }
+                self.opened = Some((self.running.clone(), open));
+            }
+            SegmentEvent::Keep => {
+                if let Some((before, open)) = self.opened.take() {
+                    self.digests
+                        .extend(before.map(|b| -> [u8; 32] { b.finalize().into() }));
+                    self.running = Some(open);
+                }
+            }
+            SegmentEvent::Merge => self.opened = None,
+            SegmentEvent::Start => {
+                self.opened = None;
+                self.running = Some(Sha256::new());
+            }
+            SegmentEvent::End => {
+                self.opened = None;
+                let done = self.running.take();
+                self.digests
+                    .extend(done.map(|d| -> [u8; 32] { d.finalize().into() }));
+            }
+            SegmentEvent::Drop => {
+                self.opened = None;
+                self.running = None;
+            }
+        }
+    }
+
+    /// One digest per kept segment, in order; an open segment is merged and
+    /// the running one ended.
+    pub fn finish(mut self) -> Vec<[u8; 32]> {
+        self.event(SegmentEvent::End);
+        self.digests
+    }
+}
+
+/// [`SegmentDigests`] on a thread of its own: `event` marks a point,
+/// `update` adds bytes. The indexing pass decodes on while the spans it cut
+/// are hashed.
 pub struct BackgroundSegmentHashes {
     batch: Vec<u8>,
-    /// Where in `batch` each segment begun since the last send begins.
-    cuts: Vec<usize>,
-    sender: Option<SyncSender<(Vec<u8>, Vec<usize>)>>,
+    /// Where in `batch` each event since the last send falls.
+    events: Vec<(usize, SegmentEvent)>,
+    sender: Option<SyncSender<Batch>>,
     thread: Option<JoinHandle<Vec<[u8; 32]>>>,
     spare: Receiver<Vec<u8>>,
 }
+
+/// Bytes for a segment hasher, with the events among them.
+type Batch = (Vec<u8>, Vec<(usize, SegmentEvent)>);
 
 impl BackgroundSegmentHashes {
     /// Start the thread (`name` names it); `None` where it cannot be started,
     /// and the caller hashes in place.
     pub fn start(name: &str) -> Option<BackgroundSegmentHashes> {
-        let (sender, incoming) = sync_channel::<(Vec<u8>, Vec<usize>)>(QUEUED_CHUNKS);
+        let (sender, incoming) = sync_channel::<Batch>(QUEUED_CHUNKS);
         let (give_back, spare) = sync_channel::<Vec<u8>>(QUEUED_CHUNKS);
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                let mut digests = Vec::new();
-                let mut open: Option<Sha256> = None;
-                for (data, cuts) in incoming {
+                let mut segments = SegmentDigests::default();
+                for (data, events) in incoming {
                     let mut from = 0;
-                    for cut in cuts.into_iter().chain(std::iter::once(usize::MAX)) {
-                        let to = cut.min(data.len());
-                        if let Some(hasher) = &mut open {
-                            hasher.update(&data[from..to]);
-                        }
+                    for (at, event) in events {
+                        let to = at.min(data.len());
+                        segments.update(&data[from..to]);
                         from = to;
-                        if cut == usize::MAX {
-                            break;
-                        }
-                        if let Some(done) = open.replace(Sha256::new()) {
-                            digests.push(done.finalize().into());
-                        }
+                        segments.event(event);
                     }
+                    segments.update(&data[from..]);
                     let _ = give_back.try_send(data);
                 }
-                digests.extend(open.map(|done| -> [u8; 32] { done.finalize().into() }));
-                digests
+                segments.finish()
             });
         match thread {
             Ok(thread) => Some(BackgroundSegmentHashes {
                 batch: Vec::with_capacity(BATCH),
-                cuts: Vec::new(),
+                events: Vec::new(),
                 sender: Some(sender),
                 thread: Some(thread),
                 spare,
@@ -199,13 +281,11 @@ impl BackgroundSegmentHashes {
         }
     }
 
-    /// Open the next segment here.
-    pub fn begin(&mut self) {
-        self.cuts.push(self.batch.len());
+    /// `event` here, after the bytes so far.
+    pub fn event(&mut self, event: SegmentEvent) {
+        self.events.push((self.batch.len(), event));
     }
 
-    /// Add `data` to the open segment (bytes before the first `begin`
-    /// belong to none and are dropped).
     pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             data = fill_batch(&mut self.batch, data);
@@ -219,17 +299,17 @@ impl BackgroundSegmentHashes {
         let mut next = self.spare.try_recv().unwrap_or_default();
         next.clear();
         let batch = std::mem::replace(&mut self.batch, next);
-        let cuts = std::mem::take(&mut self.cuts);
+        let events = std::mem::take(&mut self.events);
         if let Some(sender) = &self.sender {
-            if sender.send((batch, cuts)).is_err() {
+            if sender.send((batch, events)).is_err() {
                 self.sender = None;
             }
         }
     }
 
-    /// One digest per `begin`, in order.
+    /// One digest per kept segment, in order.
     pub fn finish(mut self) -> io::Result<Vec<[u8; 32]>> {
-        if !self.batch.is_empty() || !self.cuts.is_empty() {
+        if !self.batch.is_empty() || !self.events.is_empty() {
             self.send();
         }
         let lost = || io::Error::other("the span-hashing thread ended early");
@@ -239,6 +319,47 @@ impl BackgroundSegmentHashes {
         match self.thread.take() {
             Some(thread) => thread.join().map_err(|_| lost()),
             None => Err(lost()),
+        }
+    }
+}
+
+/// Segment digests taken on a thread where one was started, else in place.
+pub enum SegmentHasher {
+    InPlace(Box<SegmentDigests>),
+    Apart(BackgroundSegmentHashes),
+}
+
+impl Default for SegmentHasher {
+    fn default() -> Self {
+        SegmentHasher::InPlace(Box::default())
+    }
+}
+
+impl SegmentHasher {
+    /// On a thread named `name`, or in place where none can be started.
+    pub fn apart(name: &str) -> SegmentHasher {
+        BackgroundSegmentHashes::start(name)
+            .map_or_else(SegmentHasher::default, SegmentHasher::Apart)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            SegmentHasher::InPlace(s) => s.update(data),
+            SegmentHasher::Apart(s) => s.update(data),
+        }
+    }
+
+    pub fn event(&mut self, event: SegmentEvent) {
+        match self {
+            SegmentHasher::InPlace(s) => s.event(event),
+            SegmentHasher::Apart(s) => s.event(event),
+        }
+    }
+
+    pub fn finish(self) -> io::Result<Vec<[u8; 32]>> {
+        match self {
+            SegmentHasher::InPlace(s) => Ok(s.finish()),
+            SegmentHasher::Apart(s) => s.finish(),
         }
     }
 }
@@ -272,35 +393,77 @@ mod tests {
         );
     }
 
+    /// Segments as the pass cuts them: opened and kept, opened and merged
+    /// back (an empty span), with an overlap byte, started and ended or
+    /// dropped (zstd frames), both in place and on a thread, in pieces
+    /// that cross batches: each digest is SHA-256 of exactly its range.
     #[test]
-    fn each_segment_has_the_digest_of_its_own_bytes() {
+    fn each_kept_segment_has_the_digest_of_its_own_range() {
+        use SegmentEvent::*;
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
-        // Ends inside one batch, on a batch boundary, twice at one place
-        // (an empty segment) and at the very end.
-        let ends = [
-            10,
-            10,
-            4096,
-            BATCH,
-            BATCH + 1,
-            2_999_999,
-            3_000_000,
-            3_000_000,
+        // (where, event) in stream order.
+        let script: Vec<(usize, SegmentEvent)> = vec![
+            (5, Open { overlap: None }),
+            (9, Keep),
+            (
+                4096,
+                Open {
+                    overlap: Some(data[4095]),
+                },
+            ),
+            (5000, Keep),
+            (BATCH, Open { overlap: None }),
+            (BATCH + 1, Merge),
+            (
+                BATCH + 7,
+                Open {
+                    overlap: Some(data[BATCH + 6]),
+                },
+            ),
+            (BATCH + 9, Open { overlap: None }),
+            (BATCH + 20, Keep),
+            (1_000_000, End),
+            (1_000_100, Start),
+            (1_200_000, End),
+            (1_300_000, Start),
+            (1_400_000, Drop),
+            (1_500_000, Start),
+            (1_600_000, End),
+            (1_700_000, Open { overlap: None }),
+            (1_700_000, Keep),
+            (
+                2_999_999,
+                Open {
+                    overlap: Some(data[2_999_998]),
+                },
+            ),
         ];
-        let mut hashes = BackgroundSegmentHashes::start("test-spans").unwrap();
-        hashes.update(&data[..5]); // before the first segment: belongs to none
-        let mut from = 5;
-        let mut expected = Vec::new();
-        for end in ends {
-            hashes.begin();
-            for piece in data[from..end].chunks(65_521) {
-                hashes.update(piece);
+        let expected: Vec<[u8; 32]> = [
+            &data[5..4096],
+            &data[4095..BATCH + 9],
+            &data[BATCH + 9..1_000_000],
+            &data[1_000_100..1_200_000],
+            &data[1_500_000..1_600_000],
+            &data[1_700_000..],
+        ]
+        .iter()
+        .map(|range| Sha256::digest(range).into())
+        .collect();
+        for mut hasher in [SegmentHasher::apart("test-spans"), SegmentHasher::default()] {
+            let mut from = 0;
+            for &(at, event) in &script {
+                for piece in data[from..at].chunks(65_521) {
+                    hasher.update(piece);
+                }
+                from = at;
+                hasher.event(event);
             }
-            expected.push(<[u8; 32]>::from(Sha256::digest(&data[from..end])));
-            from = end;
+            hasher.update(&data[from..]);
+            assert_eq!(hasher.finish().unwrap(), expected);
         }
-        assert_eq!(hashes.finish().unwrap(), expected);
-        let none = BackgroundSegmentHashes::start("test-spans").unwrap();
-        assert_eq!(none.finish().unwrap(), Vec::<[u8; 32]>::new());
+        assert_eq!(
+            SegmentHasher::apart("test-spans").finish().unwrap(),
+            Vec::<[u8; 32]>::new()
+        );
     }
 }

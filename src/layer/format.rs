@@ -34,8 +34,9 @@ pub const MAGIC: &[u8; 8] = b"OCIMIDX\0";
 /// and a SHA-256 of the body in the header instead of its CRC-32; 6: what
 /// the index was built from, a full pass or a table of contents; 7: how
 /// many of the first spans an eStargz producer put before its prefetch
-/// landmark).
-pub const VERSION: u32 = 7;
+/// landmark; 8: a full pass's own-start spans hashed over their compressed
+/// range, `BuiltFrom::hashes_compressed_range`).
+pub const VERSION: u32 = 8;
 /// Magic, version, layer digest, body length, body SHA-256 (the last 32).
 pub const HEADER_LEN: usize = 8 + 4 + 32 + 8 + 32;
 
@@ -802,7 +803,7 @@ mod tests {
         bytes[8] = 99;
         assert_eq!(
             decode(&bytes, &index.digest).unwrap_err(),
-            "index format version 99, this build reads 7"
+            "index format version 99, this build reads 8"
         );
     }
 
@@ -1000,7 +1001,7 @@ mod tests {
     }
 
     const PINNED_SAMPLE_HEX: &str = concat!(
-        "4f43494d4944580007000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
+        "4f43494d4944580008000000fa2c8cc4f28176bbeed4b736df569a34c79cd372",
         "3e9ec42f9674b4d46ac6b8b82702000000000000424547c92403aca5896c91d4",
         "ce521953bf59f0187198a3895e2279c2cd0cb21490aebae315675cbf04612de4",
         "f7d5874850f48e0b8dd82becbeaa47ca93f5ebfb010002000000630000000000",

@@ -209,7 +209,7 @@ impl<R: Read> GzipIndexer<R> {
         data: Option<File>,
         mut spans: SpanBuilder,
     ) -> io::Result<GzipIndexer<R>> {
-        spans.begin(SpanStart::GzipMember, 0);
+        spans.begin_compressed(SpanStart::GzipMember, 0, Some(None));
         Ok(GzipIndexer {
             inner,
             z: Inflater::new(GZIP_WINDOW_BITS)?,
@@ -301,11 +301,19 @@ impl<R: Read> GzipIndexer<R> {
         Ok(())
     }
 
+    /// A span of its own from here: its compressed range starts here, or
+    /// at the byte before for a checkpoint inside a byte.
     fn begin(&mut self, start: SpanStart) -> io::Result<usize> {
         self.settle_window()?;
         self.anchor = (self.spans.out_pos(), self.in_pos);
         self.materializing = false;
-        Ok(self.spans.begin(start, self.in_pos))
+        let overlap = match start {
+            SpanStart::GzipBlock { bits, .. } if bits > 0 => Some(self.last_byte),
+            _ => None,
+        };
+        Ok(self
+            .spans
+            .begin_compressed(start, self.in_pos, Some(overlap)))
     }
 
     /// A checkpoint here; its window is packed once the output after it is
@@ -442,6 +450,8 @@ impl<R: Read> Read for GzipIndexer<R> {
                     );
                     if consumed > 0 {
                         self.last_byte = self.input[self.in_start + consumed - 1];
+                        self.spans
+                            .input(&self.input[self.in_start..self.in_start + consumed]);
                     }
                     if self.pending.is_some() {
                         let consumed_at = self.in_start..self.in_start + consumed;
@@ -891,7 +901,8 @@ mod tests {
     }
 
     /// Decoding a span needs nothing of the blob outside its compressed
-    /// range, through the framed path and through zlib: with every byte
+    /// range, the range the pass hashed for its digest (a materialised
+    /// span's is of its bytes), through the framed path and through zlib: with every byte
     /// before it spoilt and none after it, each span still decodes to its
     /// own bytes. And a checkpoint's `prime` is the top of the range's
     /// first byte.
@@ -915,10 +926,17 @@ mod tests {
                     crate::layer::spans::compressed_range(&spans, i, blob.len() as u64)
                 else {
                     assert!(matches!(span.start, SpanStart::Materialized { .. }));
+                    let bytes = &out[span.out_offset as usize..][..span.out_len as usize];
+                    assert_eq!(span.sha256, crate::layer::spans::sha256(bytes));
                     materialised += 1;
                     continue;
                 };
                 let (from, to) = (range.start as usize, range.end as usize);
+                assert_eq!(
+                    span.sha256,
+                    crate::layer::spans::sha256(&blob[from..to]),
+                    "span {i}'s digest is its range's"
+                );
                 if let SpanStart::GzipBlock { bits, prime, .. } = span.start {
                     if bits > 0 {
                         assert_eq!(prime, blob[from] >> (8 - bits), "span {i}'s prime");

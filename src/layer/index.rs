@@ -81,6 +81,22 @@ impl BuiltFrom {
         self != BuiltFrom::FullPass
     }
 
+    /// Whether a span starting with `start` in an index built this way has
+    /// its SHA-256 over its compressed range (`spans::compressed_range`)
+    /// rather than its decoded bytes. A full pass hashes what a remote read
+    /// fetches, so that those bytes are checked before they are inflated
+    /// (and there are about a third as many); a table of contents vouches
+    /// for decoded chunks only. A `Blob` span's bytes are both, and a
+    /// `Materialized` span is decoded from its anchor's range, so both
+    /// keep a digest of their decoded bytes.
+    pub fn hashes_compressed_range(self, start: &SpanStart) -> bool {
+        self == BuiltFrom::FullPass
+            && matches!(
+                start,
+                SpanStart::GzipMember | SpanStart::GzipBlock { .. } | SpanStart::ZstdFrame { .. }
+            )
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             BuiltFrom::FullPass => "a full pass",

@@ -12,7 +12,7 @@ use std::ops::{Range, RangeInclusive};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::layer::background_hash::BackgroundSegmentHashes;
+use crate::layer::background_hash::{SegmentEvent, SegmentHasher};
 
 /// Plain and materialised streams are cut into spans of this size.
 pub const FIXED_SPAN: u64 = 1 << 20;
@@ -53,7 +53,9 @@ pub struct Span {
     pub out_len: u64,
     pub in_offset: u64,
     pub crc32: u32,
-    /// SHA-256 of the span's decoded bytes.
+    /// SHA-256 of the span's compressed range where the index was built
+    /// by a full pass and the span starts on its own, else of its decoded
+    /// bytes (see `BuiltFrom::hashes_compressed_range`).
     pub sha256: [u8; 32],
     pub start: SpanStart,
 }
@@ -102,36 +104,86 @@ pub fn crc32(crc: u32, data: &[u8]) -> u32 {
     crc as u32
 }
 
-/// Accumulates spans as the decoder produces output.
+/// How a span built by [`SpanBuilder`] is hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanDigest {
+    /// Over its decoded bytes (`Blob`, `Materialized`).
+    Decoded,
+    /// Over its compressed range (see [`compressed_range`]): the input the
+    /// indexer hands [`SpanBuilder::input`] while it is the running segment.
+    CompressedRange,
+}
+
+/// Accumulates spans as the decoder produces output, with their digests:
+/// over the compressed range a span is fetched from where it starts on its
+/// own (a gzip member or checkpoint, a zstd frame), else over its decoded
+/// bytes (see `BuiltFrom::hashes_compressed_range`).
 #[derive(Default)]
 pub struct SpanBuilder {
     spans: Vec<Span>,
-    /// The id `begin` gave each span of `spans` (empty spans are dropped).
-    ids: Vec<usize>,
+    /// For each span of `spans`, its digest's place in its hasher's list.
+    digest_at: Vec<usize>,
+    /// Whether each span of `spans` is hashed over its compressed range.
+    compressed: Vec<bool>,
     current: Option<Span>,
-    /// The current span's SHA-256 so far, where it is hashed in place.
-    hasher: Sha256,
-    /// The thread hashing the spans instead (`hashing_apart`).
-    apart: Option<BackgroundSegmentHashes>,
+    /// How the current span is hashed, and whether it has had output.
+    current_digest: Option<SpanDigest>,
+    /// Segments of the decoded stream: spans hashed over their bytes.
+    decoded: SegmentHasher,
+    /// Segments of the blob: spans hashed over their compressed range.
+    input: SegmentHasher,
+    /// Decoded segments begun, kept or not: the next one's place.
+    decoded_begun: usize,
+    /// Compressed-range spans kept so far: the next one's place.
+    compressed_kept: usize,
     /// How many spans were begun: the next one's id.
     begun: usize,
+    /// For each span of `spans`, the id `begin` gave it.
+    ids: Vec<usize>,
     out_pos: u64,
 }
 
 impl SpanBuilder {
-    /// A builder whose spans are hashed on a thread of their own (named
-    /// `name`), or in place where none can be started.
+    /// A builder whose spans are hashed on threads of their own (named
+    /// after `name`), or in place where none can be started.
     pub fn hashing_apart(name: &str) -> SpanBuilder {
         SpanBuilder {
-            apart: BackgroundSegmentHashes::start(name),
+            decoded: SegmentHasher::apart(name),
+            input: SegmentHasher::apart(&format!("{name}-in")),
             ..SpanBuilder::default()
         }
     }
 
-    /// Close the current span and open one that starts here; returns its
-    /// id, for `set_start`.
+    /// Close the current span and open one that starts here, hashed over
+    /// its decoded bytes; returns its id, for `set_start`.
     pub fn begin(&mut self, start: SpanStart, in_offset: u64) -> usize {
         self.close();
+        self.decoded.event(SegmentEvent::Start);
+        self.decoded_begun += 1;
+        self.open(start, in_offset, SpanDigest::Decoded)
+    }
+
+    /// Close the current span and open one that starts here on its own,
+    /// hashed over its compressed range. `opens`: the blob's input from
+    /// here is the new span's (a gzip member or checkpoint; `overlap` is
+    /// the byte holding a checkpoint's first bits, already given to
+    /// `input`), and if the span gets no output it goes to the span
+    /// before. Without it the indexer marks the range itself with
+    /// `input_event` (a zstd frame, known only at its end).
+    pub fn begin_compressed(
+        &mut self,
+        start: SpanStart,
+        in_offset: u64,
+        opens: Option<Option<u8>>,
+    ) -> usize {
+        self.close();
+        if let Some(overlap) = opens {
+            self.input.event(SegmentEvent::Open { overlap });
+        }
+        self.open(start, in_offset, SpanDigest::CompressedRange)
+    }
+
+    fn open(&mut self, start: SpanStart, in_offset: u64, digest: SpanDigest) -> usize {
         self.current = Some(Span {
             out_offset: self.out_pos,
             out_len: 0,
@@ -140,12 +192,20 @@ impl SpanBuilder {
             sha256: [0; 32],
             start,
         });
-        match &mut self.apart {
-            Some(apart) => apart.begin(),
-            None => self.hasher = Sha256::new(),
-        }
+        self.current_digest = Some(digest);
         self.begun += 1;
         self.begun - 1
+    }
+
+    /// Blob bytes the indexer consumed, in order.
+    pub fn input(&mut self, bytes: &[u8]) {
+        self.input.update(bytes);
+    }
+
+    /// Mark the blob's segments at this point of the input (see
+    /// `begin_compressed`).
+    pub fn input_event(&mut self, event: SegmentEvent) {
+        self.input.event(event);
     }
 
     /// Replace the start of span `id` (a checkpoint whose window is known
@@ -165,11 +225,16 @@ impl SpanBuilder {
 
     pub fn feed(&mut self, data: &[u8]) {
         if let Some(span) = &mut self.current {
-            span.crc32 = crc32(span.crc32, data);
-            match &mut self.apart {
-                Some(apart) => apart.update(data),
-                None => self.hasher.update(data),
+            if !data.is_empty() {
+                match self.current_digest {
+                    Some(SpanDigest::Decoded) => self.decoded.update(data),
+                    Some(SpanDigest::CompressedRange) if span.out_len == 0 => {
+                        self.input.event(SegmentEvent::Keep)
+                    }
+                    _ => {}
+                }
             }
+            span.crc32 = crc32(span.crc32, data);
             span.out_len += data.len() as u64;
         }
         self.out_pos += data.len() as u64;
@@ -215,11 +280,26 @@ impl SpanBuilder {
     }
 
     fn close(&mut self) {
-        if let Some(mut span) = self.current.take() {
-            if self.apart.is_none() {
-                span.sha256 = std::mem::take(&mut self.hasher).finalize().into();
+        let digest = self.current_digest.take();
+        if let Some(span) = self.current.take() {
+            let kept = span.out_len > 0;
+            match digest {
+                Some(SpanDigest::Decoded) => {
+                    self.decoded.event(SegmentEvent::End);
+                    if kept {
+                        self.digest_at.push(self.decoded_begun - 1);
+                    }
+                }
+                Some(SpanDigest::CompressedRange) if kept => {
+                    self.digest_at.push(self.compressed_kept);
+                    self.compressed_kept += 1;
+                }
+                Some(SpanDigest::CompressedRange) => self.input.event(SegmentEvent::Merge),
+                None => {}
             }
-            if span.out_len > 0 {
+            if kept {
+                self.compressed
+                    .push(digest == Some(SpanDigest::CompressedRange));
                 self.spans.push(span);
                 self.ids.push(self.begun - 1);
             }
@@ -229,18 +309,28 @@ impl SpanBuilder {
     /// The spans, each with its SHA-256.
     pub fn finish(mut self) -> std::io::Result<Vec<Span>> {
         self.close();
-        if let Some(apart) = self.apart.take() {
-            let digests = apart.finish()?;
-            if digests.len() != self.begun {
-                return Err(std::io::Error::other(format!(
-                    "{} span digests for {} spans",
-                    digests.len(),
-                    self.begun
-                )));
-            }
-            for (span, &id) in self.spans.iter_mut().zip(&self.ids) {
-                span.sha256 = digests[id];
-            }
+        let decoded = self.decoded.finish()?;
+        let input = self.input.finish()?;
+        let wrong = |what: &str, got: usize, want: usize| {
+            std::io::Error::other(format!("{got} span digests of {what} for {want} spans"))
+        };
+        if decoded.len() != self.decoded_begun {
+            return Err(wrong("decoded bytes", decoded.len(), self.decoded_begun));
+        }
+        if input.len() != self.compressed_kept {
+            return Err(wrong(
+                "compressed ranges",
+                input.len(),
+                self.compressed_kept,
+            ));
+        }
+        for ((span, &at), &compressed) in self
+            .spans
+            .iter_mut()
+            .zip(&self.digest_at)
+            .zip(&self.compressed)
+        {
+            span.sha256 = if compressed { input[at] } else { decoded[at] };
         }
         Ok(self.spans)
     }

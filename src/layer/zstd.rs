@@ -12,6 +12,7 @@ use std::io::{self, Read};
 
 use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
 
+use crate::layer::background_hash::SegmentEvent;
 use crate::layer::spans::{
     write_materialized, Span, SpanBuilder, SpanStart, Stretch, MAX_SPAN_BYTES,
 };
@@ -89,13 +90,19 @@ impl<R: Read> ZstdIndexer<R> {
         Ok(())
     }
 
+    /// A frame ends: a span of its own (hashed over the frame's bytes)
+    /// unless it gave nothing (a skippable frame) or spilled into the data
+    /// file (decoded spans, hashed over their bytes).
     fn end_frame(&mut self) {
         if !self.spilled && !self.pending.is_empty() {
             let in_len = self.in_pos - self.frame_start;
             self.spans
-                .begin(SpanStart::ZstdFrame { in_len }, self.frame_start);
+                .begin_compressed(SpanStart::ZstdFrame { in_len }, self.frame_start, None);
             self.spans.feed(&self.pending);
             self.pending.clear();
+            self.spans.input_event(SegmentEvent::End);
+        } else {
+            self.spans.input_event(SegmentEvent::Drop);
         }
         self.spilled = false;
         self.frame_start = self.in_pos;
@@ -133,6 +140,12 @@ impl<R: Read> Read for ZstdIndexer<R> {
                 .run(&mut src, &mut dst)
                 .map_err(|e| corrupt(e, self.in_pos))?;
             let (consumed, produced) = (src.pos(), dst.pos());
+            if !self.in_frame && consumed > 0 {
+                self.spans.input_event(SegmentEvent::Start);
+            }
+            // One call never runs past a frame's end.
+            self.spans
+                .input(&self.input[self.in_start..self.in_start + consumed]);
             self.in_start += consumed;
             self.in_pos += consumed as u64;
             if consumed > 0 || produced > 0 {

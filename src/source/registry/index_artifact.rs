@@ -31,7 +31,7 @@ use crate::source::registry::client::{header, Access, Client};
 use crate::sys::bounded::{self, ReadError, Reserve};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.ocimount.index.v1";
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v4+zstd";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v5+zstd";
 pub const LAYER_ANNOTATION: &str = "io.ocimount.layer.digest";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";
