@@ -306,7 +306,10 @@ pub fn gzip_spans(data: &[u8]) {
         alone[from..to].copy_from_slice(&blob[from..to]);
         buf.fill(0xa5);
         decode_span(&memblob(&alone), span, &mut buf).unwrap();
-        assert!(buf == want, "span {i} decodes differently from its range alone");
+        assert!(
+            buf == want,
+            "span {i} decodes differently from its range alone"
+        );
         // Whole with libdeflate: a span the pass cut at a checkpoint always
         // frames (zlib's second try would hide a framing mistake), and one
         // that is refused is left untouched.

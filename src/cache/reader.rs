@@ -1428,6 +1428,57 @@ mod tests {
         }
     }
 
+    /// A checkpoint's window is no part of what its compressed-range digest
+    /// covers: an index (a damaged one, or a bug) with another window
+    /// passes the range check and inflates to other bytes, which the
+    /// CRC-32 of the decoded bytes refuses. No span with a wrong window is
+    /// served other bytes than its own; some are refused.
+    #[test]
+    fn a_wrong_window_passes_the_range_check_and_fails_the_crc() {
+        let root = tempfile::tempdir().unwrap();
+        let (tar, entry) = gzip_sample(root.path());
+        let blob = compress(&tar, Compression::Gzip);
+        let checkpoints: Vec<usize> = (0..entry.index.spans.len())
+            .filter(|&i| matches!(entry.index.spans[i].start, SpanStart::GzipBlock { .. }))
+            .collect();
+        assert!(checkpoints.len() > 4, "{} checkpoints", checkpoints.len());
+        let mut refused = 0;
+        for (n, &i) in checkpoints.iter().enumerate() {
+            let other = checkpoints[(n + 1) % checkpoints.len()];
+            let SpanStart::GzipBlock { window, .. } = entry.index.spans[other].start.clone() else {
+                unreachable!()
+            };
+            let mut spans = entry.index.spans.to_vec();
+            if let SpanStart::GzipBlock { window: w, .. } = &mut spans[i].start {
+                *w = window;
+            }
+            let mut index = entry.index.clone();
+            index.spans = spans.into();
+            let blob: Blob = Arc::new(RemoteBytes {
+                bytes: blob.clone(),
+                digest: index.digest,
+                flipped: None,
+            });
+            let reader = LayerReader::open(&entry.dir, &index, blob).unwrap();
+            reader.evict(&[i]);
+            let span = &index.spans[i];
+            let mut buf = vec![0u8; span.out_len as usize];
+            match reader.read_at(span.out_offset, &mut buf) {
+                Ok(_) => assert!(buf[..] == tar[span.out_offset as usize..][..buf.len()]),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("decoded bytes do not match the index")
+                            || e.contains("cannot decode"),
+                        "{e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "no span's output depends on its window");
+    }
+
     fn blob_source(root: &Path, entry: &CacheEntry) -> Blob {
         let layout = Layout::open(&root.join("layout")).unwrap();
         layout.blob(&entry.index.digest, None).unwrap()
