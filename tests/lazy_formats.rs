@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::registry::TestRegistry;
-use support::{assert_same_tree, corpus, extract, run_bounded, wait_until, Mounted, BIN, REPO};
+use support::{
+    assert_same_tree, corpus, extract, process_alive, run_bounded, wait_until, Mounted, BIN, REPO,
+};
 
 const FORMATS: [&str; 2] = ["estargz", "zstd-chunked"];
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -626,8 +628,15 @@ fn a_chunk_swapped_for_another_valid_member_is_an_error_not_its_bytes() {
     assert!(!daemon_log.contains("indexing"), "{daemon_log}");
     assert!(!daemon_log.contains("table of contents"), "{daemon_log}");
     // On its way out the daemon says what the checks cost (the
-    // benchmark reads it): here the one span it refused.
+    // benchmark reads it): here the one span it refused. Its exit is
+    // waited for first: on a loaded machine (a fresh clone's CI building
+    // the corpus beside this test) it outlasted `umount`'s own wait once.
+    let daemon = mounted.daemon_pid();
     drop(mounted);
+    assert!(
+        wait_until(Duration::from_secs(60), || !process_alive(daemon)),
+        "the daemon (pid {daemon}) did not exit within 60 s of its unmount"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || logged("span digest checks: ")
             .is_some()),
