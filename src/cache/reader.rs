@@ -963,6 +963,7 @@ mod tests {
     use indicatif::ProgressBar;
 
     use super::*;
+    use crate::blob::MemoryBlob;
     use crate::cache::{Cache, CacheEntry};
     use crate::layer::LayerInfo;
     use crate::source::{ImageStore, Layout};
@@ -1330,34 +1331,32 @@ mod tests {
 
     /// A blob as a registry serves it, with one byte changed where asked.
     struct RemoteBytes {
-        bytes: Vec<u8>,
-        digest: Digest,
+        blob: MemoryBlob,
         flipped: Option<u64>,
     }
 
     impl BlobSource for RemoteBytes {
         fn digest(&self) -> Digest {
-            self.digest
+            self.blob.digest()
         }
 
         fn size(&self) -> u64 {
-            self.bytes.len() as u64
+            self.blob.size()
         }
 
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            let start = offset.min(self.size()) as usize;
-            let n = buf.len().min(self.bytes.len() - start);
-            buf[..n].copy_from_slice(&self.bytes[start..start + n]);
-            if let Some(at) = self.flipped {
-                if (offset..offset + n as u64).contains(&at) {
-                    buf[(at - offset) as usize] ^= 0x20;
-                }
+            let n = self.blob.read_at(buf, offset)?;
+            if let Some(at) = self
+                .flipped
+                .filter(|at| (offset..offset + n as u64).contains(at))
+            {
+                buf[(at - offset) as usize] ^= 0x20;
             }
             Ok(n)
         }
 
         fn location(&self) -> String {
-            "a test registry".to_string()
+            self.blob.location()
         }
 
         fn is_remote(&self) -> bool {
@@ -1383,8 +1382,7 @@ mod tests {
                 .collect();
             let remote = |flipped| -> Blob {
                 Arc::new(RemoteBytes {
-                    bytes: blob.clone(),
-                    digest: entry.index.digest,
+                    blob: MemoryBlob::new(blob.clone(), "a test registry".to_string()),
                     flipped,
                 })
             };
@@ -1455,8 +1453,7 @@ mod tests {
             let mut index = entry.index.clone();
             index.spans = spans.into();
             let blob: Blob = Arc::new(RemoteBytes {
-                bytes: blob.clone(),
-                digest: index.digest,
+                blob: MemoryBlob::new(blob.clone(), "a test registry".to_string()),
                 flipped: None,
             });
             let reader = LayerReader::open(&entry.dir, &index, blob).unwrap();

@@ -121,10 +121,9 @@ pub enum SpanDigest {
 #[derive(Default)]
 pub struct SpanBuilder {
     spans: Vec<Span>,
-    /// For each span of `spans`, its digest's place in its hasher's list.
-    digest_at: Vec<usize>,
-    /// Whether each span of `spans` is hashed over its compressed range.
-    compressed: Vec<bool>,
+    /// For each span of `spans`, how it is hashed and its digest's place
+    /// in that hasher's list.
+    digest_at: Vec<(SpanDigest, usize)>,
     current: Option<Span>,
     /// How the current span is hashed, and whether it has had output.
     current_digest: Option<SpanDigest>,
@@ -281,25 +280,24 @@ impl SpanBuilder {
 
     fn close(&mut self) {
         let digest = self.current_digest.take();
-        if let Some(span) = self.current.take() {
+        if let (Some(span), Some(digest)) = (self.current.take(), digest) {
             let kept = span.out_len > 0;
-            match digest {
-                Some(SpanDigest::Decoded) => {
+            let at = match digest {
+                SpanDigest::Decoded => {
                     self.decoded.event(SegmentEvent::End);
-                    if kept {
-                        self.digest_at.push(self.decoded_begun - 1);
-                    }
+                    self.decoded_begun - 1
                 }
-                Some(SpanDigest::CompressedRange) if kept => {
-                    self.digest_at.push(self.compressed_kept);
+                SpanDigest::CompressedRange if kept => {
                     self.compressed_kept += 1;
+                    self.compressed_kept - 1
                 }
-                Some(SpanDigest::CompressedRange) => self.input.event(SegmentEvent::Merge),
-                None => {}
-            }
+                SpanDigest::CompressedRange => {
+                    self.input.event(SegmentEvent::Merge);
+                    return;
+                }
+            };
             if kept {
-                self.compressed
-                    .push(digest == Some(SpanDigest::CompressedRange));
+                self.digest_at.push((digest, at));
                 self.spans.push(span);
                 self.ids.push(self.begun - 1);
             }
@@ -324,13 +322,11 @@ impl SpanBuilder {
                 self.compressed_kept,
             ));
         }
-        for ((span, &at), &compressed) in self
-            .spans
-            .iter_mut()
-            .zip(&self.digest_at)
-            .zip(&self.compressed)
-        {
-            span.sha256 = if compressed { input[at] } else { decoded[at] };
+        for (span, &(digest, at)) in self.spans.iter_mut().zip(&self.digest_at) {
+            span.sha256 = match digest {
+                SpanDigest::Decoded => decoded[at],
+                SpanDigest::CompressedRange => input[at],
+            };
         }
         Ok(self.spans)
     }
