@@ -331,6 +331,8 @@ fn bench_smoke_run_writes_table_json_and_chart() {
         "with the artifact, span digest checks ≤ 5 % of reading everything",
         "eStargz: the first file in ≤ 0.5 s",
         "zstd:chunked: reading everything in ≤ 1.5× way 2's (the full pass)",
+        "eStargz: chunk digest checks ≤ 5 % of reading everything",
+        "zstd:chunked: chunk digest checks ≤ 5 % of reading everything",
     ] {
         let line = section
             .lines()

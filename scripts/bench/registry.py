@@ -130,6 +130,14 @@ GOALS = [  # label, system, metric, kind, limit  (issues 10 and 22)
      "first_file_bytes", "of_layers", 0.05),
     ("zstd:chunked: reading everything in ≤ 1.5× way 2's (the full pass)", "registry-zstdchunked",
      "read_all", "of_full_pass", 1.5),
+    # DESIGN.md: digest checks of remote bytes ≤ 5 % of reading everything,
+    # for every way. A TOC's chunkDigest is taken over decoded bytes (about
+    # three times the compressed ones), so these checks cannot be moved to
+    # the compressed range as way 3's were; shown so the cost stays visible.
+    ("eStargz: chunk digest checks ≤ 5 % of reading everything", "registry-estargz",
+     "read_all_checks", "of_read_all", 0.05),
+    ("zstd:chunked: chunk digest checks ≤ 5 % of reading everything", "registry-zstdchunked",
+     "read_all_checks", "of_read_all", 0.05),
 ]
 
 

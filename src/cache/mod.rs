@@ -16,7 +16,7 @@ pub mod residency;
 pub use reader::LayerReader;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
@@ -518,7 +518,10 @@ fn load_with(
     keep_entries: bool,
 ) -> std::result::Result<format::Decoded, String> {
     let path = dir.join("index");
-    let file = File::open(&path).map_err(|e| e.to_string())?;
+    let file = File::open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => "not in the cache yet".to_string(),
+        _ => format!("cannot open {}: {e}", path.display()),
+    })?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len == 0 {
         return Err("empty index".to_string());

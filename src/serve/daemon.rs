@@ -74,9 +74,24 @@ pub struct ServeSetup {
 /// The daemon's entry point: open the pinned image (its indexes are warm,
 /// so no progress is drawn) and serve it.
 pub fn run_daemon(args: &DaemonArgs) -> Result<()> {
-    if let Some(log) = &args.log {
-        log_through_pipe(log)?;
+    let Some(log) = &args.log else {
+        return open_and_serve(args);
+    };
+    let pipe = LogPipe::start(log)?;
+    let result = open_and_serve(args);
+    if let Err(e) = &result {
+        // The caller prints it to stderr, which is closed below.
+        tracing::error!("{e}");
     }
+    pipe.drain(LOG_DRAIN_TIMEOUT);
+    result
+}
+
+/// How long an ending daemon waits for its last log lines (the tally of
+/// span checks, an error) to reach the log file.
+const LOG_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_and_serve(args: &DaemonArgs) -> Result<()> {
     let opened = ImageRef::parse(&args.pinned).and_then(|reference| {
         let opts = OpenOptions {
             progress: false,
@@ -248,40 +263,66 @@ fn save_record(rootfs: &Rootfs, first_reads: &FirstReads) {
     }
 }
 
-/// Send the daemon's stdout and stderr to its log through a pipe drained by
-/// a thread. Writing the log fails when the cache's disk is full, and a
+/// The daemon's stdout and stderr, sent to its log through a pipe drained
+/// by a thread. Writing the log fails when the cache's disk is full, and a
 /// failed write to stderr panics the thread that was logging (a FUSE
 /// worker); a line dropped from the log is the lesser harm.
-fn log_through_pipe(log: &Path) -> Result<()> {
-    let mut file = RotatingLog::open(log, MAX_LOG_BYTES).at(log)?;
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 fills two fds we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::io("pipe", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fresh fds from pipe2; dup2 onto 1 and 2 (not close-on-exec).
-    let mut read_end = unsafe {
-        let read_end = File::from_raw_fd(fds[0]);
-        let write_end = File::from_raw_fd(fds[1]);
-        if libc::dup2(write_end.as_raw_fd(), 1) < 0 || libc::dup2(write_end.as_raw_fd(), 2) < 0 {
-            return Err(Error::io("dup2", std::io::Error::last_os_error()));
+struct LogPipe {
+    drained: std::sync::mpsc::Receiver<()>,
+}
+
+impl LogPipe {
+    fn start(log: &Path) -> Result<LogPipe> {
+        let mut file = RotatingLog::open(log, MAX_LOG_BYTES).at(log)?;
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills two fds we then own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::io("pipe", std::io::Error::last_os_error()));
         }
-        read_end
-    };
-    std::thread::spawn(move || {
-        // SIGTERM must reach the thread that unmounts, never this one.
-        block_signals();
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match read_end.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => file.write(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+        // SAFETY: fresh fds from pipe2; dup2 onto 1 and 2 (not close-on-exec).
+        let mut read_end = unsafe {
+            let read_end = File::from_raw_fd(fds[0]);
+            let write_end = File::from_raw_fd(fds[1]);
+            if libc::dup2(write_end.as_raw_fd(), 1) < 0 || libc::dup2(write_end.as_raw_fd(), 2) < 0
+            {
+                return Err(Error::io("dup2", std::io::Error::last_os_error()));
             }
+            read_end
+        };
+        let (done, drained) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // SIGTERM must reach the thread that unmounts, never this one.
+            block_signals();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match read_end.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => file.write(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        });
+        Ok(LogPipe { drained })
+    }
+
+    /// Close the pipe's write end (stdout and stderr now go to /dev/null)
+    /// and wait, at most `within`, for the thread to write what was left
+    /// in it. Without this, the lines logged last were lost whenever the
+    /// process exited before the thread had run.
+    fn drain(self, within: std::time::Duration) {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2 of an fd we own onto 1 and 2.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 1);
+                libc::dup2(null.as_raw_fd(), 2);
+            }
+            let _ = self.drained.recv_timeout(within);
         }
-    });
-    Ok(())
+    }
 }
 
 pub(super) fn tell_parent(fd: i32, message: &str) {
