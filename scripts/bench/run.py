@@ -216,14 +216,17 @@ class System:
         return None
 
 
-def digest_check_seconds(cache):
+def digest_check_seconds(cache, clock="cpu"):
     """What span digest checks cost the daemons that logged in cache: the
-    sum of the `span digest checks:` lines each writes when it ends."""
+    sum of the `span digest checks:` lines each writes when it ends, in CPU
+    seconds of the hashing threads (clock="cpu", the cost) or in wall
+    seconds around the hashing (clock="wall", which also counts a thread's
+    waits for a core)."""
     total = 0.0
     for log in glob.glob(os.path.join(cache, "logs", "mount-*.log*")):
         with open(log, errors="replace") as f:
             for line in f:
-                m = re.search(r"span digest checks: .* seconds=([0-9.eE+-]+)", line)
+                m = re.search(rf"span digest checks: .* {clock}_seconds=([0-9.eE+-]+)", line)
                 if m:
                     total += float(m.group(1))
     return total

@@ -8,4 +8,5 @@ pub mod lock;
 pub mod mountinfo;
 pub mod progress;
 pub mod rotating_log;
+pub mod thread_cpu;
 pub mod workers;
