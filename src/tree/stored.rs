@@ -25,7 +25,10 @@ pub fn path(cache_root: &Path, manifest: &Digest) -> PathBuf {
 /// index files `layers` describes (digest, identity and stream length;
 /// entry counts are the tree's own). The error says why not.
 pub fn load(path: &Path, layers: &[LayerRecord]) -> std::result::Result<Tree, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+    let file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "none is stored yet".to_string(),
+        _ => format!("cannot open it: {e}"),
+    })?;
     // SAFETY: stored trees are only ever replaced by rename, never modified
     // in place, so the mapping cannot change under us.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
