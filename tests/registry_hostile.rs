@@ -1486,6 +1486,63 @@ fn a_span_read_answered_with_other_bytes_is_refused() {
     run.assert_within(Duration::from_secs(8));
 }
 
+/// A 206 for exactly `req`'s range, with the right Content-Range and
+/// length, one byte of which is flipped: the answer a tampering proxy or a
+/// rotting disk would give.
+fn flipped_range(req: &Request, conn: &mut Conn) {
+    let blob = conn.image.layer.clone();
+    let total = blob.len();
+    let (start, end) = req.range().unwrap();
+    let end = end.map_or(total - 1, |e| (e as usize).min(total - 1));
+    let mut body = blob[start as usize..=end].to_vec();
+    let middle = body.len() / 2;
+    body[middle] ^= 0x20;
+    conn.respond(
+        req,
+        206,
+        &[("Content-Range", format!("bytes {start}-{end}/{total}"))],
+        &body,
+    );
+}
+
+/// A span read by Range answered with the right range, one byte of it
+/// flipped. The full pass took the span's SHA-256 over its compressed
+/// range, so the read is refused by that digest before a byte is inflated
+/// (the CRC-32 after inflating is not what catches it), and the message
+/// names the layer, the range and both digests.
+#[test]
+fn a_span_read_with_a_flipped_byte_is_refused_by_its_digest_before_inflating() {
+    let registry = FakeRegistry::start(Image::standard(), |req, conn| {
+        if layer_read(req, conn) == Some(LayerRead::Span) {
+            flipped_range(req, conn);
+            return true;
+        }
+        false
+    });
+    let ocimount = Ocimount::new(10);
+    ocimount
+        .run(&["ls", &registry.by_tag(), "/"], QUICK)
+        .assert_ok();
+    let run = ocimount.run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
+    let layer = registry.image.layer_digest.clone();
+    let spans = registry.count(|r| r.blob_digest() == Some(layer.as_str()) && r.range().is_some());
+    assert!(
+        spans >= 1,
+        "cat read no span by Range (so this case tests nothing); requests:\n{}",
+        registry.shown()
+    );
+    run.assert_fails_with(&[
+        &layer,
+        "sha256 mismatch over its compressed bytes",
+        "the index says sha256:",
+        "the remote's are sha256:",
+        "not decoded",
+    ]);
+    assert!(!run.stderr.contains("crc"), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "cat wrote {:?}", run.stdout);
+    run.assert_within(Duration::from_secs(8));
+}
+
 /// The indexing pass reads each layer in one request: no Range read for
 /// its head first (a registry would send that part twice).
 #[test]
