@@ -351,7 +351,61 @@ pub fn assert_no_panic(run: &Run) {
 
 /// Run a program with a time limit; stdout and stderr are collected as it
 /// runs. Past `timeout` the process is killed and the test fails.
+///
+/// One exception, retried once: a child that never became `program`. Under
+/// qemu-user a multi-threaded test binary's fork can hang before its exec
+/// (both of the child's threads in a futex wait, named after the test
+/// thread that forked). That is the emulator's, not ocimount's: the hung
+/// process never ran a line of ocimount, and it is started again.
 pub fn run_with_timeout<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Duration) -> Run {
+    match try_run_with_timeout(program, args, timeout) {
+        Ok(run) => run,
+        Err(hung) if hung.never_started => {
+            eprintln!(
+                "{} never started (stuck between fork and exec under emulation):\n{}\
+                 starting it again",
+                program.display(),
+                hung.threads
+            );
+            try_run_with_timeout(program, args, timeout)
+                .unwrap_or_else(|hung| hung.fail(program, args, timeout))
+        }
+        Err(hung) => hung.fail(program, args, timeout),
+    }
+}
+
+/// A run killed at its time limit.
+struct Hung {
+    threads: String,
+    stdout_len: usize,
+    stderr: Vec<u8>,
+    /// The child was still the test binary's fork, not `program`.
+    never_started: bool,
+}
+
+impl Hung {
+    fn fail<S: AsRef<OsStr>>(self, program: &Path, args: &[S], timeout: Duration) -> ! {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        panic!(
+            "{} {} did not finish within {timeout:?} ({} bytes written to \
+             stdout)\nits threads then:\n{}its stderr:\n{}",
+            program.display(),
+            shown.join(" "),
+            self.stdout_len,
+            self.threads,
+            String::from_utf8_lossy(&self.stderr)
+        );
+    }
+}
+
+fn try_run_with_timeout<S: AsRef<OsStr>>(
+    program: &Path,
+    args: &[S],
+    timeout: Duration,
+) -> Result<Run, Hung> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -380,31 +434,42 @@ pub fn run_with_timeout<S: AsRef<OsStr>>(program: &Path, args: &[S], timeout: Du
         }
         if started.elapsed() > timeout {
             let threads = thread_states(child.id());
+            let never_started = !became(child.id(), program);
             let _ = child.kill();
             let _ = child.wait();
             let stdout_len = out_thread.join().map_or(0, |b| b.len());
             let stderr = err_thread.join().unwrap_or_default();
-            let shown: Vec<String> = args
-                .iter()
-                .map(|a| a.as_ref().to_string_lossy().into_owned())
-                .collect();
-            panic!(
-                "{} {} did not finish within {timeout:?} ({stdout_len} bytes written to \
-                 stdout)\nits threads then:\n{threads}its stderr:\n{}",
-                program.display(),
-                shown.join(" "),
-                String::from_utf8_lossy(&stderr)
-            );
+            return Err(Hung {
+                threads,
+                never_started: never_started && stdout_len == 0 && stderr.is_empty(),
+                stdout_len,
+                stderr,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let stdout = out_thread.join().unwrap();
     let stderr = String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned();
-    Run {
+    Ok(Run {
         code: status.code(),
         stdout,
         stderr,
-    }
+    })
+}
+
+/// Whether process `pid` is running `program`: its name (at most 15
+/// bytes) is the program's file name. A fork that has not exec'd yet
+/// still bears the name of the thread that forked it.
+fn became(pid: u32, program: &Path) -> bool {
+    let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+        return true;
+    };
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short: String = name.chars().take(15).collect();
+    comm.trim() == short
 }
 
 /// Each thread of process `pid` with what it waits in (name and wchan from
