@@ -1457,14 +1457,14 @@ fn other_range(req: &Request, conn: &mut Conn) {
     );
 }
 
-/// Case 13: A span read by Range, answered with another range. The indexing
-/// pass (`ls`, served right) fills the cache; `cat` in a new process then
-/// reads the file's span from the registry by Range.
-#[test]
-fn a_span_read_answered_with_other_bytes_is_refused() {
-    let registry = FakeRegistry::start(Image::standard(), |req, conn| {
+/// `ls` of the standard image (the indexing pass, served right, fills the
+/// cache), then `cat` of its file in a new process, whose span reads by
+/// Range `answer` gives; the `cat` run and the layer's digest. Asserts
+/// that `cat` did read a span by Range.
+fn cat_with_span_reads_answered_by(answer: fn(&Request, &mut Conn)) -> (Run, String) {
+    let registry = FakeRegistry::start(Image::standard(), move |req, conn| {
         if layer_read(req, conn) == Some(LayerRead::Span) {
-            other_range(req, conn);
+            answer(req, conn);
             return true;
         }
         false
@@ -1481,6 +1481,15 @@ fn a_span_read_answered_with_other_bytes_is_refused() {
         "cat read no span by Range (so this case tests nothing); requests:\n{}",
         registry.shown()
     );
+    (run, layer)
+}
+
+/// Case 13: A span read by Range, answered with another range. The indexing
+/// pass (`ls`, served right) fills the cache; `cat` in a new process then
+/// reads the file's span from the registry by Range.
+#[test]
+fn a_span_read_answered_with_other_bytes_is_refused() {
+    let (run, layer) = cat_with_span_reads_answered_by(other_range);
     run.assert_fails_with(&["Content-Range", "bytes 7-", &layer]);
     assert!(run.stdout.is_empty(), "cat wrote {:?}", run.stdout);
     run.assert_within(Duration::from_secs(8));
@@ -1512,25 +1521,7 @@ fn flipped_range(req: &Request, conn: &mut Conn) {
 /// names the layer, the range and both digests.
 #[test]
 fn a_span_read_with_a_flipped_byte_is_refused_by_its_digest_before_inflating() {
-    let registry = FakeRegistry::start(Image::standard(), |req, conn| {
-        if layer_read(req, conn) == Some(LayerRead::Span) {
-            flipped_range(req, conn);
-            return true;
-        }
-        false
-    });
-    let ocimount = Ocimount::new(10);
-    ocimount
-        .run(&["ls", &registry.by_tag(), "/"], QUICK)
-        .assert_ok();
-    let run = ocimount.run(&["cat", &registry.by_tag(), &format!("/{FILE}")], QUICK);
-    let layer = registry.image.layer_digest.clone();
-    let spans = registry.count(|r| r.blob_digest() == Some(layer.as_str()) && r.range().is_some());
-    assert!(
-        spans >= 1,
-        "cat read no span by Range (so this case tests nothing); requests:\n{}",
-        registry.shown()
-    );
+    let (run, layer) = cat_with_span_reads_answered_by(flipped_range);
     run.assert_fails_with(&[
         &layer,
         "sha256 mismatch over its compressed bytes",
