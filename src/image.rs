@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::oci::manifest::{Descriptor, ImageConfig, Index, Manifest};
 use crate::oci::media::{self, Compression, DocumentKind};
 use crate::oci::Platform;
-use crate::source::reference::Selector;
 use crate::source::registry::settings::Settings;
+use crate::source::selector::Selector;
 use crate::source::store::{json_blob, ImageStore};
 use crate::source::ImageRef;
 

@@ -3,10 +3,13 @@
 //! import (`crate::…`, or `super::…` that leaves its stage) only from its
 //! own stage or a lower one. With a strict order there can be no cycle
 //! between stages. A new stage must be given its place in `STAGES`.
+//! Inside a folder, its files and subfolders import each other without a
+//! cycle either (its `mod.rs`, the folder's front, is left out: a child
+//! naming an item its parent re-exports is no cycle).
 //! Test modules (`#[cfg(test)] mod …`) may reach anywhere, as `tests/` and
 //! `fuzz/` do.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -261,4 +264,124 @@ fn the_import_scanner_sees_groups_super_and_skips_tests() {
         .map(|(p, _)| p.join("::"))
         .collect();
     assert_eq!(paths, ["tree::layout::X", "tree::path", "cache::residency"]);
+}
+
+/// A folder of `src/` (its module path) → the edges between its children
+/// (files and subfolders), each with the first import that makes it.
+type FolderEdges = BTreeMap<Vec<String>, BTreeMap<(String, String), String>>;
+
+/// Every edge between two children of one folder: a module under child `a`
+/// importing a path under child `b` of the same folder.
+fn folder_edges(files: &[PathBuf]) -> FolderEdges {
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_path(f)).collect();
+    let is_folder = |m: &[String]| src_dir().join(m.join("/")).is_dir();
+    let mut edges = FolderEdges::new();
+    for file in files {
+        let module = module_path(file);
+        if module.first().and_then(|s| rank(s)).is_none() {
+            continue;
+        }
+        let code = code_without_tests(&fs::read_to_string(file).unwrap());
+        for (path, line) in imported_paths(&code, &module) {
+            // The deepest folder holding both, and the child of it on each side.
+            let shared = module.iter().zip(&path).take_while(|(a, b)| a == b).count();
+            let folder = &module[..shared];
+            if shared == 0 || !is_folder(folder) {
+                continue;
+            }
+            let (Some(from), Some(to)) = (module.get(shared), path.get(shared)) else {
+                continue; // the folder's own mod.rs, or an item it defines
+            };
+            let mut child = folder.to_vec();
+            child.push(to.clone());
+            if !modules.contains(&child) && !is_folder(&child) {
+                continue; // an item of the folder's mod.rs
+            }
+            let site = format!(
+                "{}:{line} imports {}",
+                file.strip_prefix(src_dir()).unwrap().display(),
+                path.join("::")
+            );
+            edges
+                .entry(folder.to_vec())
+                .or_default()
+                .entry((from.clone(), to.clone()))
+                .or_insert(site);
+        }
+    }
+    edges
+}
+
+/// The cycles among one folder's children: each strongly connected set of
+/// more than one child, found by following edges both ways.
+fn cycles(edges: &BTreeMap<(String, String), String>) -> Vec<BTreeSet<String>> {
+    let reach = |start: &String, forward: bool| {
+        let mut seen = BTreeSet::from([start.clone()]);
+        let mut todo = vec![start.clone()];
+        while let Some(at) = todo.pop() {
+            for (a, b) in edges.keys() {
+                let (from, to) = if forward { (a, b) } else { (b, a) };
+                if *from == at && seen.insert(to.clone()) {
+                    todo.push(to.clone());
+                }
+            }
+        }
+        seen
+    };
+    let nodes: BTreeSet<&String> = edges.keys().flat_map(|(a, b)| [a, b]).collect();
+    let mut found: Vec<BTreeSet<String>> = Vec::new();
+    for node in nodes {
+        let both: BTreeSet<String> = reach(node, true)
+            .intersection(&reach(node, false))
+            .cloned()
+            .collect();
+        if both.len() > 1 && !found.contains(&both) {
+            found.push(both);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_folder_has_an_import_cycle_among_its_files() {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    files.sort();
+    let mut report = Vec::new();
+    for (folder, edges) in folder_edges(&files) {
+        for cycle in cycles(&edges) {
+            let sites: Vec<&str> = edges
+                .iter()
+                .filter(|((a, b), _)| cycle.contains(a) && cycle.contains(b))
+                .map(|(_, site)| site.as_str())
+                .collect();
+            report.push(format!(
+                "{}: {:?}\n    {}",
+                folder.join("::"),
+                cycle,
+                sites.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "import cycles inside a folder:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn the_cycle_finder_finds_a_loop_of_three_and_nothing_in_a_chain() {
+    let edges = |pairs: &[(&str, &str)]| -> BTreeMap<(String, String), String> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((a.to_string(), b.to_string()), String::new()))
+            .collect()
+    };
+    let looped = cycles(&edges(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]));
+    assert_eq!(
+        looped,
+        [BTreeSet::from(["a".to_string(), "b".into(), "c".into()])]
+    );
+    assert!(cycles(&edges(&[("a", "b"), ("b", "c"), ("a", "c")])).is_empty());
 }

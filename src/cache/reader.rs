@@ -36,7 +36,7 @@ use crate::cache::residency::Residency;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::layer::gzip;
-use crate::layer::index::{BuiltFrom, LayerIndex};
+use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{self, crc32, span_at, Span, SpanStart};
 use crate::layer::zstd;
 use crate::layer::Compression;

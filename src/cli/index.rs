@@ -7,7 +7,7 @@ use indicatif::HumanBytes;
 use crate::cache::Cache;
 use crate::cli::ImageArgs;
 use crate::error::{Error, Result};
-use crate::layer::index::LayerIndex;
+use crate::layer::layer_index::LayerIndex;
 use crate::rootfs::publish::publish;
 use crate::rootfs::{open_indexes, OpenOptions};
 use crate::source::reference::Transport;

@@ -7,7 +7,7 @@ use crate::cli::{stdout_error, ImageArgs};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::PlatformChoice;
-use crate::layer::index::BuiltFrom;
+use crate::layer::layer_index::BuiltFrom;
 use crate::oci::manifest::RuntimeConfig;
 use crate::rootfs::OpenOptions;
 use crate::source::reference::Transport;

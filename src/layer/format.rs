@@ -8,7 +8,7 @@
 //! CRC-32 of everything so far and the spans; the spans; the entries.
 
 use crate::digest::Digest;
-use crate::layer::index::{BuiltFrom, LayerIndex};
+use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{crc32, Span, SpanStart};
 use crate::layer::Compression;
 use crate::limits::{MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SPAN_BYTES, MAX_XATTR_VALUE_BYTES};

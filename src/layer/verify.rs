@@ -10,7 +10,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::blob::BlobSource;
 use crate::digest::Digest;
-use crate::layer::index::{HashingReader, LayerIndex};
+use crate::layer::index::HashingReader;
+use crate::layer::layer_index::LayerIndex;
 use crate::layer::toc::agreement::{self, Disagreements};
 use crate::layer::Compression;
 use crate::layer::LayerInfo;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::union::{Draft, DraftKind};
+use super::draft::{Draft, DraftKind};
 use crate::tree::NodeId;
 
 /// One layer's effect.

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::merge::draft::{Draft, DraftKind, DraftMeta};
 use crate::merge::shrinking::Shrinking;
-use crate::merge::{Draft, DraftKind, DraftMeta};
 use crate::tree::layout::{self, meta, node as field, put_u32, put_u64, LayerRecord, Sections};
 use crate::tree::layout::{DIRENT_LEN, META_LEN, NODE_LEN, XATTR_LEN};
 

@@ -3,6 +3,7 @@
 //! (`encode`).
 
 pub mod changes;
+mod draft;
 pub mod encode;
 mod shrinking;
 pub mod union;

@@ -7,7 +7,7 @@ use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::error::{IoContext, Result};
 use crate::image::Image;
-use crate::layer::index::LayerIndex;
+use crate::layer::layer_index::LayerIndex;
 use crate::layer::spans::SpanStart;
 use crate::oci::manifest::Descriptor;
 use crate::source::reference::Transport;

@@ -23,7 +23,7 @@ use super::daemon::{self, MountFlags};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::{OpenOptions, Rootfs};
 use crate::serve::prefetch::Prefetch;
-use crate::source::registry::credentials::Credential;
+use crate::source::registry::credential::Credential;
 use crate::source::registry::settings::CREDS_ENV;
 use crate::source::ImageRef;
 

@@ -108,7 +108,8 @@ impl Layout {
         {
             None => None,
             Some(reference) => {
-                use crate::source::reference::{Selector, Transport};
+                use crate::source::reference::Transport;
+                use crate::source::selector::Selector;
                 // Only the layout a bundle writes, naming an image pinned
                 // to its manifest, in a registry or a regular archive file:
                 // a layout from elsewhere does not send ocimount to a

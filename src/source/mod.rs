@@ -6,6 +6,7 @@ pub mod archive;
 pub mod layout;
 pub mod reference;
 pub mod registry;
+pub mod selector;
 pub mod store;
 
 pub use layout::Layout;

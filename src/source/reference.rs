@@ -14,15 +14,8 @@ use crate::source::archive::{self, DockerArchive, OciArchive};
 use crate::source::registry::reference as registry_reference;
 use crate::source::registry::settings::Settings;
 use crate::source::registry::{RegistryStore, RepositoryName};
+use crate::source::selector::Selector;
 use crate::source::{ImageStore, Layout};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selector {
-    /// No tag: the only entry of `index.json`, else `latest`.
-    Default,
-    Tag(String),
-    Digest(Digest),
-}
 
 /// What holds the image.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use sha2::{Digest as _, Sha256};
 
 use super::ESTARGZ_OWN_ENTRIES;
-use crate::layer::index::{BuiltFrom, LayerIndex};
+use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{hex, spans_covering};
 use crate::tar::entry::{EntryKind, TarEntry};
 use crate::tar::TarReader;

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::digest::Digest;
-use crate::layer::index::{BuiltFrom, LayerIndex};
+use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::spans::{Span, SpanStart, FIXED_SPAN, MAX_SPAN_BYTES};
 use crate::layer::LayerInfo;
 use crate::limits::{MAX_PATH_BYTES, MAX_XATTR_VALUE_BYTES};

@@ -26,7 +26,7 @@ use super::entries::LargeChunk;
 use super::TocError;
 use crate::blob::BlobSource;
 use crate::digest::Digest;
-use crate::layer::index::LayerIndex;
+use crate::layer::layer_index::LayerIndex;
 use crate::layer::spans::FIXED_SPAN;
 
 /// How much of a frame is asked for at once, ahead of the decoder's reads
@@ -122,7 +122,7 @@ pub fn hash_spans(
 mod tests {
     use super::*;
     use crate::blob::MemoryBlob;
-    use crate::layer::index::BuiltFrom;
+    use crate::layer::layer_index::BuiltFrom;
     use crate::layer::spans::{Span, SpanStart};
     use crate::layer::Compression;
 

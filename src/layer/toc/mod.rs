@@ -16,7 +16,7 @@ mod zstd_chunked;
 
 use crate::blob::BlobSource;
 use crate::digest::Digest;
-use crate::layer::index::{BuiltFrom, LayerIndex};
+use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::LayerInfo;
 
 /// The index a TOC's JSON describes, once it has been fetched and checked

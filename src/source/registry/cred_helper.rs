@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::source::registry::credentials::Credential;
+use crate::source::registry::credential::Credential;
 
 /// How long one helper run may take.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);

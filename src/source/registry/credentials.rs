@@ -76,6 +76,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::source::registry::cred_helper::{HelperError, HelperRunner, DOCKER_HUB_SERVER};
+use crate::source::registry::credential::Credential;
 use crate::sys::bounded::{self, FileRead};
 
 /// The largest credentials file read.
@@ -171,34 +172,6 @@ impl Env {
             });
         }
         files
-    }
-}
-
-/// Credentials for a registry.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
-    /// A user name and password, for Basic authentication or a token request.
-    Basic { username: String, password: String },
-    /// An OAuth2 refresh token, exchanged at the token server for an access
-    /// token (`grant_type=refresh_token`).
-    IdentityToken { username: String, token: String },
-}
-
-/// Secrets stay out of logs and error messages.
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Basic { username, .. } => formatter
-                .debug_struct("Basic")
-                .field("username", username)
-                .field("password", &"<redacted>")
-                .finish(),
-            Credential::IdentityToken { username, .. } => formatter
-                .debug_struct("IdentityToken")
-                .field("username", username)
-                .field("token", &"<redacted>")
-                .finish(),
-        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod challenge;
 pub mod client;
 pub mod cred_helper;
+pub mod credential;
 pub mod credentials;
 pub mod index_artifact;
 pub mod reference;

@@ -13,7 +13,7 @@
 use std::fmt;
 
 use crate::digest::Digest;
-use crate::source::reference::Selector;
+use crate::source::selector::Selector;
 
 /// Docker Hub's name, and the host its API lives on.
 pub const DOCKER_HUB: &str = "docker.io";

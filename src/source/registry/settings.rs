@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::source::registry::credentials::Credential;
+use crate::source::registry::credential::Credential;
 use crate::source::registry::reference::RepositoryName;
 use crate::source::registry::registries_conf::{ConfError, PullSource, RefKind, RegistriesConf};
 
