@@ -351,8 +351,10 @@ fn real_dir(path: &Path) -> bool {
 }
 
 /// Remove the logs of mounts that have ended: every file in `logs/` that
-/// no live mount writes (nor its rotated part), untouched for a while (a
-/// mount starting right now has its log before its record).
+/// no live mount writes (nor its rotated part) and that no process holds
+/// open, or, where `/proc` cannot tell, that has been untouched for a while
+/// (a mount starting right now has its log before its record, and holds
+/// it open from the start).
 fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
     // By name: the records hold the cache's path as their daemon spelled it.
     let live: Vec<std::ffi::OsString> = list_mounts(cache)
@@ -362,6 +364,7 @@ fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
         .filter_map(|log| log.file_name().map(|n| n.to_os_string()))
         .collect();
     let now = SystemTime::now();
+    let open = crate::sys::open_files::open_inodes();
     let mut freed = 0;
     for entry in fs::read_dir(paths::logs(cache.root()))
         .into_iter()
@@ -372,9 +375,12 @@ fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
         let Ok(meta) = entry.metadata() else {
             continue;
         };
-        let idle = untouched_for_a_while(&meta, now);
+        let ended = match &open {
+            Some(open) => !open.contains(&(meta.dev(), meta.ino())),
+            None => untouched_for_a_while(&meta, now),
+        };
         if meta.is_file()
-            && idle
+            && ended
             && !live.contains(&entry.file_name())
             && fs::remove_file(&path).is_ok()
         {

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod bounded;
 pub mod lock;
 pub mod mountinfo;
+pub mod open_files;
 pub mod progress;
 pub mod rotating_log;
 pub mod thread_cpu;
