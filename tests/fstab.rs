@@ -88,7 +88,9 @@ fn an_fstab_line_and_mount_t_fuse_ocimount_mount_the_image() {
         W=$1 BIN=$2 IMAGE=$3
         trap 'umount -l "$W/a" 2>/dev/null || true; umount -l "$W/b" 2>/dev/null || true' EXIT
         mount -t overlay overlay -o "lowerdir=/usr/sbin,upperdir=$W/up,workdir=$W/work" /usr/sbin
-        # -f: the host may have its own link (scripts/install.sh); the overlay keeps it.
+        # The host may have its own link (scripts/install.sh): stand one in,
+        # pointing elsewhere, so that replacing it (-f) is always tested.
+        ln -sfn /bin/false /usr/sbin/mount.fuse.ocimount
         ln -sfn "$BIN" /usr/sbin/mount.fuse.ocimount
         mount -T "$W/fstab" -a
         findmnt -n -o FSTYPE,OPTIONS "$W/a" > "$W/a.findmnt"
