@@ -98,8 +98,26 @@ build() {
 # its x86-64 peers) and bundle (runc/crun running the image: under
 # binfmt_misc its processes see qemu in /proc/1/cmdline, and a rootless
 # container cannot reach the ARM loader).
-SUITE=(--lib --test union_cases --test public_fixtures --test bad_input --test arm
-  --test mount --test export_vs_umoci)
+#
+# To keep CI within its time (each qemu suite costs minutes), each target
+# runs what it alone can show: aarch64 the whole suite but the layer over
+# 4 GiB, a 32-bit concern that the x86-64 suite runs natively for 64 bits;
+# armv7 the 32-bit concerns (unit tests, the union, fixtures, bad input
+# and tests/arm.rs with its layer over 4 GiB, mounted through FUSE) but
+# not the corpus mounts and exports, which run the same code as on aarch64.
+suite() {
+  case $1 in
+    aarch64-*)
+      SUITE=(--lib --test union_cases --test public_fixtures --test bad_input --test arm
+        --test mount --test export_vs_umoci)
+      SKIP=(--skip a_layer_over_4_gib_indexes_mounts_and_reads_right)
+      ;;
+    armv7-*)
+      SUITE=(--lib --test union_cases --test public_fixtures --test bad_input --test arm)
+      SKIP=()
+      ;;
+  esac
+}
 
 run_tests() {
   local t start
@@ -115,9 +133,10 @@ run_tests() {
   cargo test --release --locked --no-run --test arm
   export OCIMOUNT_OTHER_BIN=$PWD/target/release/ocimount OCIMOUNT_EMULATED=1
   local cargo_test=(cargo test --release --locked --target "$t")
+  suite "$t"
   "${cargo_test[@]}" --no-run "${SUITE[@]}"
   log "$t: built in $(($(date +%s) - start)) s; testing under qemu-$(qemu_name "$t")"
-  "${cargo_test[@]}" "${SUITE[@]}" -- --test-threads="${TEST_THREADS:-2}"
+  "${cargo_test[@]}" "${SUITE[@]}" -- --test-threads="${TEST_THREADS:-2}" "${SKIP[@]}"
   # The cross-build index test, ignored where there is no other build.
   "${cargo_test[@]}" --test arm -- --ignored --test-threads="${TEST_THREADS:-2}"
   log "$t: all passed in $(($(date +%s) - start)) s"
