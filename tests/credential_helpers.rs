@@ -13,10 +13,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::registry::{base64, sha256_digest, TestRegistry};
-use support::{is_mountpoint, ok, run_bounded, BIN};
+use support::{is_mountpoint, ok, process_alive, run_bounded, wait_until, BIN};
 
 const REPO: &str = "team/hello";
 const TAG: &str = "v1";
@@ -506,4 +506,226 @@ fn without_the_oauth2_post_an_identity_token_goes_by_get() {
         gets.iter().all(|l| l.contains("user=bob status=200")),
         "{lines:#?}"
     );
+}
+
+/// `ocimount cat IMAGE /hello.txt` that must fail within `limit`: its
+/// stderr (no secret in it, nor in stdout) and how long it took.
+fn cat_fails_within(
+    home: &Home,
+    image: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> (String, Duration) {
+    let mut args = extra.to_vec();
+    args.extend(["cat", image, "/hello.txt"]);
+    let started = Instant::now();
+    let out = run_bounded(&mut home.command(&args), limit);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "ocimount panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "expected a failure: {stderr}");
+    assert_no_secret(&out);
+    (stderr, took)
+}
+
+/// The pid a helper wrote to `file`, which must be gone (or a zombie
+/// about to be reaped by init) within a few seconds.
+fn assert_process_gone(file: &Path, what: &str) {
+    let pid: u32 = fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{what}: no pid in {}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !process_alive(pid)),
+        "{what} (pid {pid}) is still running"
+    );
+}
+
+/// The line of stderr that is ocimount's error.
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("ocimount: error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+}
+
+#[test]
+fn a_slow_credential_helper_times_out_and_is_killed() {
+    let reg = TestRegistry::builder()
+        .basic_auth("alice", HELPER_SECRET)
+        .start();
+    let image = push_hello(&reg);
+    let server = reg.host_port();
+    let home = Home::new();
+    let pid_file = home.path("helper.pid");
+    let child_file = home.path("helper-child.pid");
+    // Its reply written, it never exits: it waits on a child of its own,
+    // which holds its stdout too.
+    home.helper(
+        "slow",
+        &format!(
+            "echo $$ > '{}'\n{}\nsleep 300 &\necho $! > '{}'\nwait",
+            pid_file.display(),
+            reply("alice", HELPER_SECRET),
+            child_file.display()
+        ),
+    );
+    let config =
+        home.docker_config(serde_json::json!({ "credHelpers": { server.as_str(): "slow" } }));
+    // No knob shortens the helper timeout (30 s): the real one is waited
+    // for, with room for a loaded machine.
+    let (stderr, took) = cat_fails_within(&home, &image, &[], Duration::from_secs(90));
+    assert_eq!(
+        error_line(&stderr),
+        format!(
+            "ocimount: error: registry {server}/{REPO}: credentials file {}: credential helper docker-credential-slow \
+             did not answer within 30 s and was killed",
+            config.display()
+        ),
+        "{stderr}"
+    );
+    assert!(
+        took >= Duration::from_secs(30) && took < Duration::from_secs(75),
+        "took {took:?}"
+    );
+    assert_eq!(home.calls("slow"), [format!("get|{server}")]);
+    assert_process_gone(&pid_file, "the helper");
+    assert_process_gone(&child_file, "the helper's child");
+}
+
+#[test]
+fn a_credential_helper_with_huge_output_is_cut_off() {
+    let reg = TestRegistry::builder()
+        .basic_auth("alice", HELPER_SECRET)
+        .start();
+    let image = push_hello(&reg);
+    let server = reg.host_port();
+    const TEN_MIB: usize = 10 << 20;
+    // 10 MiB of the secret: on stdout inside a reply, or on stderr before
+    // a good reply.
+    for (name, body) in [
+        (
+            "huge",
+            format!(
+                "printf '{{\"ServerURL\":\"x\",\"Username\":\"alice\",\"Secret\":\"'\n\
+                 yes '{HELPER_SECRET}' | head -c {TEN_MIB}\nprintf '\"}}'"
+            ),
+        ),
+        (
+            "noisy",
+            format!(
+                "yes '{HELPER_SECRET}' | head -c {TEN_MIB} >&2\n{}",
+                reply("alice", HELPER_SECRET)
+            ),
+        ),
+    ] {
+        let home = Home::new();
+        let pid_file = home.path("helper.pid");
+        home.helper(name, &format!("echo $$ > '{}'\n{body}", pid_file.display()));
+        let config =
+            home.docker_config(serde_json::json!({ "credHelpers": { server.as_str(): name } }));
+        let (stderr, took) = cat_fails_within(&home, &image, &[], Duration::from_secs(90));
+        assert_eq!(
+            error_line(&stderr),
+            format!(
+                "ocimount: error: registry {server}/{REPO}: credentials file {}: credential helper docker-credential-{name} \
+                 wrote more than 1048576 bytes and was killed",
+                config.display()
+            ),
+            "{stderr}"
+        );
+        // Cut off at the bound, not at the timeout.
+        assert!(took < Duration::from_secs(25), "{name} took {took:?}");
+        assert_eq!(home.calls(name), [format!("get|{server}")]);
+        assert_process_gone(&pid_file, name);
+    }
+}
+
+#[test]
+fn creds_store_in_an_authfile_is_used() {
+    let reg = TestRegistry::builder()
+        .basic_auth("alice", HELPER_SECRET)
+        .start();
+    let image = push_hello(&reg);
+    let server = reg.host_port();
+    let home = Home::new();
+    home.helper("store", &reply("alice", HELPER_SECRET));
+    // The default files name another helper: --authfile replaces them, so
+    // it must not run.
+    home.helper("decoy", "exit 3");
+    home.docker_config(serde_json::json!({
+        "credHelpers": { server.as_str(): "decoy" },
+        "credsStore": "decoy",
+    }));
+    fs::create_dir_all(home.path("config/containers")).unwrap();
+    fs::write(
+        home.path("config/containers/auth.json"),
+        serde_json::json!({ "credsStore": "decoy" }).to_string(),
+    )
+    .unwrap();
+    let authfile = home.path("elsewhere/auth.json");
+    fs::create_dir_all(authfile.parent().unwrap()).unwrap();
+    let authfile_arg = authfile.to_str().unwrap();
+
+    // credsStore alone, then with Docker's placeholder entry in auths.
+    for auth in [
+        serde_json::json!({ "credsStore": "store" }),
+        serde_json::json!({ "auths": { server.as_str(): {} }, "credsStore": "store" }),
+    ] {
+        fs::write(&authfile, auth.to_string()).unwrap();
+        let before = home.calls("store").len();
+        assert_eq!(
+            home.cat_hello(&image, &["--authfile", authfile_arg]),
+            FILE_CONTENT,
+            "{auth}"
+        );
+        assert_eq!(home.calls("store")[before..], [format!("get|{server}")]);
+    }
+    // $REGISTRY_AUTH_FILE names such a file as well.
+    let before = home.calls("store").len();
+    let out = run_bounded(
+        home.command(&["cat", &image, "/hello.txt"])
+            .env("REGISTRY_AUTH_FILE", &authfile),
+        Duration::from_secs(120),
+    );
+    assert_eq!(ok(&out).as_bytes(), FILE_CONTENT);
+    assert_no_secret(&out);
+    assert_eq!(home.calls("store")[before..], [format!("get|{server}")]);
+    assert!(home.calls("decoy").is_empty(), "{:?}", home.calls("decoy"));
+
+    // The file's own entry for the registry comes before its credsStore,
+    // which is then not run (it would fail).
+    fs::write(
+        &authfile,
+        serde_json::json!({
+            "auths": { server.as_str(): { "auth": base64(format!("alice:{HELPER_SECRET}").as_bytes()) } },
+            "credsStore": "decoy",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        home.cat_hello(&image, &["--authfile", authfile_arg]),
+        FILE_CONTENT
+    );
+    assert!(home.calls("decoy").is_empty(), "{:?}", home.calls("decoy"));
+
+    // A credsStore that fails is an error naming it and the --authfile.
+    fs::write(
+        &authfile,
+        serde_json::json!({ "credsStore": "decoy" }).to_string(),
+    )
+    .unwrap();
+    let err = home.cat_fails(&image, &["--authfile", authfile_arg]);
+    assert_eq!(
+        error_line(&err),
+        format!(
+            "ocimount: error: registry {server}/{REPO}: credentials file {}: credential helper docker-credential-decoy \
+             failed (exit status 3); run `docker-credential-decoy get` to see why",
+            authfile.display()
+        ),
+        "{err}"
+    );
+    assert_eq!(home.calls("decoy"), [format!("get|{server}")]);
 }
