@@ -1,5 +1,8 @@
-//! The cache directory's layout. Every path under `CACHE` is spelled here
-//! and nowhere else; the other stages ask this module where things go.
+//! The cache directory's layout. No stage but `cache` spells a path under
+//! `CACHE`: they ask this module where things go. Inside the stage, the
+//! directories are spelled here, and the files of a layer's directory by
+//! the modules that own them (the builder, the reader, eviction), as this
+//! map names them.
 //!
 //! ```text
 //! CACHE/layers/sha256/<hex>/index    versioned binary index (see layer::format)
