@@ -240,36 +240,6 @@ fn umount_stops_the_daemon_and_leaves_the_directory_clean() {
     assert_eq!(ok(&ocimount(cache.path(), &["mounts"])), "");
 }
 
-/// Issue 23: the parent merges the layers it has just indexed, from the
-/// entries it holds, and stores the tree; its daemon then opens the stored
-/// tree and merges nothing (it used to decode every index's entries again
-/// and merge after the pass had ended).
-#[test]
-fn a_mounts_parent_stores_the_merged_tree_and_its_daemon_merges_nothing() {
-    let (cache, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let image = layout("debian-gzip");
-    let m = Mounted::new(cache.path(), &image, &[]);
-    let want = ok(&ocimount(other.path(), &["cat", &image, "/etc/os-release"]));
-    assert!(want.contains("Debian"), "{want}");
-    assert_eq!(
-        std::fs::read_to_string(m.path().join("etc/os-release")).unwrap(),
-        want
-    );
-    let trees: Vec<_> = std::fs::read_dir(cache.path().join("trees/sha256"))
-        .unwrap()
-        .collect();
-    assert_eq!(trees.len(), 1, "{trees:?}");
-    let mut logs = String::new();
-    for entry in std::fs::read_dir(cache.path().join("logs")).unwrap() {
-        logs += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
-    }
-    assert!(logs.contains("serving "), "{logs}");
-    assert!(
-        !logs.contains("merging the layers"),
-        "the daemon merged again:\n{logs}"
-    );
-}
-
 /// Issue 21: a program that asks whether a file is a terminal (Python's
 /// `open`) and closes it costs the daemon's log nothing, an unmount adds no
 /// warning, and `umount` returns only once the daemon has exited.

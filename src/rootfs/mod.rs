@@ -93,20 +93,13 @@ pub struct Rootfs {
 /// building those that are not; decodes none that are (see
 /// [`Cache::looks_built`]): what a parent needs before its daemon opens
 /// the image for real.
-///
-/// Where it built any, it also merges the layers from the entries it
-/// holds and stores the tree, so that the daemon takes the stored tree's
-/// path (no entry decoded, nothing merged) rather than decoding every
-/// index again and merging after the last byte: on the large bench image
-/// that was about 75 ms between the pass's end and the mount.
 pub fn ensure_indexed(reference: &ImageRef, opts: &OpenOptions) -> Result<Image> {
     let image = open_image(reference, opts)?;
     let cache = layer_cache(&image, opts)?;
     if image.layers.iter().all(|layer| cache.looks_built(layer)) {
         crate::cache::admin::record_image(&cache, &image);
     } else {
-        let (_, mut entries) = index_image(&image, &cache, opts)?;
-        merge(&image, &cache, &mut entries)?;
+        index_image(&image, &cache, opts)?;
     }
     Ok(image)
 }
