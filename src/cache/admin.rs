@@ -351,10 +351,11 @@ fn real_dir(path: &Path) -> bool {
 }
 
 /// Remove the logs of mounts that have ended: every file in `logs/` that
-/// no live mount writes (nor its rotated part) and that no process holds
-/// open, or, where `/proc` cannot tell, that has been untouched for a while
-/// (a mount starting right now has its log before its record, and holds
-/// it open from the start).
+/// no live mount's record names (nor its rotated part) and that no process
+/// holds open; where `/proc` cannot tell for every process, only those
+/// also untouched for a while. The logs are listed before `/proc` is read:
+/// a mount starting meanwhile holds its log open from its creation on, so
+/// a listed log it uses is seen open, and a later one is not listed.
 fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
     // By name: the records hold the cache's path as their daemon spelled it.
     let live: Vec<std::ffi::OsString> = list_mounts(cache)
@@ -363,27 +364,28 @@ fn remove_ended_mounts_logs(cache: &Cache) -> u64 {
         .flat_map(|log| [RotatingLog::rotated_path(&log), log])
         .filter_map(|log| log.file_name().map(|n| n.to_os_string()))
         .collect();
-    let now = SystemTime::now();
-    let open = crate::sys::open_files::open_inodes();
-    let mut freed = 0;
-    for entry in fs::read_dir(paths::logs(cache.root()))
+    let dir = paths::logs(cache.root());
+    let listed: Vec<(PathBuf, std::ffi::OsString, fs::Metadata)> = fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
-    {
-        let path = entry.path();
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        let ended = match &open {
-            Some(open) => !open.contains(&(meta.dev(), meta.ino())),
-            None => untouched_for_a_while(&meta, now),
-        };
-        if meta.is_file()
-            && ended
-            && !live.contains(&entry.file_name())
-            && fs::remove_file(&path).is_ok()
-        {
+        .filter_map(|entry| Some((entry.path(), entry.file_name(), entry.metadata().ok()?)))
+        .filter(|(_, name, meta)| meta.is_file() && !live.contains(name))
+        .collect();
+    if listed.is_empty() {
+        return 0;
+    }
+    let open = crate::sys::open_files::open_under(&dir);
+    let canonical = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    let now = SystemTime::now();
+    let mut freed = 0;
+    for (path, name, meta) in listed {
+        let held = open
+            .as_ref()
+            .is_some_and(|o| o.paths.contains(&canonical.join(&name)));
+        let sure = open.as_ref().is_some_and(|o| o.complete);
+        let ended = !held && (sure || untouched_for_a_while(&meta, now));
+        if ended && fs::remove_file(&path).is_ok() {
             freed += meta.blocks() * 512;
         }
     }
