@@ -19,7 +19,7 @@ use crate::source::ImageRef;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 use crate::limits::MAX_INDEX_DEPTH;
 
-use crate::layer::toc::TocReference;
+use crate::layer::toc_reference::TocReference;
 pub use crate::layer::LayerInfo;
 
 /// A manifest an index offers for one platform.

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::layer::toc::TocReference;
+use crate::layer::toc_reference::TocReference;
 use crate::layer::Compression;
 
 /// One layer of the chosen manifest, with what is needed to index it.

@@ -11,6 +11,7 @@ pub mod index;
 pub mod layer_index;
 pub mod spans;
 pub mod toc;
+pub mod toc_reference;
 pub mod verify;
 pub mod window_use;
 pub mod zstd;

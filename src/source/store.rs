@@ -8,9 +8,16 @@ use crate::blob::Blob;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Index;
-pub use crate::source::registry::index_artifact::PublishedIndex;
 
 pub use crate::limits::MAX_JSON_BYTES;
+
+/// One layer's published index: which layer, and the blob that holds it.
+#[derive(Clone, Debug)]
+pub struct PublishedIndex {
+    pub layer: Digest,
+    pub blob: Digest,
+    pub size: u64,
+}
 
 pub trait ImageStore: Send + Sync {
     /// The store's top-level index: `index.json`, or one made from an

@@ -10,7 +10,6 @@ pub mod agreement;
 mod entries;
 mod estargz;
 mod large_chunks;
-pub mod reference;
 mod rfc3339;
 mod zstd_chunked;
 
@@ -19,11 +18,11 @@ use crate::digest::Digest;
 use crate::layer::layer_index::{BuiltFrom, LayerIndex};
 use crate::layer::LayerInfo;
 
+use crate::layer::toc_reference::TocReference;
 /// The index a TOC's JSON describes, once it has been fetched and checked
 /// (for the fuzzer: `fuzz/harness.rs`).
 pub use entries::index_from_toc as index_from_toc_json;
 pub use entries::{LargeChunk, TocIndex, ESTARGZ_OWN_ENTRIES};
-pub use reference::TocReference;
 
 /// Why a layer's TOC was not used (the layer is then indexed by a full
 /// pass, which trusts nothing the TOC said).

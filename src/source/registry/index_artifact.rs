@@ -28,6 +28,7 @@ use crate::limits::{MAX_JSON_BYTES, MAX_PUBLISHED_INDEX_BYTES};
 use crate::oci::manifest::Descriptor;
 use crate::oci::media;
 use crate::source::registry::client::{header, Access, Client};
+use crate::source::store::PublishedIndex;
 use crate::sys::bounded::{self, ReadError, Reserve};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.ocimount.index.v1";
@@ -35,14 +36,6 @@ pub const INDEX_MEDIA_TYPE: &str = "application/vnd.ocimount.layer-index.v5+zstd
 pub const LAYER_ANNOTATION: &str = "io.ocimount.layer.digest";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const EMPTY_JSON: &[u8] = b"{}";
-
-/// One layer's published index: which layer, and the blob that holds it.
-#[derive(Clone, Debug)]
-pub struct PublishedIndex {
-    pub layer: Digest,
-    pub blob: Digest,
-    pub size: u64,
-}
 
 /// Another tool's referrers are kept as they are (platform, annotations,
 /// digests of other algorithms): only ours are read and replaced.

@@ -34,11 +34,12 @@ use crate::oci::manifest::{Descriptor, Index};
 use crate::oci::media;
 use crate::source::registry::blob::RegistryBlob;
 use crate::source::registry::client::{Client, Document};
-use crate::source::registry::index_artifact::{self, PublishedIndex};
+use crate::source::registry::index_artifact;
 use crate::source::registry::reference::RepositoryName;
 use crate::source::registry::registries_conf::RefKind;
 use crate::source::registry::settings::Settings;
 use crate::source::selector::Selector;
+use crate::source::store::PublishedIndex;
 use crate::source::ImageStore;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
