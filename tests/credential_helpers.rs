@@ -254,13 +254,20 @@ fn daemon_pid(home: &Home, dir: &Path) -> u32 {
         .unwrap_or_else(|| panic!("no daemon for {} in:\n{listing}", dir.display()))
 }
 
-#[test]
-fn a_credential_helper_supplies_basic_credentials() {
+/// A registry that wants Basic auth as alice with the helpers' secret,
+/// holding the hello image: the registry, the image, its host:port.
+fn hello_behind_basic_auth() -> (TestRegistry, String, String) {
     let reg = TestRegistry::builder()
         .basic_auth("alice", HELPER_SECRET)
         .start();
     let image = push_hello(&reg);
     let server = reg.host_port();
+    (reg, image, server)
+}
+
+#[test]
+fn a_credential_helper_supplies_basic_credentials() {
+    let (_registry, image, server) = hello_behind_basic_auth();
 
     // credHelpers for the registry, in $DOCKER_CONFIG/config.json.
     let home = Home::new();
@@ -315,11 +322,7 @@ fn a_credential_helper_supplies_basic_credentials() {
 
 #[test]
 fn a_mount_daemon_runs_the_helper_of_its_authfile() {
-    let reg = TestRegistry::builder()
-        .basic_auth("alice", HELPER_SECRET)
-        .start();
-    let image = push_hello(&reg);
-    let server = reg.host_port();
+    let (_registry, image, server) = hello_behind_basic_auth();
     let home = Home::new();
     home.helper("loopback", &reply("alice", HELPER_SECRET));
     // Only in --authfile: the default files say nothing.
@@ -552,11 +555,7 @@ fn error_line(stderr: &str) -> &str {
 
 #[test]
 fn a_slow_credential_helper_times_out_and_is_killed() {
-    let reg = TestRegistry::builder()
-        .basic_auth("alice", HELPER_SECRET)
-        .start();
-    let image = push_hello(&reg);
-    let server = reg.host_port();
+    let (_registry, image, server) = hello_behind_basic_auth();
     let home = Home::new();
     let pid_file = home.path("helper.pid");
     let child_file = home.path("helper-child.pid");
@@ -596,11 +595,7 @@ fn a_slow_credential_helper_times_out_and_is_killed() {
 
 #[test]
 fn a_credential_helper_with_huge_output_is_cut_off() {
-    let reg = TestRegistry::builder()
-        .basic_auth("alice", HELPER_SECRET)
-        .start();
-    let image = push_hello(&reg);
-    let server = reg.host_port();
+    let (_registry, image, server) = hello_behind_basic_auth();
     const TEN_MIB: usize = 10 << 20;
     // 10 MiB of the secret: on stdout inside a reply, or on stderr before
     // a good reply.
@@ -644,11 +639,7 @@ fn a_credential_helper_with_huge_output_is_cut_off() {
 
 #[test]
 fn creds_store_in_an_authfile_is_used() {
-    let reg = TestRegistry::builder()
-        .basic_auth("alice", HELPER_SECRET)
-        .start();
-    let image = push_hello(&reg);
-    let server = reg.host_port();
+    let (_registry, image, server) = hello_behind_basic_auth();
     let home = Home::new();
     home.helper("store", &reply("alice", HELPER_SECRET));
     // The default files name another helper: --authfile replaces them, so
